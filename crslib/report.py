@@ -1,0 +1,58 @@
+"""Result files: every reported number is written here by code, as JSON (and Markdown tables).
+
+Writes are atomic (temp file + rename), so an interrupted run never leaves half a file.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = Path(os.environ.get("CRSLIB_RESULTS", REPO / "results"))
+FIGURES = REPO / "figures"
+
+
+def write_json(obj, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def write_text(text: str, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def markdown_table(rows: list[dict], columns: list[str] | None = None, floatfmt: str = ".4g") -> str:
+    """A GitHub Markdown table from a list of dicts (missing values shown as '-')."""
+    columns = columns or list(dict.fromkeys(k for r in rows for k in r))
+
+    def fmt(v) -> str:
+        if v is None:
+            return "-"
+        return format(v, floatfmt) if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def save_table(rows: list[dict], name: str, profile: str, meta: dict | None = None,
+               columns: list[str] | None = None) -> Path:
+    """``results/<profile>/<name>.json`` (rows + meta) and ``<name>.md``; returns the JSON path."""
+    base = RESULTS / profile / name
+    write_text(markdown_table(rows, columns), base.with_suffix(".md"))
+    return write_json({"profile": profile, **(meta or {}), "rows": rows}, base.with_suffix(".json"))
+
+
+def paper_results() -> dict:
+    """The paper's reported numbers (Tables 1-4, dataset sizes), read from one data file."""
+    return json.loads((Path(__file__).parent / "paper_results.json").read_text())
