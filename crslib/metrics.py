@@ -1,0 +1,132 @@
+"""Ranking and dialog metrics (NOTES.md §5), with 95% bootstrap intervals.
+
+Ranking: one gold item per case; ``rank`` is the 1-based position of the gold item in the
+model's list, or ``None``/``inf`` when it is not in the list. Per case:
+``recall@k = [rank <= k]``, ``ndcg@k = [rank <= k] / log2(rank + 1)``,
+``mrr@k = [rank <= k] / rank``; reported values are means over cases, as fractions in [0, 1].
+
+Dialog: corpus perplexity weighted by tokens (``exp(sum nll / sum tokens)``); SacreBLEU
+(corpus, x100, default 13a tokenizer); Distinct-n as *unique n-grams / all n-grams* over the
+word tokens of the whole generated corpus (``distinct@n``), and the variant *unique n-grams /
+number of responses* (``distinct_per_response@n``), labelled, since both are in use
+(NOTES.md §9). Items in generated text are shown as one ``<movie>`` token before counting.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+RANK_KS = (1, 5, 10, 20)
+CUT_KS = (5, 10, 20)
+
+
+def _ranks(ranks: Iterable[float | None]) -> np.ndarray:
+    r = np.array([math.inf if x is None else float(x) for x in ranks], dtype=float)
+    if np.any(r < 1):
+        raise ValueError("ranks are 1-based; got a rank below 1")
+    return r
+
+
+def ranking_per_case(ranks: Iterable[float | None], recall_ks: Sequence[int] = RANK_KS,
+                     cut_ks: Sequence[int] = CUT_KS) -> dict[str, np.ndarray]:
+    """Per-case values of ``recall@k``, ``ndcg@k`` and ``mrr@k`` (arrays, one per case)."""
+    r = _ranks(ranks)
+    out = {f"recall@{k}": (r <= k).astype(float) for k in recall_ks}
+    with np.errstate(divide="ignore"):
+        for k in cut_ks:
+            hit = r <= k
+            out[f"ndcg@{k}"] = np.where(hit, 1.0 / np.log2(np.where(hit, r, 1.0) + 1), 0.0)
+            out[f"mrr@{k}"] = np.where(hit, 1.0 / np.where(hit, r, 1.0), 0.0)
+    return out
+
+
+def ranking_metrics(ranks: Iterable[float | None], recall_ks: Sequence[int] = RANK_KS,
+                    cut_ks: Sequence[int] = CUT_KS) -> dict[str, float]:
+    return {k: float(v.mean()) if len(v) else float("nan")
+            for k, v in ranking_per_case(ranks, recall_ks, cut_ks).items()}
+
+
+def bootstrap_ci(per_case: np.ndarray, n_boot: int = 1000, seed: int = 0,
+                 stat: Callable[[np.ndarray], float] = np.mean) -> tuple[float, float]:
+    """Percentile 95% interval of ``stat`` over cases resampled with replacement."""
+    x = np.asarray(per_case, dtype=float)
+    if len(x) == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(x), size=(n_boot, len(x)))
+    vals = x[idx].mean(axis=1) if stat is np.mean else np.array([stat(x[i]) for i in idx])
+    lo, hi = np.percentile(vals, [2.5, 97.5])
+    return (float(lo), float(hi))
+
+
+def ranking_with_ci(ranks: Iterable[float | None], recall_ks: Sequence[int] = RANK_KS,
+                    cut_ks: Sequence[int] = CUT_KS, n_boot: int = 1000,
+                    seed: int = 0) -> tuple[dict[str, float], dict[str, list[float]]]:
+    per = ranking_per_case(ranks, recall_ks, cut_ks)
+    metrics = {k: float(v.mean()) if len(v) else float("nan") for k, v in per.items()}
+    ci = {k: list(bootstrap_ci(v, n_boot, seed)) for k, v in per.items()}
+    return metrics, ci
+
+
+# ----------------------------------------------------------------------------- dialog
+def perplexity(nll_sum: float, n_tokens: int) -> float:
+    """Corpus perplexity weighted by tokens: ``exp(total NLL / total tokens)``."""
+    if n_tokens <= 0:
+        raise ValueError("perplexity needs at least one token")
+    return math.exp(nll_sum / n_tokens)
+
+
+def words(text: str) -> list[str]:
+    """Whitespace words, lower-cased; ``<movie>`` stays one token."""
+    return text.lower().split()
+
+
+def distinct(responses: Sequence[str], n: int) -> float:
+    """Unique n-grams / all n-grams over the corpus of responses (``distinct@n``)."""
+    grams = [tuple(w[i:i + n]) for w in map(words, responses) for i in range(len(w) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def distinct_per_response(responses: Sequence[str], n: int) -> float:
+    """Unique n-grams / number of responses (the other definition in use, labelled)."""
+    grams = {tuple(w[i:i + n]) for w in map(words, responses) for i in range(len(w) - n + 1)}
+    return len(grams) / len(responses) if responses else 0.0
+
+
+def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """Corpus SacreBLEU (x100) with one reference per hypothesis."""
+    import sacrebleu
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses vs {len(references)} references")
+    return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score)
+
+
+def dialog_metrics(hypotheses: Sequence[str], references: Sequence[str],
+                   mention_token: str = "<movie>") -> dict[str, float]:
+    out = {"bleu": bleu(hypotheses, references)}
+    for n in (1, 2, 3, 4):
+        out[f"distinct@{n}"] = distinct(hypotheses, n)
+        out[f"distinct_per_response@{n}"] = distinct_per_response(hypotheses, n)
+    out["item_mention_share"] = (sum(mention_token in h for h in hypotheses) / len(hypotheses)
+                                 if hypotheses else 0.0)
+    return out
+
+
+def intent_metrics(gold: Sequence[str], pred: Sequence[str], positive: str = "rec") -> dict:
+    """Accuracy and F1 (``positive`` = recommend) of the model's own mode choice."""
+    g = np.array([x == positive for x in gold])
+    p = np.array([x == positive for x in pred])
+    tp, fp, fn = int((g & p).sum()), int((~g & p).sum()), int((g & ~p).sum())
+    prec = tp / (tp + fp) if tp + fp else 0.0
+    rec = tp / (tp + fn) if tp + fn else 0.0
+    return {"intent_accuracy": float((g == p).mean()) if len(g) else float("nan"),
+            "intent_precision": prec, "intent_recall": rec,
+            "intent_f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0}
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation over seeds (sd 0 for one seed)."""
+    v = np.asarray(values, dtype=float)
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0

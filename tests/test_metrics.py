@@ -1,0 +1,65 @@
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import label_ranking_average_precision_score, ndcg_score, top_k_accuracy_score
+
+from crslib import metrics
+
+
+def test_ranking_golden_values():
+    m = metrics.ranking_metrics([1, 3, None, 12])
+    assert m["recall@1"] == 0.25 and m["recall@5"] == 0.5 and m["recall@20"] == 0.75
+    assert m["ndcg@5"] == pytest.approx((1 + 1 / math.log2(4)) / 4)
+    assert m["mrr@10"] == pytest.approx((1 + 1 / 3) / 4)
+    assert m["mrr@20"] == pytest.approx((1 + 1 / 3 + 1 / 12) / 4)
+    with pytest.raises(ValueError, match="1-based"):
+        metrics.ranking_metrics([0])
+
+
+def test_ranking_matches_scikit_learn_on_random_scores():
+    rng = np.random.default_rng(0)
+    n, items = 200, 30
+    scores = rng.normal(size=(n, items))
+    gold = rng.integers(0, items, size=n)
+    ranks = [1 + int((s > s[g]).sum()) for s, g in zip(scores, gold)]
+    onehot = np.eye(items)[gold]
+    m = metrics.ranking_metrics(ranks, recall_ks=(1, 5, 10), cut_ks=(5, 10, 30))
+    for k in (1, 5, 10):
+        assert m[f"recall@{k}"] == pytest.approx(
+            top_k_accuracy_score(gold, scores, k=k, labels=range(items)))
+    for k in (5, 10):
+        assert m[f"ndcg@{k}"] == pytest.approx(ndcg_score(onehot, scores, k=k))
+    assert m["mrr@30"] == pytest.approx(label_ranking_average_precision_score(onehot, scores))
+
+
+def test_bootstrap_interval_contains_mean_and_is_seeded():
+    x = np.array([1.0] * 30 + [0.0] * 70)
+    lo, hi = metrics.bootstrap_ci(x, seed=1)
+    assert lo < 0.3 < hi and hi - lo < 0.25
+    assert metrics.bootstrap_ci(x, seed=1) == (lo, hi)
+    assert metrics.bootstrap_ci(np.ones(10)) == (1.0, 1.0)
+
+
+def test_distinct_definitions_on_a_tiny_corpus():
+    corpus = ["a b a", "a b c"]  # unigrams: a b a a b c (3 unique of 6); bigrams ab ba ab bc
+    assert metrics.distinct(corpus, 1) == 3 / 6
+    assert metrics.distinct(corpus, 2) == 3 / 4
+    assert metrics.distinct_per_response(corpus, 2) == 3 / 2
+    assert metrics.distinct(["<movie> is great", "<MOVIE> is great"], 3) == 1 / 2
+
+
+def test_bleu_and_dialog_metrics():
+    assert metrics.bleu(["the cat sat on the mat"], ["the cat sat on the mat"]) == pytest.approx(100)
+    assert metrics.bleu(["dog"], ["the cat sat on the mat"]) == 0.0
+    with pytest.raises(ValueError):
+        metrics.bleu(["a"], [])
+    d = metrics.dialog_metrics(["try <movie> now", "hello there"], ["try <movie>", "hi"])
+    assert d["item_mention_share"] == 0.5 and "distinct_per_response@4" in d
+
+
+def test_perplexity_and_intent():
+    assert metrics.perplexity(2 * math.log(4), 2) == pytest.approx(4)
+    m = metrics.intent_metrics(["rec", "rec", "chat", "chat"], ["rec", "chat", "rec", "chat"])
+    assert m["intent_accuracy"] == 0.5 and m["intent_f1"] == 0.5
+    assert metrics.mean_sd([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2)))
