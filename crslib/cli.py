@@ -77,6 +77,61 @@ def cmd_ids(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from crslib import run
+    overrides = {"train": {"threads": args.threads}} if args.threads else {}
+    cfg = run.load_config(args.config, **overrides)
+    _print(run.train_run(cfg, args.out, args.data_root, progress=not args.quiet))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    """Score a run (or a baseline) under one protocol; print and save the result JSON."""
+    from crslib import baselines, data, evaluate, run
+    if args.run in ("popularity", "repeat"):
+        if not (args.dataset and args.profile):
+            print("error: a baseline needs --dataset and --profile", file=sys.stderr)
+            return 2
+        cfg = run.load_config(run.config_path(args.profile, args.dataset))
+        ds = data.load(args.dataset, args.data_root)
+        sids = run.prepare_sids(cfg, ds.catalog)
+        ranker = {"popularity": baselines.Popularity, "repeat": baselines.Repeat}[args.run]
+        ranker = ranker(ds.catalog.ids).fit(d for s in cfg.get("train_splits", ["train", "dev"]
+                                                                 if args.dataset == "inspired" else ["train"]) for d in ds[s])
+        variant, model = args.run, None
+    else:
+        model, tok, sids, cfg = run.load_run(args.run)
+        ds = data.load(cfg["dataset"], args.data_root)
+        variant = cfg["variant"]
+    ev = cfg.get("eval", {})
+    meta = {"dataset": cfg["dataset"], "split": args.split, "profile": cfg["profile"],
+            "variant": variant, "seeds": [cfg["train"].get("seed", 0)],
+            "config_hash": run.config_hash(cfg)}
+    if args.protocol == "dialog":
+        import json
+        from pathlib import Path
+        head = Path(args.run) / "output_vocab.json"
+        scores = evaluate.dialog_scores(model, tok, sids, ds[args.split][: args.limit],
+                                        ev.get("max_context_tokens", 768),
+                                        json.loads(head.read_text()) if head.is_file() else None)
+        result = {**meta, "protocol": "dialog", "n_cases": scores.pop("ppl_tokens"),
+                  "metrics": scores, "ci95": {}}
+    else:
+        cases = evaluate.rec_cases(ds, sids, args.split, limit=args.limit or ev.get("limit"))
+        if model is None:
+            ranks = evaluate.baseline_ranks(ranker, cases)
+        else:
+            ranks = evaluate.model_ranks(model, tok, sids, cases, args.protocol,
+                                         ev.get("max_context_tokens", 768), ev.get("num_beams", 50),
+                                         ev.get("batch_size", 16))
+        cases, ranks = evaluate.select(cases, ranks, args.protocol)
+        result = evaluate.ranking_result(ranks, args.protocol, **meta)
+    result["limit"] = args.limit
+    evaluate.save_result(result, args.out)
+    _print(result)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m crslib", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -101,6 +156,25 @@ def build_parser() -> argparse.ArgumentParser:
     n.set_defaults(func=cmd_notebooks)
 
     # further sub-commands (ids, bench, train, evaluate) are added below, one block each
+
+    t = sub.add_parser("train", help="train a GCRS run from a config file")
+    t.add_argument("--config", required=True, help="crslib/configs/<profile>-<dataset>-<variant>.json")
+    t.add_argument("--out", required=True, help="run folder, e.g. runs/cpu/redial/gcrs")
+    t.add_argument("--data-root", default=None)
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="score a run or a baseline under one protocol")
+    e.add_argument("--run", required=True, help="run folder, or 'popularity' / 'repeat'")
+    e.add_argument("--protocol", choices=["paper", "community", "dedup", "dialog"], required=True)
+    e.add_argument("--dataset", choices=["redial", "inspired"], help="for baselines")
+    e.add_argument("--profile", help="for baselines: whose config (SIDs, splits) to use")
+    e.add_argument("--split", default="test")
+    e.add_argument("--limit", type=int, default=None, help="seeded random sample of cases")
+    e.add_argument("--out", default=None, help="default results/<profile>/<dataset>/<variant>.<protocol>.json")
+    e.add_argument("--data-root", default=None)
+    e.set_defaults(func=cmd_evaluate)
 
     i = sub.add_parser("ids", help="semantic IDs of a catalog (encode, quantize, de-collide)")
     i.add_argument("--dataset", choices=["redial", "inspired"], required=True)

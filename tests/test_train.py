@@ -1,0 +1,89 @@
+"""Training on packed dialogs: the loss falls, and a toy world whose next item is a
+deterministic function of the context is learned (Recall@1 > 0.9) through the whole path:
+serializer -> packing -> training -> constrained beam search."""
+import json
+
+import pytest
+import torch
+
+from crslib import serialize, train, trie
+from crslib.bench import random_sids
+from crslib.data import Dialog, Turn
+from crslib.model import load_tokenizer, tiny_model
+
+ITEMS = [str(100 + i) for i in range(16)]
+
+
+def follow(i: int) -> str:
+    return ITEMS[(5 * i + 3) % len(ITEMS)]
+
+
+def toy_world(n: int, seed: int) -> list[Dialog]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for k in range(n):
+        i = int(torch.randint(len(ITEMS), (1,), generator=g))
+        out.append(Dialog(str(k), [
+            Turn("user", "hello", ()), Turn("assistant", "hi! what do you like?", ()),
+            Turn("user", f"I liked @{ITEMS[i]}", (ITEMS[i],)),
+            Turn("assistant", f"then watch @{follow(i)}", (follow(i),))]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def world():
+    torch.set_num_threads(1)
+    sids = random_sids(ITEMS, 3, 4, 0)
+    tok = load_tokenizer("tiny")
+    new = serialize.add_special_tokens(tok, None, sids)
+    model = tiny_model(len(tok), seed=0, pad_token_id=tok.pad_token_id)
+    return sids, tok, model, sorted(new.values())
+
+
+def test_toy_world_is_learned(world, tmp_path):
+    sids, tok, model, new_ids = world
+    cfg = train.TrainConfig(lr=5e-3, warmup_steps=10, epochs=60, batch_tokens=600,
+                            output_vocab="targets", log_every=5, checkpoint_every=10_000)
+    summary = train.train(model, tok, sids, toy_world(64, 0), cfg, tmp_path, new_ids,
+                          progress=False)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["loss"] < log[0]["loss"] / 3
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["lr"] == 5e-3
+    examples = [ex for ex in serialize.serialize_all(toy_world(40, 1), sids) if ex.mode == "rec"]
+    prompts = [serialize.rec_prompt_ids(ex, tok) for ex in examples]
+    ranked = trie.recommend(model, tok, prompts, sids, k=5, num_beams=8, batch_size=16)
+    hits = [r.items[0] == ex.item for r, ex in zip(ranked, examples)]
+    assert sum(hits) / len(hits) > 0.9, summary
+    # only the new rows of the embedding moved
+    assert summary["steps"] > 0 and summary["instances"] == 64 * 2
+
+
+def test_only_new_rows_train_and_resume_continues(world, tmp_path):
+    sids, tok, _, new_ids = world
+    model = tiny_model(len(tok), seed=1, pad_token_id=tok.pad_token_id)
+    before = model.get_input_embeddings().weight.detach().clone()
+    cfg = train.TrainConfig(lr=1e-2, warmup_steps=1, max_steps=4, batch_tokens=1024,
+                            checkpoint_every=2, output_vocab="targets")
+    train.train(model, tok, sids, toy_world(8, 0), cfg, tmp_path, new_ids, progress=False)
+    after = model.get_input_embeddings().weight.detach()
+    first = min(new_ids)
+    assert torch.equal(before[:first], after[:first])
+    assert not torch.equal(before[first:], after[first:])
+    # resuming a finished run does no more steps; a different config is refused
+    s = train.train(model, tok, sids, toy_world(8, 0), cfg, tmp_path, new_ids, progress=False)
+    assert s["steps"] == 4
+    with pytest.raises(ValueError, match="different config"):
+        train.train(model, tok, sids, toy_world(8, 0), train.TrainConfig(lr=0.5, max_steps=4),
+                    tmp_path, new_ids, progress=False)
+
+
+def test_restricted_vocab_loss_refuses_unknown_targets(world):
+    sids, tok, model, new_ids = world
+    from crslib import packing
+    w = packing.pack_dialog(toy_world(1, 0)[0], sids, tok, "gcrs", 768)
+    batch = packing.collate(w, tok.pad_token_id)
+    emb = train.Embeddings(model, new_ids)
+    with pytest.raises(ValueError, match="outside the restricted"):
+        train.packed_loss(model, emb, batch, torch.tensor(sorted(new_ids)))
+    full, _ = train.packed_loss(model, emb, batch, None)
+    assert torch.isfinite(full)

@@ -1,0 +1,264 @@
+"""Prefix tree, SID logits processor, beam search and exact scoring on toy vocabularies.
+
+Reference: brute-force scoring, one full forward pass per item (``brute_force``)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from crslib import serialize, trie
+from crslib.bench import random_sids
+from crslib.model import tiny_model
+from crslib.semantic_ids import SemanticIDs
+
+WORDS = ["[PAD]", "[UNK]", "[EOS]", "User", "Assistant", ":", "hi", "a", "movie", "like", "I"]
+PROMPTS = ["User : hi I like a movie Assistant :<MODE=REC><BOI>", "User : hi<BOI>",
+           "movie movie movie Assistant :<MODE=REC><BOI>"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small ops on a shared 2-core machine are far faster on one thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def toy_tokenizer(sids: SemanticIDs | None = None) -> PreTrainedTokenizerFast:
+    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]",
+                                  eos_token="[EOS]")
+    if sids is not None:
+        serialize.add_special_tokens(tok, None, sids)
+    return tok
+
+
+def toy_setup(n_items=40, levels=3, codebook=5, seed=0, model_seed=1):
+    sids = random_sids([f"i{j}" for j in range(n_items)], levels, codebook, seed)
+    tok = toy_tokenizer(sids)
+    model = tiny_model(len(tok), seed=model_seed, hidden_size=32, intermediate_size=64)
+    return sids, tok, model, trie.SIDVocab.build(sids, tok)
+
+
+def ids_of(tok, text: str) -> list[int]:
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+@torch.no_grad()
+def brute_force(model, vocab: trie.SIDVocab, prompt: list[int]) -> torch.Tensor:
+    """Score of every item: one forward pass over prompt + its L SID tokens."""
+    L, P = vocab.levels, len(prompt)
+    out = []
+    for iid in vocab.sids.item_ids:
+        code = vocab.sids.code_of(iid)
+        toks = [int(vocab.level_tokens[lv, c]) for lv, c in enumerate(code)]
+        logits = model(torch.tensor([prompt + toks])).logits[0]
+        out.append(sum(torch.log_softmax(logits[P - 1 + lv, vocab.level_tokens[lv]], -1)[c].item()
+                       for lv, c in enumerate(code)))
+    return torch.tensor(out)
+
+
+def top(scores: torch.Tensor, sids: SemanticIDs, k: int) -> list[str]:
+    order = torch.sort(scores, descending=True, stable=True).indices[:k]
+    return [sids.item_ids[i] for i in order]
+
+
+# ----------------------------------------------------------------------------- trie
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 5), st.integers(1, 30), st.integers(0, 10 ** 6))
+def test_allowed_next_matches_brute_force(levels, K, n, seed):
+    n = min(n, K ** levels)
+    sids = random_sids([str(i) for i in range(n)], levels, K, seed)
+    t = trie.SIDTrie.from_sids(sids)
+    codes = [tuple(r) for r in sids.codes.tolist()]
+    prefixes = {c[:d] for c in codes for d in range(levels + 1)}
+    for p in prefixes:
+        want = tuple(sorted({c[len(p)] for c in codes if c[:len(p)] == p and len(c) > len(p)}))
+        assert t.allowed_next(p) == want
+    for c in codes:
+        assert sids.item_ids[t.node(c)] == sids.item_of(c)
+    assert t.allowed_next((K,)) == () and t.node((K,)) is None
+
+
+def test_allowed_next_is_per_tuple_not_per_level():
+    # per-level sets would allow (0, 1) and (1, 0), which are no items
+    t = trie.SIDTrie(np.array([[0, 0], [1, 1]]), 2)
+    assert t.allowed_next(()) == (0, 1)
+    assert t.allowed_next((0,)) == (0,)
+    assert t.allowed_next((1,)) == (1,)
+    assert t.node((0, 1)) is None
+
+
+def test_trie_rejects_duplicates():
+    with pytest.raises(ValueError, match="unique"):
+        trie.SIDTrie(np.array([[0, 1], [0, 1]]), 2)
+
+
+# ----------------------------------------------------------------------------- processor
+def test_processor_states():
+    sids, tok, _, vocab = toy_setup(n_items=6, levels=2, codebook=4)
+    proc = trie.SIDConstraint(vocab)
+    V = len(tok)
+    base = torch.log_softmax(torch.randn(1, V), -1)
+    before = ids_of(tok, "User : hi")
+    assert torch.equal(proc(torch.tensor([before]), base.clone()), base)  # inactive: untouched
+
+    out = proc(torch.tensor([before + [vocab.boi]]), base.clone())
+    finite = set(torch.nonzero(torch.isfinite(out[0])).flatten().tolist())
+    first = {int(vocab.level_tokens[0, c]) for c in sids.codes[:, 0]}
+    assert finite == first
+    level0 = base[0, vocab.level_tokens[0]]
+    want = torch.log_softmax(level0, -1)
+    for c in range(4):
+        tid = int(vocab.level_tokens[0, c])
+        assert (out[0, tid] == -np.inf) if tid not in first else torch.isclose(out[0, tid], want[c])
+
+    code = sids.code_of(sids.item_ids[0])
+    mid = before + [vocab.boi, int(vocab.level_tokens[0, code[0]])]
+    out = proc(torch.tensor([mid]), base.clone())
+    finite = set(torch.nonzero(torch.isfinite(out[0])).flatten().tolist())
+    assert finite == {int(vocab.level_tokens[1, c]) for c in trie.SIDTrie.from_sids(sids)
+                      .allowed_next(code[:1])}
+
+    full = mid + [int(vocab.level_tokens[1, code[1]])]
+    out = proc(torch.tensor([full]), base.clone())
+    assert torch.nonzero(torch.isfinite(out[0])).flatten().tolist() == [vocab.eoi]
+    assert out[0, vocab.eoi] == 0.0
+
+    closed = full + [vocab.eoi]
+    assert torch.equal(proc(torch.tensor([closed]), base.clone()), base)
+
+
+def test_processor_mixed_rows_and_errors():
+    sids, tok, _, vocab = toy_setup(n_items=6, levels=2, codebook=4)
+    proc = trie.SIDConstraint(vocab)
+    pad = tok.pad_token_id
+    base = torch.log_softmax(torch.randn(2, len(tok)), -1)
+    rows = torch.tensor([[pad, pad, pad, vocab.boi], [pad] + ids_of(tok, "hi a movie")])
+    out = proc(rows, base.clone())
+    assert torch.equal(out[1], base[1])
+    assert torch.isfinite(out[0]).sum() == len(set(sids.codes[:, 0].tolist()))
+    wrong_level = torch.tensor([[vocab.boi, int(vocab.level_tokens[1, 0])]])
+    with pytest.raises(ValueError, match="no prefix"):
+        proc(wrong_level, base[:1].clone())
+    unused = sorted(set(range(4)) - set(sids.codes[:, 0].tolist()))
+    if unused:
+        with pytest.raises(ValueError, match="no prefix"):
+            proc(torch.tensor([[vocab.boi, int(vocab.level_tokens[0, unused[0]])]]), base[:1].clone())
+
+
+# ----------------------------------------------------------------------------- beam search
+def test_beam_equals_brute_force_when_wide():
+    sids, tok, model, vocab = toy_setup()
+    for text in PROMPTS:
+        prompt = ids_of(tok, text)
+        want = brute_force(model, vocab, prompt)
+        got = trie.recommend(model, tok, prompt, sids, k=10, num_beams=len(sids))
+        assert got.items == top(want, sids, 10)
+        idx = [sids.item_ids.index(i) for i in got.items]
+        assert np.allclose(got.scores, want[idx].numpy(), atol=1e-4)
+
+
+def test_score_all_items_equals_brute_force():
+    sids, tok, model, vocab = toy_setup(n_items=60, levels=3, codebook=6, seed=3)
+    for text in PROMPTS[:2]:
+        prompt = ids_of(tok, text)
+        want = brute_force(model, vocab, prompt)
+        for chunk in (1, 7, 256):
+            got = trie.score_all_items(model, tok, prompt, vocab, chunk_size=chunk)
+            assert got.items == top(want, sids, len(sids))
+            idx = [sids.item_ids.index(i) for i in got.items]
+            assert np.allclose(got.scores, want[idx].numpy(), atol=1e-4)
+
+
+def test_checkpoint_sampling_config_is_ignored():
+    sids, tok, model, vocab = toy_setup()
+    prompt = ids_of(tok, PROMPTS[0])
+    want = top(brute_force(model, vocab, prompt), sids, 5)
+    g = model.generation_config
+    g.do_sample, g.temperature, g.top_k, g.top_p = True, 3.0, 2, 0.5
+    g.repetition_penalty, g.no_repeat_ngram_size, g.length_penalty = 5.0, 1, 2.0
+    g.suppress_tokens = [int(t) for t in vocab.level_tokens[0]]
+    runs = [trie.recommend(model, tok, prompt, sids, k=5, num_beams=len(sids)).items
+            for _ in range(3)]
+    assert runs[0] == runs[1] == runs[2] == want
+    assert model.generation_config is g and g.do_sample  # restored
+
+
+def test_batched_equals_one_by_one_and_distinct():
+    sids, tok, model, vocab = toy_setup()
+    batch = trie.recommend(model, tok, PROMPTS, sids, k=20, batch_size=2)
+    for text, got in zip(PROMPTS, batch):
+        single = trie.recommend(model, tok, text, vocab, k=20)
+        assert got.items == single.items
+        assert np.allclose(got.scores, single.scores, atol=1e-4)
+        assert len(set(got.items)) == 20 and got.invalid == 0
+        assert got.scores == sorted(got.scores, reverse=True)
+
+
+def test_cache_budget_only_changes_batching():
+    sids, tok, model, vocab = toy_setup()
+    assert [len(b) for b in trie._batches([[1] * 10] * 7, 3, 10, 250)] == [2, 2, 2, 1]
+    full = trie.recommend(model, tok, PROMPTS, vocab, k=10, batch_size=8)
+    small = trie.recommend(model, tok, PROMPTS, vocab, k=10, batch_size=8, max_cache_bytes=1)
+    assert [r.items for r in full] == [r.items for r in small]
+
+
+def test_unconstrained_ablation_reports_invalid():
+    sids, tok, model, vocab = toy_setup()
+    got = trie.recommend(model, tok, PROMPTS[0], vocab, k=10, constrained=False)
+    assert len(got.items) == 10
+    assert got.invalid == sum(i is None for i in got.items)
+    assert all(i is None or i in sids for i in got.items)
+    assert got.invalid > 0  # a random model rarely writes 3 SID tokens in order
+
+
+def test_prompt_must_end_with_boi():
+    sids, tok, model, vocab = toy_setup()
+    with pytest.raises(ValueError, match="must end with <BOI>"):
+        trie.recommend(model, tok, "User : hi", vocab, k=3)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 3), st.integers(2, 6), st.integers(1, 40), st.integers(1, 12),
+       st.integers(0, 10 ** 6), st.sampled_from(PROMPTS))
+def test_constrained_outputs_are_always_items(levels, K, n, k, seed, text):
+    n = min(n, K ** levels)
+    sids, tok, model, vocab = toy_setup(n, levels, K, seed, model_seed=seed)
+    got = trie.recommend(model, tok, text, vocab, k=k, num_beams=max(k, 8))
+    assert len(got.items) == min(k, n)
+    assert len(set(got.items)) == len(got.items)
+    assert all(i in sids for i in got.items)
+
+
+# ----------------------------------------------------------------------------- real data
+def _real_data() -> bool:
+    root = os.environ.get("CRSLIB_DATA")
+    return bool(root) and os.path.isfile(os.path.join(root, "redial", "test_data.jsonl"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _real_data(), reason="needs $CRSLIB_DATA with ReDial")
+def test_tiny_model_decodes_50_distinct_items_on_redial_sample():
+    from crslib import bench, data
+    from crslib.model import load_backbone
+
+    ds = data.load("redial")
+    sids = bench.random_sids(ds.catalog.ids, 4, 64, seed=0)
+    model, tok = load_backbone("tiny")
+    serialize.add_special_tokens(tok, model, sids)
+    vocab = trie.SIDVocab.build(sids, tok)
+    dialogs = [ds["test"][i] for i in np.random.default_rng(0).choice(len(ds["test"]), 4, False)]
+    examples = [e for e in serialize.serialize_all(dialogs, sids) if e.mode == "rec"][:8]
+    prompts = [serialize.rec_prompt_ids(e, tok) for e in examples]
+    report = bench.check_prompts(model, tok, prompts, vocab, k=50)
+    assert report == {"checked_prompts": len(prompts), "valid_share": 1.0, "distinct_share": 1.0}
