@@ -111,11 +111,19 @@ def cmd_evaluate(args) -> int:
         import json
         from pathlib import Path
         head = Path(args.run) / "output_vocab.json"
-        scores = evaluate.dialog_scores(model, tok, sids, ds[args.split][: args.limit],
-                                        ev.get("max_context_tokens", 768),
-                                        json.loads(head.read_text()) if head.is_file() else None)
-        result = {**meta, "protocol": "dialog", "n_cases": scores.pop("ppl_tokens"),
-                  "metrics": scores, "ci95": {}}
+        head_ids = json.loads(head.read_text()) if head.is_file() else None
+        ctx = ev.get("max_context_tokens", 768)
+        scores = evaluate.dialog_scores(model, tok, sids, ds[args.split], ctx, head_ids)
+        gen = evaluate.generate_responses(model, tok, sids, ds[args.split], ds.catalog, ctx,
+                                          head_ids=head_ids,
+                                          limit=args.limit or ev.get("generate_limit", 500))
+        examples = gen.pop("examples")
+        result = {**meta, "protocol": "dialog", "n_cases": gen.pop("n_turns"),
+                  "ppl_tokens": scores.pop("ppl_tokens"), "metrics": {**scores, **gen},
+                  "ci95": {}, "examples": examples,
+                  "note": "ppl over all test turns; generated-text metrics over a seeded sample "
+                          "of n_cases turns; distinct@n = unique/total word n-grams, "
+                          "distinct_per_response@n = unique n-grams / responses"}
     else:
         cases = evaluate.rec_cases(ds, sids, args.split, limit=args.limit or ev.get("limit"))
         if model is None:

@@ -134,6 +134,67 @@ def dialog_scores(model, tokenizer, sids: SemanticIDs, dialogs, max_context_toke
     return out
 
 
+class OnlyTokens:
+    """``LogitsProcessor`` keeping only ``ids`` (a model trained with a restricted softmax)."""
+
+    def __init__(self, ids: Sequence[int], vocab_size: int):
+        self.mask = torch.ones(vocab_size, dtype=torch.bool)
+        self.mask[torch.as_tensor(list(ids))] = False
+
+    def __call__(self, input_ids, scores):
+        return scores.masked_fill(self.mask[: scores.shape[-1]].to(scores.device), float("-inf"))
+
+
+@torch.no_grad()
+def generate_responses(model, tokenizer, sids: SemanticIDs, dialogs, catalog=None,
+                       max_context_tokens: int = 768, max_new_tokens: int = 40,
+                       head_ids: Sequence[int] | None = None, limit: int | None = None,
+                       seed: int = 0, batch_size: int = 16) -> dict:
+    """Free-mode generation for assistant turns (greedy, SIDs constrained to items) and the
+    dialog metrics of NOTES.md §5 against the gold responses, items shown as ``<movie>``.
+
+    A generation that does not follow the format is kept as plain text (special tokens
+    dropped) and counted in ``malformed_share``. ``limit``: seeded sample of turns.
+    """
+    from transformers import LogitsProcessorList
+    turns = [ex for ex in serialize.serialize_all(dialogs, sids, "gcrs")
+             if ex.item is None or ex.item == ex.turn_items[0]]  # one case per turn
+    if limit is not None and limit < len(turns):
+        turns = random.Random(seed).sample(turns, limit)
+    procs = [trie.SIDConstraint(trie.SIDVocab.build(sids, tokenizer))]
+    if head_ids is not None:
+        procs.append(OnlyTokens(head_ids, model.get_output_embeddings().weight.shape[0]))
+    config = trie.pinned_generation_config(1, max_new_tokens, tokenizer.pad_token_id or 0)
+    hyps, refs, gold_modes, pred_modes, malformed = [], [], [], [], 0
+    for k in range(0, len(turns), batch_size):
+        chunk = turns[k:k + batch_size]
+        ids = [serialize.prompt_ids(ex, tokenizer, max_context_tokens) for ex in chunk]
+        input_ids, mask = trie._left_pad(ids, config.pad_token_id)
+        with trie._neutral_generation_config(model):
+            out = model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config,
+                                 logits_processor=LogitsProcessorList(procs))
+        out = out.sequences if hasattr(out, "sequences") else out
+        for ex, seq in zip(chunk, out[:, input_ids.shape[1]:].tolist()):
+            text = tokenizer.decode(seq, skip_special_tokens=False)
+            gold = serialize.parse(ex.target, sids, "gcrs")
+            try:
+                got = serialize.parse(text, sids, "gcrs", eos=tokenizer.eos_token)
+                hyp, mode = got.metric_text, got.mode
+            except ValueError:
+                malformed += 1
+                hyp = tokenizer.decode(seq, skip_special_tokens=True)
+                mode = "rec" if serialize.BOI in text else "chat"
+            hyps.append(hyp.strip())
+            refs.append(gold.metric_text.strip())
+            gold_modes.append(ex.mode)
+            pred_modes.append(mode)
+    out = metrics.dialog_metrics(hyps, refs)
+    out.update({f"generated_{k}": v for k, v in metrics.intent_metrics(gold_modes, pred_modes).items()})
+    out["malformed_share"] = malformed / len(turns) if turns else 0.0
+    out["examples"] = [{"reference": r, "generated": h} for r, h in list(zip(refs, hyps))[:5]]
+    return {"n_turns": len(turns), **out}
+
+
 def _pair_starts(w: packing.Packed) -> list[bool]:
     """For each loss pair of a window: does it start a branch (its source is a plain token)?"""
     return [w.branch[s] == -1 if s >= 0 else True for s in w.src]

@@ -88,3 +88,12 @@ def test_save_load_gives_identical_predictions(trained, tmp_path):
     assert a == b
     with pytest.raises(FileNotFoundError, match="not a finished run"):
         run.load_run(tmp_path / "nothing")
+
+
+def test_generated_responses_follow_the_format(trained):
+    model, tok, sids, ds, out = trained
+    head = json.loads((out / "work" / "output_vocab.json").read_text())
+    g = evaluate.generate_responses(model, tok, sids, ds["test"], head_ids=head, limit=12)
+    assert g["n_turns"] == 12 and g["malformed_share"] < 0.2
+    assert g["generated_intent_accuracy"] > 0.8
+    assert 0 <= g["distinct@2"] <= 1 and g["bleu"] > 10
