@@ -63,8 +63,8 @@ def model_ranks(model, tokenizer, sids: SemanticIDs, cases: Sequence[serialize.E
     """1-based rank of each case's gold item (None: not in the beam's top 50)."""
     prompts = [serialize.rec_prompt_ids(ex, tokenizer, max_context_tokens) for ex in cases]
     if protocol == "paper":
-        ranked = trie.recommend(model, tokenizer, prompts, sids, k=num_beams, num_beams=num_beams,
-                                batch_size=batch_size)
+        ranked = trie.sid_beam_search(model, tokenizer, prompts, sids, k=num_beams,
+                                      num_beams=num_beams, batch_size=batch_size)
     elif protocol in ("community", "dedup"):
         ranked = trie.score_all_items(model, tokenizer, prompts, sids)
     else:

@@ -262,3 +262,19 @@ def test_tiny_model_decodes_50_distinct_items_on_redial_sample():
     prompts = [serialize.rec_prompt_ids(e, tok) for e in examples]
     report = bench.check_prompts(model, tok, prompts, vocab, k=50)
     assert report == {"checked_prompts": len(prompts), "valid_share": 1.0, "distinct_share": 1.0}
+
+
+def test_sid_beam_search_equals_generate_beam_search():
+    sids, tok, model, vocab = toy_setup(n_items=40, levels=3, codebook=5)
+    prompts = [ids_of(tok, p) for p in PROMPTS]
+    for beams in (6, 40):
+        a = trie.recommend(model, tok, prompts, vocab, k=6, num_beams=beams, batch_size=2)
+        b = trie.sid_beam_search(model, tok, prompts, vocab, k=6, num_beams=beams, batch_size=2)
+        for ra, rb in zip(a, b):
+            assert ra.items == rb.items
+            assert np.allclose(ra.scores, rb.scores, atol=1e-4)
+    # wide enough: equals the exact top-k
+    exact = trie.score_all_items(model, tok, prompts, vocab)
+    wide = trie.sid_beam_search(model, tok, prompts, vocab, k=10, num_beams=40)
+    for e, w in zip(exact, wide):
+        assert e.items[:10] == w.items
