@@ -20,6 +20,7 @@ def main() -> None:
     ap.add_argument("--dialogs", type=int, default=300)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = run.load_config(args.config)
@@ -52,10 +53,13 @@ def main() -> None:
         opt.step()
         tokens += real[k % len(batches)]
     bare = tokens / (time.perf_counter() - t0)
-    print(json.dumps({"config": args.config, "dialogs": args.dialogs, "steps": args.steps,
-                      "threads": args.threads, "loop_tokens_per_s": round(loop["tokens_per_s"]),
-                      "bare_tokens_per_s": round(bare),
-                      "ratio": round(loop["tokens_per_s"] / bare, 3)}, indent=1))
+    result = {"config": args.config, "dialogs": args.dialogs, "steps": args.steps,
+              "threads": args.threads, "loop_tokens_per_s": round(loop["tokens_per_s"]),
+              "bare_tokens_per_s": round(bare), "ratio": round(loop["tokens_per_s"] / bare, 3)}
+    print(json.dumps(result, indent=1))
+    if args.out:
+        from crslib.report import write_json
+        write_json(result, args.out)
 
 
 if __name__ == "__main__":
