@@ -24,11 +24,9 @@ Every result is one JSON file ``results/<profile>/<dataset>/<variant>.<protocol>
 from __future__ import annotations
 
 import random
-import time
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from crslib import metrics, packing, report, serialize, trie

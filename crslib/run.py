@@ -20,7 +20,6 @@ import os
 import shutil
 from pathlib import Path
 
-import torch
 
 from crslib import data, model as backbones, serialize, train
 from crslib.semantic_ids import SemanticIDs

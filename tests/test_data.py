@@ -1,7 +1,6 @@
 """Loaders on small fixtures written here (both official formats, malformed records), and on
 the shared real data when present."""
 import json
-import urllib.request
 from pathlib import Path
 
 import pytest

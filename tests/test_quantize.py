@@ -1,6 +1,4 @@
 """Quantizers and collision re-assignment (paper App. A): hand-made cases, properties, ReDial."""
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,16 +8,8 @@ from sklearn.cluster import KMeans
 
 from crslib import quantize as q
 
-REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def ids_data() -> Path:
-    """Shared real data (``$CRSLIB_TEST_DATA``, else ``../shared/data``); skip if absent."""
-    root = Path(os.environ.get("CRSLIB_TEST_DATA", REPO.parent / "shared" / "data"))
-    if not (root / "redial" / "movies_with_mentions.csv").is_file():
-        pytest.skip("shared ReDial catalog not found (set CRSLIB_TEST_DATA)")
-    return root
 
 
 def dist_table(rows: list[list[list[float]]]) -> np.ndarray:
@@ -234,9 +224,9 @@ def test_quantizer_properties(method, levels, k, d, seed, data):
 
 # ------------------------------------------------------------------ real catalog
 @pytest.fixture(scope="module")
-def redial_embeddings(ids_data):
+def redial_embeddings(shared_data):
     from crslib import data, encode
-    catalog = data.load_redial_catalog(ids_data / "redial")
+    catalog = data.load_redial_catalog(shared_data / "redial")
     return catalog, encode.encode_items(catalog, progress=False)  # cached after the first run
 
 

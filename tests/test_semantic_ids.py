@@ -1,7 +1,6 @@
 """SID statistics, the catalog -> SemanticIDs pipeline, the embedding cache and `crslib ids`."""
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,16 +11,8 @@ from crslib.cli import main
 from crslib.data import Item
 from crslib.semantic_ids import SemanticIDs, build_semantic_ids, code_stats
 
-REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def ids_data() -> Path:
-    """Shared real data (``$CRSLIB_TEST_DATA``, else ``../shared/data``); skip if absent."""
-    root = Path(os.environ.get("CRSLIB_TEST_DATA", REPO.parent / "shared" / "data"))
-    if not (root / "inspired" / "movie_database.tsv").is_file():
-        pytest.skip("shared INSPIRED catalog not found (set CRSLIB_TEST_DATA)")
-    return root
 
 
 def toy_items(n: int) -> list[Item]:
@@ -160,9 +151,9 @@ def test_cli_ids_end_to_end(tmp_path, monkeypatch, capsys):
     assert rc == 2 and "cannot get unique SIDs" in capsys.readouterr().err
 
 
-def test_inspired_catalog_gets_unique_sids(ids_data):
+def test_inspired_catalog_gets_unique_sids(shared_data):
     from crslib import data
-    catalog = data.load_inspired_catalog(ids_data / "inspired")
+    catalog = data.load_inspired_catalog(shared_data / "inspired")
     sids = build_semantic_ids(catalog, "rqkmeans")  # embeddings cached after the first run
     assert len(sids) == len(catalog) >= 1400
     assert sids.stats["collisions_after"] == 0 and sids.stats["after"]["utilization"][0] == 1.0
