@@ -1,7 +1,6 @@
 """Serializer: formats, escaping, truncation, encoding and the format/parse round trip."""
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 
 import pytest
@@ -200,17 +199,11 @@ def test_add_special_tokens_is_idempotent_and_resizes():
     assert all(t in tok.all_special_tokens for t in ("<BOI>", "<a_0>", "<MODE=CHAT>"))
 
 
-def _real_data() -> bool:
-    root = os.environ.get("CRSLIB_DATA")
-    return bool(root) and os.path.isfile(os.path.join(root, "redial", "test_data.jsonl"))
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _real_data(), reason="needs $CRSLIB_DATA with ReDial")
-def test_redial_round_trip_through_smollm2_tokenizer():
+def test_redial_round_trip_through_smollm2_tokenizer(shared_data):
     from crslib import data
     from crslib.model import load_tokenizer
-    ds = data.load_redial(splits=("test",))
+    ds = data.load_redial(shared_data, splits=("test",))
     sids = random_sids(ds.catalog.ids, 4, 64, seed=0)
     tok = load_tokenizer("smollm2-135m")
     S.add_special_tokens(tok, None, sids)

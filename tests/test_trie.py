@@ -3,7 +3,6 @@
 Reference: brute-force scoring, one full forward pass per item (``brute_force``)."""
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
@@ -56,7 +55,7 @@ def ids_of(tok, text: str) -> list[int]:
 @torch.no_grad()
 def brute_force(model, vocab: trie.SIDVocab, prompt: list[int]) -> torch.Tensor:
     """Score of every item: one forward pass over prompt + its L SID tokens."""
-    L, P = vocab.levels, len(prompt)
+    P = len(prompt)
     out = []
     for iid in vocab.sids.item_ids:
         code = vocab.sids.code_of(iid)
@@ -241,18 +240,12 @@ def test_constrained_outputs_are_always_items(levels, K, n, k, seed, text):
 
 
 # ----------------------------------------------------------------------------- real data
-def _real_data() -> bool:
-    root = os.environ.get("CRSLIB_DATA")
-    return bool(root) and os.path.isfile(os.path.join(root, "redial", "test_data.jsonl"))
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _real_data(), reason="needs $CRSLIB_DATA with ReDial")
-def test_tiny_model_decodes_50_distinct_items_on_redial_sample():
+def test_tiny_model_decodes_50_distinct_items_on_redial_sample(shared_data):
     from crslib import bench, data
     from crslib.model import load_backbone
 
-    ds = data.load("redial")
+    ds = data.load("redial", shared_data)
     sids = bench.random_sids(ds.catalog.ids, 4, 64, seed=0)
     model, tok = load_backbone("tiny")
     serialize.add_special_tokens(tok, model, sids)
