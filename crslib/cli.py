@@ -85,19 +85,31 @@ def cmd_train(args) -> int:
     return 0
 
 
+BASELINES = ("popularity", "repeat", "text-retrieval")
+
+
 def cmd_evaluate(args) -> int:
     """Score a run (or a baseline) under one protocol; print and save the result JSON."""
     from crslib import baselines, data, evaluate, run
-    if args.run in ("popularity", "repeat"):
+    if args.run in BASELINES:
         if not (args.dataset and args.profile):
             print("error: a baseline needs --dataset and --profile", file=sys.stderr)
+            return 2
+        if args.protocol == "dialog":
+            print("error: baselines only rank; use --protocol paper, community or dedup",
+                  file=sys.stderr)
             return 2
         cfg = run.load_config(run.config_path(args.profile, args.dataset))
         ds = data.load(args.dataset, args.data_root)
         sids = run.prepare_sids(cfg, ds.catalog)
-        ranker = {"popularity": baselines.Popularity, "repeat": baselines.Repeat}[args.run]
-        ranker = ranker(ds.catalog.ids).fit(d for s in cfg.get("train_splits", ["train", "dev"]
-                                                                 if args.dataset == "inspired" else ["train"]) for d in ds[s])
+        if args.run == "text-retrieval":  # the encoder the SIDs were built with
+            ranker = baselines.TextRetrieval(ds.catalog, sids, cfg["sids"].get("encoder"))
+        else:
+            ranker = {"popularity": baselines.Popularity, "repeat": baselines.Repeat}[args.run]
+            ranker = ranker(ds.catalog.ids)
+        splits = cfg.get("train_splits",
+                         ["train", "dev"] if args.dataset == "inspired" else ["train"])
+        ranker = ranker.fit(d for s in splits for d in ds[s])
         variant, model = args.run, None
     else:
         model, tok, sids, cfg = run.load_run(args.run)
@@ -125,7 +137,9 @@ def cmd_evaluate(args) -> int:
                           "of n_cases turns; distinct@n = unique/total word n-grams, "
                           "distinct_per_response@n = unique n-grams / responses"}
     else:
-        cases = evaluate.rec_cases(ds, sids, args.split, limit=args.limit or ev.get("limit"))
+        fmt = run.VARIANT_FORMATS.get(variant, "gcrs")  # a run ranks in its own format
+        cases = evaluate.rec_cases(ds, sids, args.split, fmt,
+                                   limit=args.limit or ev.get("limit"))
         if model is None:
             ranks = evaluate.baseline_ranks(ranker, cases)
         else:
@@ -134,6 +148,8 @@ def cmd_evaluate(args) -> int:
                                          ev.get("batch_size", 16))
         cases, ranks = evaluate.select(cases, ranks, args.protocol)
         result = evaluate.ranking_result(ranks, args.protocol, **meta)
+        if model is None and hasattr(ranker, "describe"):
+            result["ranker"] = ranker.describe()
     result["limit"] = args.limit
     evaluate.save_result(result, args.out)
     _print(result)
@@ -174,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="score a run or a baseline under one protocol")
-    e.add_argument("--run", required=True, help="run folder, or 'popularity' / 'repeat'")
+    e.add_argument("--run", required=True,
+                   help="run folder, or a baseline: " + " / ".join(BASELINES))
     e.add_argument("--protocol", choices=["paper", "community", "dedup", "dialog"], required=True)
     e.add_argument("--dataset", choices=["redial", "inspired"], help="for baselines")
     e.add_argument("--profile", help="for baselines: whose config (SIDs, splits) to use")

@@ -12,10 +12,11 @@ expansion). Ranking protocols:
 * ``dedup``: ``community`` without the cases whose item was mentioned earlier in the dialog
   (the repetition shortcut removed, NOTES.md §9).
 
-Baselines (``popularity``, ``repeat``) produce full rankings and are scored on the same cases
-by the same code. ``dialog``: token-weighted perplexity of the gold responses (the tokens after
-``<RESP>`` and the end-of-sequence token, with the gold mode and item given), and the model's
-own choice of mode in free mode (intent accuracy/F1; the paper never measures it).
+Baselines (``popularity``, ``repeat``, ``text-retrieval``) produce full rankings and are scored
+on the same cases by the same code. ``dialog``: token-weighted perplexity of the gold responses
+(the tokens after ``<RESP>`` and the end-of-sequence token, with the gold mode and item given),
+and the model's own choice of mode in free mode (intent accuracy/F1; the paper never measures
+it).
 
 Every result is one JSON file ``results/<profile>/<dataset>/<variant>.<protocol>.json`` with
 ``dataset, split, profile, variant, protocol, seeds, config_hash, n_cases, metrics, ci95``
@@ -71,7 +72,14 @@ def model_ranks(model, tokenizer, sids: SemanticIDs, cases: Sequence[serialize.E
 
 
 def baseline_ranks(ranker, cases: Sequence[serialize.Example]) -> list[int | None]:
-    return [_rank_of(ranker.rank(ex.context_items), ex.item) for ex in cases]
+    """1-based rank of each case's gold item in a baseline's full ranking: from
+    ``ranker.rank_cases(cases)`` (whole cases, batched) if it has one, else from
+    ``ranker.rank(ex.context_items)`` per case."""
+    if hasattr(ranker, "rank_cases"):
+        ranked = ranker.rank_cases(cases)
+    else:
+        ranked = (ranker.rank(ex.context_items) for ex in cases)
+    return [_rank_of(r, ex.item) for r, ex in zip(ranked, cases)]
 
 
 def select(cases: Sequence[serialize.Example], ranks: Sequence[int | None], protocol: str):

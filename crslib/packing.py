@@ -17,6 +17,8 @@ Long dialogs are cut into windows whose prompts fit ``max_context_tokens`` (olde
 dropped, as :func:`crslib.serialize.prompt_ids` does).
 
 Works for the ``plain`` template and the formats ``gcrs``, ``resp``, ``mode_resp``, ``sid``.
+``tiger`` prompts do not extend each other (each is one user turn listing the mentions so far),
+so :func:`pack_examples` gives each of its examples a window of its own: prompt, then target.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from crslib.data import Dialog
 from crslib.semantic_ids import SemanticIDs
 from crslib.serialize import serialize, render_text
 
-PACKABLE = ("gcrs", "resp", "mode_resp", "sid")
+PACKABLE = ("gcrs", "resp", "mode_resp", "sid", "tiger")
 
 
 @dataclass
@@ -58,6 +60,8 @@ def pack_dialog(dialog: Dialog, sids: SemanticIDs, tokenizer, fmt: str = "gcrs",
     if fmt not in PACKABLE:
         raise ValueError(f"format {fmt!r} cannot be packed; choose from {PACKABLE}")
     examples = examples if examples is not None else serialize(dialog, sids, fmt)
+    if fmt == "tiger":
+        return pack_examples(examples, tokenizer, max_context_tokens)
     by_turn: dict[int, list] = {}
     for ex in examples:
         by_turn.setdefault(ex.turn_index, []).append(ex)
@@ -98,6 +102,21 @@ def pack_dialog(dialog: Dialog, sids: SemanticIDs, tokenizer, fmt: str = "gcrs",
             _append_plain(cur, plain[k])
     if cur is not None and cur.n_branches:
         windows.append(cur)
+    return windows
+
+
+def pack_examples(examples, tokenizer, max_context_tokens: int = 768) -> list[Packed]:
+    """One window per example: its prompt (truncated as :func:`crslib.serialize.prompt_ids`
+    does) as plain tokens and its target + EOS as the only branch — what
+    :func:`crslib.serialize.encode` gives, in the packed layout."""
+    from crslib.serialize import prompt_ids
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    windows = []
+    for ex in examples:
+        w = Packed()
+        _append_plain(w, prompt_ids(ex, tokenizer, max_context_tokens))
+        _append_branch(w, _ids(ex.target, tokenizer) + eos)
+        windows.append(w)
     return windows
 
 

@@ -27,7 +27,7 @@ from crslib.semantic_ids import SemanticIDs
 CONFIGS = Path(__file__).parent / "configs"
 REPO = Path(__file__).resolve().parent.parent
 VARIANT_FORMATS = {"gcrs": "gcrs", "resp": "resp", "mode_resp": "mode_resp", "sid": "sid",
-                   "all_embeddings": "gcrs"}
+                   "all_embeddings": "gcrs", "tiger": "tiger"}
 
 
 def config_path(profile: str, dataset: str, variant: str = "gcrs") -> Path:

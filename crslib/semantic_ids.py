@@ -197,3 +197,89 @@ def build_semantic_ids(items, method: str = "rqvae", levels: int = 4, codebook_s
               "params": {k: (list(v) if isinstance(v, tuple) else v)
                          for k, v in q.get_params().items() if k != "progress"}}
     return SemanticIDs([it.id for it in items], res.codes, codebook_size, config, stats)
+
+
+# ---------------------------------------------------------------------- inspection
+def describe(sids: SemanticIDs) -> dict:
+    """One flat, JSON-ready row about a SID table, for a results table.
+
+    Utilisation (share of the ``codebook_size`` codes used, one key per level letter) and
+    ``unique`` (distinct full SIDs) are counted from ``sids.codes``; ``collisions_before``,
+    ``collisions_after``, ``moved_items`` and ``backtracked_items`` are read from
+    ``sids.stats`` (what :func:`build_semantic_ids` recorded; None when absent).
+    """
+    s = code_stats(sids.codes, sids.codebook_size)
+    row = {"method": sids.config.get("method"), "encoder": sids.config.get("encoder"),
+           "items": len(sids), "levels": sids.levels, "codebook_size": sids.codebook_size}
+    row.update({f"utilization {LEVEL_NAMES[level]}": u for level, u in enumerate(s["utilization"])})
+    row.update({k: sids.stats.get(k) for k in ("collisions_before", "collisions_after",
+                                               "moved_items", "backtracked_items")})
+    row["unique"] = s["items_per_prefix"][-1]["prefixes"]
+    return row
+
+
+def prefix_groups(sids: SemanticIDs, prefix_len: int = 1) -> dict[tuple[int, ...], list[int]]:
+    """Item row indices by their first ``prefix_len`` codes, most populated prefix first.
+
+    Ties are ranked by the prefix codes (ascending); inside a group rows are in order of the
+    full code tuple. Raises ``ValueError`` unless ``1 <= prefix_len <= levels``.
+    """
+    if not 1 <= prefix_len <= sids.levels:
+        raise ValueError(f"prefix_len must lie in [1, {sids.levels}], got {prefix_len}")
+    order = sorted(range(len(sids)), key=lambda k: sids.codes[k].tolist())
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for k in order:
+        groups.setdefault(tuple(int(c) for c in sids.codes[k, :prefix_len]), []).append(k)
+    return {p: groups[p] for p in sorted(groups, key=lambda p: (-len(groups[p]), p))}
+
+
+def prefix_tokens(prefix) -> str:
+    """``prefix_tokens((17, 63)) == '<a_17><b_63>'``."""
+    return "".join(sid_token(level, int(c)) for level, c in enumerate(prefix))
+
+
+def items_by_prefix(sids: SemanticIDs, catalog, prefix_len: int = 1, top: int = 3,
+                    per_prefix: int = 5) -> list[dict]:
+    """A few items under each of the ``top`` most populated prefixes of ``prefix_len`` codes.
+
+    Ranking and order as in :func:`prefix_groups` (deterministic). One row per item:
+    ``prefix`` (its tokens), ``prefix_items`` (how many items share it), ``sid`` (all
+    tokens), ``item`` (id) and ``title`` (``catalog[item].name``).
+    """
+    rows = []
+    for prefix, members in list(prefix_groups(sids, prefix_len).items())[:top]:
+        for k in members[:per_prefix]:
+            iid = sids.item_ids[k]
+            rows.append({"prefix": prefix_tokens(prefix), "prefix_items": len(members),
+                         "sid": sids.tokens(iid), "item": iid, "title": catalog[iid].name})
+    return rows
+
+
+def prefix_labels(sids: SemanticIDs, prefix_len: int = 1, top: int = 8,
+                  other: str = "other") -> list[str]:
+    """Per item (in ``sids.item_ids`` order): its prefix tokens if the prefix is among the
+    ``top`` most populated (ranked as in :func:`prefix_groups`), else ``other``. For
+    colouring a plot with a few distinguishable colours."""
+    labels = [other] * len(sids)
+    for prefix, members in list(prefix_groups(sids, prefix_len).items())[:top]:
+        for k in members:
+            labels[k] = prefix_tokens(prefix)
+    return labels
+
+
+def embedding_map(embeddings) -> np.ndarray:
+    """2-D PCA of item embeddings ``(n, dim)`` -> ``(n, 2)`` float64, for a scatter plot.
+
+    Exact (full SVD of the centred matrix, no randomness); each axis's sign is fixed so that
+    the largest-magnitude weight of its principal direction is positive, so the same
+    embeddings always give the same picture. Raises ``ValueError`` for fewer than 2 rows or
+    columns.
+    """
+    X = np.asarray(embeddings, dtype=np.float64)
+    if X.ndim != 2 or X.shape[0] < 2 or X.shape[1] < 2:
+        raise ValueError(f"need an (n >= 2, dim >= 2) array for a 2-D map, got {X.shape}")
+    X = X - X.mean(axis=0)
+    _, _, vt = np.linalg.svd(X, full_matrices=False)
+    axes = vt[:2]
+    axes *= np.sign(axes[np.arange(2), np.abs(axes).argmax(axis=1)])[:, None]
+    return X @ axes.T

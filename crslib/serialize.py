@@ -332,6 +332,15 @@ def _read_response(s: str, pos: int, sids: SemanticIDs, catalog: Catalog | None,
     return "".join(text), "".join(metric), "".join(display), tuple(mentions)
 
 
+def display_text(text: str, sids: SemanticIDs, catalog: Catalog | None = None) -> str:
+    """Serialized turn text (a context turn) for people: each SID mention written as the
+    item's ``name`` (title and year; the id without ``catalog``), escapes removed.
+
+    Raises ``ValueError`` naming the text on a malformed mention or a SID that is no item.
+    """
+    return _read_response(text, 0, sids, catalog, text)[2]
+
+
 def parse(text: str, sids: SemanticIDs, fmt: str = "gcrs", *, catalog: Catalog | None = None,
           eos: str | None = None) -> Parsed:
     """Read a target of format ``fmt`` back; anything after the first ``eos`` is dropped.

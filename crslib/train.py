@@ -44,7 +44,9 @@ class TrainConfig:
     warmup_steps: int = 150
     epochs: float = 1.0
     max_steps: int | None = None
-    max_minutes: float | None = None  # stop (and save) after this much training time
+    max_minutes: float | None = None  # stop (and save) after this much training time; the
+                                      # cosine schedule then follows the clock (ends at lr 0)
+    new_token_loss_weight: float = 1.0  # weight of targets that are added tokens (mode, SID…)
     embeddings: str = "new"           # "new": only new tokens' rows train; "all": every row
     output_vocab: str = "full"        # "full" | "targets" (restricted softmax, see docstring)
     grad_clip: float = 1.0
@@ -185,11 +187,13 @@ class Embeddings(torch.nn.Module):
             out[self.first:] = self.out_rows.data
 
 
-def packed_loss(model, emb: Embeddings, batch: dict, head_ids: torch.Tensor | None
-                ) -> tuple[torch.Tensor, int]:
+def packed_loss(model, emb: Embeddings, batch: dict, head_ids: torch.Tensor | None,
+                new_token_weight: float = 1.0) -> tuple[torch.Tensor, int]:
     """Mean target-token cross-entropy of a collated batch, and the number of target tokens.
 
     ``head_ids`` (sorted) restricts the softmax to those tokens; None uses the whole vocabulary.
+    ``new_token_weight``: targets that are added tokens (``emb.first`` and above: mode, SID and
+    boundary tokens) count this many times in the weighted mean (1.0: the plain mean).
     """
     device = next(model.parameters()).device
     x = emb.embed(batch["input_ids"].to(device))
@@ -203,15 +207,25 @@ def packed_loss(model, emb: Embeddings, batch: dict, head_ids: torch.Tensor | No
         if (tgt >= len(head_ids)).any() or (head_ids[tgt.clamp(max=len(head_ids) - 1)]
                                              != batch["loss_tgt"].to(device)).any():
             raise ValueError("a target token is outside the restricted output vocabulary")
-    return F.cross_entropy(emb.logits(hs, head_ids).float(), tgt), int(len(tgt))
+    raw_tgt = batch["loss_tgt"].to(device)
+    ce = F.cross_entropy(emb.logits(hs, head_ids).float(), tgt, reduction="none")
+    if new_token_weight == 1.0 or emb.first is None:
+        return ce.mean(), int(len(tgt))
+    w = torch.where(raw_tgt >= emb.first, new_token_weight, 1.0)
+    return (ce * w).sum() / w.sum(), int(len(tgt))
 
 
 # ----------------------------------------------------------------------------- loop
-def _lr_lambda(cfg: TrainConfig, total: int):
+def _lr_lambda(cfg: TrainConfig, total: int, clock=None):
+    """Linear warm-up, then cosine decay to 0 over the steps — or over the time budget
+    (``clock()`` = seconds trained) when ``max_minutes`` is set and comes first, so a run
+    stopped by the clock still ends with a small learning rate."""
     def f(step: int) -> float:
         if step < cfg.warmup_steps:
             return (step + 1) / max(1, cfg.warmup_steps)
         progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+        if cfg.max_minutes and clock is not None:
+            progress = max(progress, clock() / (60 * cfg.max_minutes))
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     return f
 
@@ -253,8 +267,8 @@ def train(model, tokenizer, sids: SemanticIDs, dialogs: Sequence[Dialog], cfg: T
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     per_epoch = len(make_batches(windows, cfg.batch_tokens, cfg.seed))
     total = cfg.max_steps or max(1, int(math.ceil(cfg.epochs * per_epoch)))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total))
     state = TrainState()
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total, lambda: state.seconds))
     _load_checkpoint(out, model, emb, opt, sched, state)
     write_config(out, {**full_config, "steps_total": total, "steps_per_epoch": per_epoch,
                        "windows": len(windows),
@@ -269,7 +283,7 @@ def train(model, tokenizer, sids: SemanticIDs, dialogs: Sequence[Dialog], cfg: T
         skip = state.step - state.epoch * per_epoch  # resume inside an epoch
         for b in batches[max(0, skip):]:
             batch = packing.collate([windows[i] for i in b], tokenizer.pad_token_id or 0)
-            loss, n_tgt = packed_loss(model, emb, batch, head_ids)
+            loss, n_tgt = packed_loss(model, emb, batch, head_ids, cfg.new_token_loss_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(body + rows, cfg.grad_clip)

@@ -38,7 +38,7 @@ def visible(w: packing.Packed, branch: int) -> tuple[list[int], list[int]]:
     return [w.input_ids[i] for i in keep], [w.position_ids[i] for i in keep]
 
 
-@pytest.mark.parametrize("fmt", ["gcrs", "resp", "mode_resp", "sid"])
+@pytest.mark.parametrize("fmt", ["gcrs", "resp", "mode_resp", "sid", "tiger"])
 @pytest.mark.parametrize("budget", [768, 40])
 def test_each_branch_sees_exactly_the_encoded_instance(setup, fmt, budget):
     sids, tok, _ = setup
@@ -74,7 +74,13 @@ def test_packed_forward_equals_one_instance_forward(setup):
     assert torch.allclose(packed, torch.stack(single), atol=1e-5)
 
 
-def test_unpackable_format_is_refused(setup):
+def test_unknown_format_is_refused(setup):
     sids, tok, _ = setup
     with pytest.raises(ValueError, match="cannot be packed"):
-        packing.pack_dialog(dialog(), sids, tok, "tiger")
+        packing.pack_dialog(dialog(), sids, tok, "bogus")
+
+
+def test_tiger_windows_are_one_example_each(setup):
+    sids, tok, _ = setup
+    windows = packing.pack_dialog(dialog(), sids, tok, "tiger")
+    assert [w.n_branches for w in windows] == [1, 1, 1]  # items 222, 333, then 111

@@ -9,7 +9,8 @@ import pytest
 from crslib import encode
 from crslib.cli import main
 from crslib.data import Item
-from crslib.semantic_ids import SemanticIDs, build_semantic_ids, code_stats
+from crslib.semantic_ids import (SemanticIDs, build_semantic_ids, code_stats, describe,
+                                 embedding_map, items_by_prefix, prefix_groups, prefix_labels)
 
 
 
@@ -157,3 +158,63 @@ def test_inspired_catalog_gets_unique_sids(shared_data):
     sids = build_semantic_ids(catalog, "rqkmeans")  # embeddings cached after the first run
     assert len(sids) == len(catalog) >= 1400
     assert sids.stats["collisions_after"] == 0 and sids.stats["after"]["utilization"][0] == 1.0
+
+
+# ------------------------------------------------------------------ inspection (notebook 01)
+TOY_CODES = {"a": (1, 0, 0), "b": (0, 2, 1), "c": (1, 3, 0), "d": (0, 1, 0), "e": (1, 0, 2),
+             "f": (2, 0, 0)}
+
+
+def toy_sids(stats: dict | None = None) -> SemanticIDs:
+    return SemanticIDs(list(TOY_CODES), list(TOY_CODES.values()), codebook_size=4,
+                       config={"method": "rqkmeans", "encoder": "toy"}, stats=stats or {})
+
+
+def test_describe_by_hand():
+    stats = {"collisions_before": 2, "collisions_after": 0, "moved_items": 2,
+             "backtracked_items": 0}
+    assert describe(toy_sids(stats)) == {
+        "method": "rqkmeans", "encoder": "toy", "items": 6, "levels": 3, "codebook_size": 4,
+        "utilization a": 0.75, "utilization b": 1.0, "utilization c": 0.75,
+        "collisions_before": 2, "collisions_after": 0, "moved_items": 2,
+        "backtracked_items": 0, "unique": 6}
+    assert describe(toy_sids())["collisions_before"] is None  # SIDs saved without stats
+
+
+def test_items_by_prefix_by_hand():
+    catalog = {i: Item(i, f"T{i}", "2000" if i == "a" else "") for i in TOY_CODES}
+    rows = items_by_prefix(toy_sids(), catalog, prefix_len=1, top=2, per_prefix=2)
+    # <a_1> holds a, c, e (listed by full code: a, e); <a_0> holds b, d (d first)
+    assert [(r["prefix"], r["prefix_items"], r["item"]) for r in rows] == [
+        ("<a_1>", 3, "a"), ("<a_1>", 3, "e"), ("<a_0>", 2, "d"), ("<a_0>", 2, "b")]
+    assert rows[0]["sid"] == "<a_1><b_0><c_0>" and rows[0]["title"] == "Ta (2000)"
+    assert rows[1]["title"] == "Te"
+    # prefix_len 2: (1,0) holds two items; the rest hold one each, ties by codes
+    two = items_by_prefix(toy_sids(), catalog, prefix_len=2, top=3, per_prefix=5)
+    assert [(r["prefix"], r["item"]) for r in two] == [
+        ("<a_1><b_0>", "a"), ("<a_1><b_0>", "e"), ("<a_0><b_1>", "d"), ("<a_0><b_2>", "b")]
+    with pytest.raises(ValueError, match="prefix_len"):
+        items_by_prefix(toy_sids(), catalog, prefix_len=4)
+
+
+def test_prefix_groups_and_labels_by_hand():
+    sids = toy_sids()  # rows: a=0, b=1, c=2, d=3, e=4, f=5
+    assert prefix_groups(sids) == {(1,): [0, 4, 2], (0,): [3, 1], (2,): [5]}
+    assert list(prefix_groups(sids, 3)) == sorted(TOY_CODES.values())  # all size 1: by codes
+    assert prefix_labels(sids, top=2) == ["<a_1>", "<a_0>", "<a_1>", "<a_0>", "<a_1>", "other"]
+    assert prefix_labels(sids, prefix_len=2, top=1, other="-") == [
+        "<a_1><b_0>", "-", "-", "-", "<a_1><b_0>", "-"]
+    with pytest.raises(ValueError, match="prefix_len"):
+        prefix_groups(sids, 0)
+
+
+def test_embedding_map_by_hand():
+    X = np.array([[-2, 0, 0], [2, 0, 0], [0, 1, 0], [0, -1, 0]], dtype=float) + [5, -3, 7]
+    want = [[-2, 0], [2, 0], [0, 1], [0, -1]]  # variance 2 along x, 0.5 along y
+    np.testing.assert_allclose(embedding_map(X), want, atol=1e-12)
+    np.testing.assert_allclose(embedding_map(X[:, [2, 0, 1]]), want, atol=1e-12)
+    np.testing.assert_allclose(embedding_map(-X), np.negative(want), atol=1e-12)
+    with pytest.raises(ValueError, match="2-D map"):
+        embedding_map(X[:1])
+    with pytest.raises(ValueError, match="2-D map"):
+        embedding_map(X[:, :1])
