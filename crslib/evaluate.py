@@ -99,7 +99,8 @@ def ranking_result(ranks: Sequence[int | None], protocol: str, **meta) -> dict:
 # ----------------------------------------------------------------------------- dialog
 @torch.no_grad()
 def dialog_scores(model, tokenizer, sids: SemanticIDs, dialogs, max_context_tokens: int = 768,
-                  head_ids: Sequence[int] | None = None, batch_tokens: int = 8192) -> dict:
+                  head_ids: Sequence[int] | None = None, batch_tokens: int = 8192,
+                  fmt: str = "gcrs") -> dict:
     """Gold-response perplexity and free-mode intent, from one packed pass per dialog window.
 
     PPL counts the response tokens (after ``<RESP>``) and EOS of the first instance of each
@@ -107,12 +108,18 @@ def dialog_scores(model, tokenizer, sids: SemanticIDs, dialogs, max_context_toke
     restricted output vocabulary) the softmax runs over those tokens, as in training.
     Intent: the model's choice between ``<MODE=REC>`` and ``<MODE=CHAT>`` right after
     ``Assistant:``; gold is REC when the turn mentions an item.
+
+    ``fmt``: the run's format. ``resp`` has no ``<RESP>`` and no mode token: all its target
+    tokens are the response and there is no intent; ``sid``/``tiger`` write no response.
     """
+    if fmt in ("sid", "tiger"):
+        raise ValueError(f"format {fmt!r} writes no response: no dialog metrics")
     from crslib.train import make_batches
     resp = tokenizer.convert_tokens_to_ids(serialize.RESP)
     rec, chat = (tokenizer.convert_tokens_to_ids(t) for t in (serialize.MODE_REC, serialize.MODE_CHAT))
-    windows = [w for d in dialogs for w in packing.pack_dialog(d, sids, tokenizer, "gcrs",
+    windows = [w for d in dialogs for w in packing.pack_dialog(d, sids, tokenizer, fmt,
                                                                max_context_tokens)]
+    has_mode = fmt != "resp"
     head = None if head_ids is None else torch.tensor(sorted(head_ids))
     decoder, out_w = model.get_decoder(), model.get_output_embeddings().weight
     nll, n_tok, gold, pred = 0.0, 0, [], []
@@ -127,16 +134,19 @@ def dialog_scores(model, tokenizer, sids: SemanticIDs, dialogs, max_context_toke
         logp = (hs @ w.T).float().log_softmax(-1)
         idx = tgt if head is None else torch.searchsorted(head, tgt).clamp(max=len(head) - 1)
         tok_lp = logp.gather(1, idx[:, None])[:, 0]
-        counted = _first_branch_response_mask(ws, resp)
+        counted = _first_branch_response_mask(ws, resp if has_mode else None)
         nll -= float(tok_lp[counted].sum())
         n_tok += int(counted.sum())
+        if not has_mode:
+            continue
         # intent: first target token of each turn's first branch is the gold mode
         first = _first_token_of_turn_mask(ws)
         mode_scores = (hs[first] @ out_w[[rec, chat]].T)
         pred += ["rec" if s[0] > s[1] else "chat" for s in mode_scores.tolist()]
         gold += ["rec" if t == rec else "chat" for t in tgt[first].tolist()]
     out = {"ppl": metrics.perplexity(nll, n_tok), "ppl_tokens": n_tok}
-    out.update(metrics.intent_metrics(gold, pred))
+    if has_mode:
+        out.update(metrics.intent_metrics(gold, pred))
     return out
 
 
@@ -155,7 +165,7 @@ class OnlyTokens:
 def generate_responses(model, tokenizer, sids: SemanticIDs, dialogs, catalog=None,
                        max_context_tokens: int = 768, max_new_tokens: int = 40,
                        head_ids: Sequence[int] | None = None, limit: int | None = None,
-                       seed: int = 0, batch_size: int = 16) -> dict:
+                       seed: int = 0, batch_size: int = 16, fmt: str = "gcrs") -> dict:
     """Free-mode generation for assistant turns (greedy, SIDs constrained to items) and the
     dialog metrics of NOTES.md §5 against the gold responses, items shown as ``<movie>``.
 
@@ -163,7 +173,9 @@ def generate_responses(model, tokenizer, sids: SemanticIDs, dialogs, catalog=Non
     dropped) and counted in ``malformed_share``. ``limit``: seeded sample of turns.
     """
     from transformers import LogitsProcessorList
-    turns = [ex for ex in serialize.serialize_all(dialogs, sids, "gcrs")
+    if fmt in ("sid", "tiger"):
+        raise ValueError(f"format {fmt!r} writes no response: no dialog metrics")
+    turns = [ex for ex in serialize.serialize_all(dialogs, sids, fmt)
              if ex.item is None or ex.item == ex.turn_items[0]]  # one case per turn
     if limit is not None and limit < len(turns):
         turns = random.Random(seed).sample(turns, limit)
@@ -182,9 +194,9 @@ def generate_responses(model, tokenizer, sids: SemanticIDs, dialogs, catalog=Non
         out = out.sequences if hasattr(out, "sequences") else out
         for ex, seq in zip(chunk, out[:, input_ids.shape[1]:].tolist()):
             text = tokenizer.decode(seq, skip_special_tokens=False)
-            gold = serialize.parse(ex.target, sids, "gcrs")
+            gold = serialize.parse(ex.target, sids, fmt)
             try:
-                got = serialize.parse(text, sids, "gcrs", eos=tokenizer.eos_token)
+                got = serialize.parse(text, sids, fmt, eos=tokenizer.eos_token)
                 hyp, mode = got.metric_text, got.mode
             except ValueError:
                 malformed += 1
@@ -218,7 +230,10 @@ def _first_token_of_turn_mask(ws: Sequence[packing.Packed]) -> torch.Tensor:
     return torch.tensor(keep, dtype=torch.bool)
 
 
-def _first_branch_response_mask(ws: Sequence[packing.Packed], resp_id: int) -> torch.Tensor:
+def _first_branch_response_mask(ws: Sequence[packing.Packed], resp_id: int | None
+                                ) -> torch.Tensor:
+    """Loss pairs that are response tokens (after ``<RESP>``; every target token when
+    ``resp_id`` is None) of the first branch of each turn."""
     keep = []
     for w in ws:
         prev_src, first_branch, after_resp = None, False, False
@@ -226,7 +241,7 @@ def _first_branch_response_mask(ws: Sequence[packing.Packed], resp_id: int) -> t
             if st:
                 first_branch = s != prev_src
                 prev_src = s
-                after_resp = False
+                after_resp = resp_id is None
             keep.append(first_branch and after_resp)
             if t == resp_id:
                 after_resp = True

@@ -97,3 +97,19 @@ def test_generated_responses_follow_the_format(trained):
     assert g["n_turns"] == 12 and g["malformed_share"] < 0.2
     assert g["generated_intent_accuracy"] > 0.8
     assert 0 <= g["distinct@2"] <= 1 and g["bleu"] > 10
+
+
+def test_resp_format_counts_the_same_response_tokens(trained):
+    """PPL of a ``resp`` run covers exactly the response tokens a ``gcrs`` run's PPL covers."""
+    from crslib import packing
+    _, tok, sids, ds, _ = trained
+    resp_id = tok.convert_tokens_to_ids(serialize.RESP)
+    counts = {}
+    for fmt in ("gcrs", "resp", "mode_resp"):
+        ws = [w for d in ds["test"] for w in packing.pack_dialog(d, sids, tok, fmt, 768)]
+        mask = evaluate._first_branch_response_mask(ws, None if fmt == "resp" else resp_id)
+        tgt = torch.tensor([t for w in ws for t in w.tgt])
+        counts[fmt] = tgt[mask].tolist()
+    assert counts["gcrs"] == counts["resp"] == counts["mode_resp"] and counts["gcrs"]
+    with pytest.raises(ValueError, match="writes no response"):
+        evaluate.dialog_scores(None, tok, sids, ds["test"], fmt="sid")

@@ -28,3 +28,14 @@ def test_paper_results_match_the_notes():
             assert row, (table, model)
             nums = [float(x) for x in row.group(1).split("|")]
             assert nums == list(vals.values()), (table, model)
+
+
+def test_paper_tables_5_6_agree_with_tables_1_2():
+    """The default backbone/encoder row of Tables 5-6 is the GCRS row of Tables 1-2."""
+    from crslib import report
+    p = report.paper_results()
+    for ds, t12, qwen in (("redial", "table1_redial", "Qwen2.5-7B"), ("inspired", "table2_inspired", "Qwen2.5")):
+        row = p["table5_backbones"][ds][qwen]
+        for k in ("recall@1", "recall@10", "ndcg@10", "mrr@10"):
+            assert row[k] == p[t12]["GCRS"][k]
+        assert len(p["table5_backbones"][ds]) == 5 and len(p["table6_encoders"][ds]) == 4

@@ -87,3 +87,38 @@ def test_restricted_vocab_loss_refuses_unknown_targets(world):
         train.packed_loss(model, emb, batch, torch.tensor(sorted(new_ids)))
     full, _ = train.packed_loss(model, emb, batch, None)
     assert torch.isfinite(full)
+
+
+def test_new_token_weight_is_a_weighted_mean(world):
+    sids, tok, model, new_ids = world
+    from crslib import packing
+    w = packing.pack_dialog(toy_world(1, 0)[0], sids, tok, "gcrs", 768)
+    batch = packing.collate(w, tok.pad_token_id)
+    emb = train.Embeddings(model, new_ids)
+    with torch.no_grad():
+        h = model.get_decoder()(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                                attention_mask=batch["attention_mask"]).last_hidden_state
+        ce = torch.nn.functional.cross_entropy(
+            emb.logits(h[batch["loss_rows"], batch["loss_src"]]), batch["loss_tgt"],
+            reduction="none")
+        is_new = batch["loss_tgt"] >= min(new_ids)
+        assert 0 < int(is_new.sum()) < len(ce)
+        expected = (ce[~is_new].sum() + 3 * ce[is_new].sum()) / (int((~is_new).sum()) + 3 * int(is_new.sum()))
+        got, n = train.packed_loss(model, emb, batch, None, new_token_weight=3.0)
+        plain, _ = train.packed_loss(model, emb, batch, None)
+    assert n == len(ce)
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert torch.allclose(plain, ce.mean(), atol=1e-6)
+
+
+def test_schedule_follows_the_clock_when_time_bounded():
+    seconds = [0.0]
+    cfg = train.TrainConfig(warmup_steps=0, max_minutes=1.0)
+    f = train._lr_lambda(cfg, total=1000, clock=lambda: seconds[0])
+    assert f(0) == pytest.approx(1.0)
+    seconds[0] = 30.0  # half the time budget, 1% of the steps
+    assert f(10) == pytest.approx(0.5)
+    seconds[0] = 60.0
+    assert f(20) == pytest.approx(0.0, abs=1e-12)
+    steps_only = train._lr_lambda(train.TrainConfig(warmup_steps=0), total=1000, clock=lambda: 1e9)
+    assert steps_only(500) == pytest.approx(0.5)  # no time budget: steps decide

@@ -1,0 +1,468 @@
+"""Chat with a trained GCRS run (NOTES.md §3 inference modes), from Python or as a widget.
+
+:class:`ChatSession` keeps the dialog as serialized turns (the training format) and answers
+each user message in one of the paper's three inference modes:
+
+* ``free``: the model picks the intent — ``<MODE=REC>`` vs ``<MODE=CHAT>`` after
+  ``Assistant:``, whichever logit is larger (``Reply.p_rec`` is their two-way softmax);
+* ``rec`` / ``chat`` (guided): the mode token is supplied;
+* ``item`` (item-conditioned): ``<MODE=REC><BOI>`` + the given item's SID + ``<EOI><RESP>`` is
+  supplied and the model writes the response about that item.
+
+A recommendation turn ranks items by the constrained beam search of the evaluation
+(``trie.sid_beam_search``, width 50, summed per-level log-probabilities) and shows the top
+``top_k``; its response is written after the top item's SID, in the paper's order (mode, item,
+text). Responses are decoded greedily (deterministic): item mentions inside them are
+constrained to catalog SIDs (``trie.SIDConstraint``), outside a mention no control or SID token
+may be written, and a model trained with a restricted softmax (the run's
+``output_vocab.json``) keeps to that vocabulary (``evaluate.OnlyTokens``), as in
+``evaluate.generate_responses``.
+
+User text is whitespace-collapsed (a typed newline cannot open a fake ``Assistant:`` line),
+rendered like dataset text (``serialize.render_text``: ``@<item id>`` becomes a mention,
+token-like literals such as ``<MODE=REC>`` are escaped) and the tokenizer's own special tokens
+(``<|im_end|>``…) are broken with a zero-width space, so typed text never becomes a control
+token. Empty or over-long messages raise :class:`InputError` (a ``ValueError``) with a message
+meant for people; the widget shows it.
+"""
+from __future__ import annotations
+
+import html
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+
+from crslib import data, evaluate, serialize, trie
+from crslib.semantic_ids import SemanticIDs
+
+INFERENCE_MODES = ("free", "rec", "chat", "item")
+MODE_LABELS = {"free": "free (model decides)", "rec": "guided: recommend",
+               "chat": "guided: chat", "item": "item-conditioned"}
+MAX_CHARS = 1000
+_ZWSP = "\u200b"
+
+
+class InputError(ValueError):
+    """A user message that cannot be answered (empty, too long, unknown item); the message
+    is written for people."""
+
+
+class Recommendation(NamedTuple):
+    item_id: str
+    title: str
+    score: float  # summed per-level log-probability of the item's SID (trie module docstring)
+    sid: str  # '<a_17><b_63><c_0><d_25>'
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One assistant turn.
+
+    ``requested`` is the inference mode asked for, ``mode`` the intent used (``rec``/``chat``);
+    ``recommendations`` best first (``top_k`` in rec mode, the given item in item mode, empty
+    for chat); ``item`` the item the response was written after; ``text`` the response for
+    people (mentions as titles); ``serialized`` the response as it enters the history (mentions
+    as SIDs, literals escaped); ``raw`` the whole target as tokens, and ``tokens`` its ids;
+    ``p_rec`` the free-mode probability of ``<MODE=REC>`` against ``<MODE=CHAT>``;
+    ``truncated``: ``max_new_tokens`` was reached before the end-of-turn token.
+    """
+
+    requested: str
+    mode: str
+    recommendations: list[Recommendation]
+    item: str | None
+    text: str
+    serialized: str
+    raw: str
+    tokens: tuple[int, ...]
+    mentions: tuple[str, ...] = ()
+    p_rec: float | None = None
+    truncated: bool = False
+    seconds: float = 0.0
+
+
+class ResponseGrammar(LogitsProcessor):
+    """Outside an item mention, only plain text, ``<BOI>`` and end-of-sequence may follow.
+
+    Stateless: a row is inside a mention when its last token is ``<BOI>`` or a SID token (SID
+    tokens occur nowhere else); such rows are left to :class:`trie.SIDConstraint`. All other
+    rows lose every control token but ``<BOI>`` and every SID token.
+    """
+
+    def __init__(self, vocab: trie.SIDVocab, banned: Sequence[int]):
+        self.vocab = vocab
+        self.banned = torch.as_tensor(sorted(set(banned)), dtype=torch.long)
+
+    def __call__(self, input_ids, scores):
+        last = input_ids[:, -1].cpu().clamp(0, len(self.vocab.level_of) - 1)
+        inside = (input_ids[:, -1].cpu() == self.vocab.boi) | (self.vocab.level_of[last] >= 0)
+        rows = torch.nonzero(~inside).flatten().to(scores.device)
+        if len(rows):
+            scores[rows.unsqueeze(1), self.banned.to(scores.device)] = float("-inf")
+        return scores
+
+
+@dataclass(eq=False, repr=False)
+class ChatSession:
+    """A conversation with a GCRS model; see the module docstring.
+
+    ``turns`` is the dialog so far as ``(role, serialized text)``, the prompt's context (left-
+    truncated to ``max_context_tokens`` by ``serialize.prompt_ids``); ``replies`` the replies.
+    """
+
+    model: object
+    tokenizer: object
+    sids: SemanticIDs
+    catalog: data.Catalog | None = None
+    max_context_tokens: int = serialize.MAX_CONTEXT_TOKENS
+    head_ids: Sequence[int] | None = None
+    max_new_tokens: int = 40
+    top_k: int = 5
+    num_beams: int = trie.DEFAULT_BEAM
+    max_chars: int = MAX_CHARS
+    template: str = "plain"
+    turns: list[tuple[str, str]] = field(default_factory=list)
+    replies: list[Reply] = field(default_factory=list)
+
+    def __post_init__(self):
+        tok = self.tokenizer
+        self.vocab = trie.SIDVocab.build(self.sids, tok)
+        names = list(serialize.CONTROL_TOKENS)
+        self._id = ids = dict(zip(names, tok.convert_tokens_to_ids(names)))
+        self._eos = tok.eos_token_id
+        self._pad = tok.pad_token_id if tok.pad_token_id is not None else (self._eos or 0)
+        ours = set(serialize.special_tokens(self.sids))
+        # the tokenizer's own special tokens, longest first so that none hides inside another
+        self._foreign = sorted((t for t in tok.all_special_tokens if t not in ours and t),
+                               key=len, reverse=True)
+        banned = ([i for t, i in ids.items() if t != serialize.BOI]
+                  + self.vocab.level_tokens.flatten().tolist())
+        size = self.model.get_output_embeddings().weight.shape[0]
+        self._processors = [trie.SIDConstraint(self.vocab), ResponseGrammar(self.vocab, banned)]
+        if self.head_ids is not None:
+            self._processors.append(evaluate.OnlyTokens(self.head_ids, size))
+
+    def __repr__(self) -> str:
+        return (f"ChatSession({len(self.sids)} items, {len(self.turns)} turns, "
+                f"max_context_tokens={self.max_context_tokens}, top_k={self.top_k})")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_run(cls, path, data_root=None, **kwargs) -> "ChatSession":
+        """A session over the run folder ``path`` (``run.load_run``): its restricted output
+        vocabulary when it has one, the evaluation context length, titles from the dataset's
+        catalog (item ids when the data is not found). Loads nothing from the internet."""
+        from crslib import run
+        model, tok, sids, cfg = run.load_run(path)
+        vocab_file = Path(path) / "output_vocab.json"
+        head_ids = json.loads(vocab_file.read_text()) if vocab_file.is_file() else None
+        ctx = (cfg.get("eval", {}).get("max_context_tokens")
+               or cfg.get("train", {}).get("max_context_tokens") or serialize.MAX_CONTEXT_TOKENS)
+        kwargs = {"head_ids": head_ids, "max_context_tokens": ctx,
+                  "template": cfg.get("template", "plain"), **kwargs}
+        return cls(model, tok, sids, load_catalog(cfg["dataset"], data_root), **kwargs)
+
+    # ------------------------------------------------------------------ state
+    def reset(self) -> None:
+        """Forget the conversation."""
+        self.turns.clear()
+        self.replies.clear()
+
+    @property
+    def history(self) -> list[tuple[str, str]]:
+        """``(role, text for people)`` of every turn, mentions as titles."""
+        return [(role, serialize.display_text(text, self.sids, self.catalog).replace(_ZWSP, ""))
+                for role, text in self.turns]
+
+    def title(self, item_id: str) -> str:
+        if self.catalog is not None and item_id in self.catalog:
+            return self.catalog[item_id].name
+        return item_id
+
+    def find_item(self, query: str) -> str:
+        """Item id from an id, a name as :meth:`title` writes it, or a unique title."""
+        q = query.strip()
+        if q in self.sids:
+            return q
+        if self.catalog is not None:
+            m = re.fullmatch(r"(.*) \((\d{4})\)", q)
+            found = self.catalog.find(*(m.groups() if m else (q,)))
+            if found is not None and found in self.sids:
+                return found
+        raise InputError(f"Unknown item {query!r}: give an item id or a title from the catalog.")
+
+    # ------------------------------------------------------------------ text
+    def user_text(self, text: str) -> str:
+        """The user's message as a serialized turn (see the module docstring); raises
+        :class:`InputError` when it is empty or longer than ``max_chars``."""
+        if not isinstance(text, str):
+            raise InputError(f"A message must be text, not {type(text).__name__}.")
+        text = " ".join(text.split())
+        if not text:
+            raise InputError("Please type a message first.")
+        if len(text) > self.max_chars:
+            raise InputError(f"That message is {len(text)} characters long; "
+                             f"please keep it to {self.max_chars} at most.")
+        out = serialize.render_text(text, self.sids)
+        for tok in self._foreign:
+            out = out.replace(tok, tok[0] + _ZWSP + tok[1:])
+        return out
+
+    def prompt_ids(self, turns: Sequence[tuple[str, str]] | None = None) -> list[int]:
+        """Token ids of the prompt for ``turns`` (default: the history), ending ``Assistant:``."""
+        ctx = tuple(self.turns if turns is None else turns)
+        ex = serialize.Example("chat", len(ctx), "gcrs", "", "", "chat", None, (), "",
+                               context=ctx, template=self.template)
+        return serialize.prompt_ids(ex, self.tokenizer, self.max_context_tokens)
+
+    # ------------------------------------------------------------------ reply
+    @torch.no_grad()
+    def reply(self, text: str, mode: str = "free", item: str | None = None) -> Reply:
+        """Answer ``text`` in inference ``mode`` (``item``: id or title, for mode ``item``)
+        and add both turns to the history. Raises :class:`InputError` (history unchanged)."""
+        t0 = time.perf_counter()
+        if mode not in INFERENCE_MODES:
+            raise InputError(f"Unknown mode {mode!r}; choose from {', '.join(INFERENCE_MODES)}.")
+        if mode == "item" and not item:
+            raise InputError("Item-conditioned mode needs an item: pick one first.")
+        item_id = self.find_item(item) if mode == "item" else None
+        turns = self.turns + [("user", self.user_text(text))]
+        prompt = self.prompt_ids(turns)
+        p_rec, recs = None, []
+        intent = {"free": None, "rec": "rec", "chat": "chat", "item": "rec"}[mode]
+        if intent is None:
+            p_rec = self._p_rec(prompt)
+            intent = "rec" if p_rec > 0.5 else "chat"
+        if mode == "item":
+            recs = [self._recommendation(item_id, self._item_score(prompt, item_id))]
+        elif intent == "rec":
+            ranked = trie.sid_beam_search(self.model, self.tokenizer,
+                                          prompt + self._prefix("rec"), self.vocab,
+                                          k=self.top_k, num_beams=max(self.num_beams, self.top_k))
+            recs = [self._recommendation(i, s) for i, s in zip(ranked.items, ranked.scores)]
+            item_id = ranked.items[0]
+        prefix = self._prefix(intent, item_id)
+        generated, truncated = self._generate(prompt + prefix)
+        serialized, mentions = self._response_text(generated)
+        tokens = tuple(prefix + generated)
+        out = Reply(mode, intent, recs, item_id,
+                    serialize.display_text(serialized, self.sids, self.catalog), serialized,
+                    self.tokenizer.decode(list(tokens), skip_special_tokens=False), tokens,
+                    mentions, p_rec, truncated, time.perf_counter() - t0)
+        self.turns[:] = turns + [("assistant", serialized)]
+        self.replies.append(out)
+        return out
+
+    def _prefix(self, intent: str, item_id: str | None = None) -> list[int]:
+        """Target ids supplied before the response: mode, item mention, ``<RESP>``."""
+        if intent == "chat":
+            return [self._id[serialize.MODE_CHAT], self._id[serialize.RESP]]
+        head = [self._id[serialize.MODE_REC], self._id[serialize.BOI]]
+        if item_id is None:
+            return head
+        codes = self.sids.code_of(item_id)
+        sid = [int(self.vocab.level_tokens[lv, c]) for lv, c in enumerate(codes)]
+        return head + sid + [self._id[serialize.EOI], self._id[serialize.RESP]]
+
+    def _hidden(self, ids: list[int]) -> torch.Tensor:
+        device = self.model.get_output_embeddings().weight.device
+        out = self.model.get_decoder()(input_ids=torch.tensor([ids], device=device))
+        return out.last_hidden_state[0]
+
+    def _p_rec(self, prompt: list[int]) -> float:
+        h = self._hidden(prompt)[-1]
+        w = self.model.get_output_embeddings().weight
+        logits = w[[self._id[serialize.MODE_REC], self._id[serialize.MODE_CHAT]]] @ h
+        return float(torch.softmax(logits.float(), dim=0)[0])
+
+    def _item_score(self, prompt: list[int], item_id: str) -> float:
+        """The item's score (summed per-level log-probabilities) after ``<MODE=REC><BOI>``."""
+        ids = prompt + self._prefix("rec", item_id)
+        L = self.sids.levels
+        start = len(prompt) + 1  # position of <BOI>: it predicts level 0
+        h = self._hidden(ids[:start + L])[start:start + L]
+        head, levels = self.model.get_output_embeddings(), self.vocab.level_tokens
+        return sum(float(trie._level_log_probs(head, h[lv:lv + 1], levels[lv])[0, c])
+                   for lv, c in enumerate(self.sids.code_of(item_id)))
+
+    def _recommendation(self, item_id: str, score: float) -> Recommendation:
+        return Recommendation(item_id, self.title(item_id), float(score), self.sids.tokens(item_id))
+
+    def _generate(self, ids: list[int]) -> tuple[list[int], bool]:
+        """Greedy continuation of ``ids`` up to end-of-sequence (dropped) or ``max_new_tokens``;
+        an item mention cut off by the limit is dropped."""
+        config = greedy_generation_config(self.max_new_tokens, self._pad, self._eos)
+        device = self.model.get_output_embeddings().weight.device
+        input_ids = torch.tensor([ids], device=device)
+        with trie._neutral_generation_config(self.model):
+            out = self.model.generate(input_ids=input_ids,
+                                      attention_mask=torch.ones_like(input_ids),
+                                      generation_config=config,
+                                      logits_processor=LogitsProcessorList(self._processors))
+        seq = out.sequences[0, len(ids):].tolist()
+        if self._eos is not None and self._eos in seq:
+            return seq[:seq.index(self._eos)], False
+        boi, eoi = self._id[serialize.BOI], self._id[serialize.EOI]
+        last = max((k for k, t in enumerate(seq) if t == boi), default=None)
+        if last is not None and eoi not in seq[last:]:
+            seq = seq[:last]
+        return seq, True
+
+    def _response_text(self, ids: list[int]) -> tuple[str, tuple[str, ...]]:
+        """Generated response ids -> serialized text (mentions as SIDs, literal text that looks
+        like a token escaped) and the items mentioned."""
+        L, boi, eoi = self.sids.levels, self._id[serialize.BOI], self._id[serialize.EOI]
+        parts, plain, mentions, k = [], [], [], 0
+
+        def flush():
+            text = self.tokenizer.decode(plain, skip_special_tokens=True)
+            parts.append(serialize._TOKEN_RE.sub(lambda m: serialize.escape(m.group(0)), text))
+            plain.clear()
+
+        while k < len(ids):
+            item = (self.vocab.item_of_tokens(ids[k + 1:k + 1 + L])
+                    if ids[k] == boi and k + L + 1 < len(ids) and ids[k + L + 1] == eoi else None)
+            if item is None:
+                plain.append(ids[k])
+                k += 1
+                continue
+            flush()
+            parts.append(serialize.mention(item, self.sids))
+            mentions.append(item)
+            k += L + 2
+        flush()
+        return "".join(parts), tuple(mentions)
+
+
+def greedy_generation_config(max_new_tokens: int, pad_token_id: int, eos_token_id: int | None
+                             ) -> GenerationConfig:
+    """Greedy decoding pinned like ``trie.pinned_generation_config`` (no sampling, no
+    penalties, the checkpoint's config ignored), stopping at ``eos_token_id``."""
+    return GenerationConfig(
+        do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, min_new_tokens=0,
+        temperature=1.0, top_k=None, top_p=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0,
+        return_dict_in_generate=True, pad_token_id=pad_token_id, eos_token_id=eos_token_id,
+        bos_token_id=None, use_cache=True)
+
+
+def load_catalog(dataset: str, data_root=None) -> data.Catalog | None:
+    """The dataset's catalog (titles), or None when its files are not there."""
+    root = data.data_root(data_root) / dataset
+    loaders = {"redial": data.load_redial_catalog, "inspired": data.load_inspired_catalog}
+    loader = loaders.get(dataset)
+    try:
+        return loader(root) if loader else None
+    except data.DataError:
+        return None
+
+
+# ----------------------------------------------------------------------------- widget
+def reply_html(reply: Reply) -> str:
+    """One assistant turn as HTML: mode, response, the recommendation table (all escaped)."""
+    how = MODE_LABELS[reply.requested]
+    if reply.p_rec is not None:
+        how += f", p(REC) = {reply.p_rec:.2f}"
+    badge = (f"<span style='font-size:85%;color:#666'>[{reply.mode.upper()}] "
+             f"{html.escape(how)}</span>")
+    body = html.escape(reply.text) if reply.text.strip() else "<i>(empty response)</i>"
+    rows = "".join(
+        f"<tr><td>{k}</td><td>{html.escape(r.title)}</td><td>{r.score:.3f}</td>"
+        f"<td><code>{html.escape(r.sid)}</code></td></tr>"
+        for k, r in enumerate(reply.recommendations, start=1))
+    table = ("<table style='font-size:85%;margin:2px 0 4px 12px'><tr><th>#</th><th>item</th>"
+             f"<th>score</th><th>SID path</th></tr>{rows}</table>") if rows else ""
+    return f"<div><b>Assistant</b> {badge}<br>{body}{table}</div>"
+
+
+def transcript_html(session: ChatSession, height: str = "360px") -> str:
+    """The conversation as HTML, newest at the bottom, in a box that stays scrolled down."""
+    parts, k = [], 0
+    for role, text in session.history:
+        if role == "user":
+            parts.append(f"<div style='margin:4px 0'><b>You</b><br>{html.escape(text)}</div>")
+        else:
+            parts.append(reply_html(session.replies[k]))
+            k += 1
+    inner = "".join(parts) or "<i>Say hello to start.</i>"
+    # column-reverse keeps the scroll position at the newest turn
+    style = (f"height:{height};overflow-y:auto;display:flex;flex-direction:column-reverse;"
+             "border:1px solid #ccc;padding:6px")
+    return f"<div style='{style}'><div>{inner}</div></div>"
+
+
+class ChatWidget:
+    """ipywidgets front end of a :class:`ChatSession`: transcript, mode selector, item picker
+    (item mode), text box, Send and Reset buttons, and a status line for messages.
+
+    :meth:`send` and :meth:`reset` are what the buttons call; tests call them directly.
+    """
+
+    def __init__(self, session: ChatSession, height: str = "360px"):
+        import ipywidgets as w
+        self.session, self.height = session, height
+        names = {}
+        if session.catalog is not None:
+            for iid in session.sids.item_ids:
+                name = session.title(iid)
+                names[name if name not in names else f"{name} [{iid}]"] = iid
+        else:
+            names = {iid: iid for iid in session.sids.item_ids}
+        self.item_ids = names
+        self.transcript = w.HTML(transcript_html(session, height))
+        self.mode = w.Dropdown(options=[(MODE_LABELS[m], m) for m in INFERENCE_MODES],
+                               value="free", description="mode")
+        self.item = w.Combobox(options=sorted(names), placeholder="type a title",
+                               ensure_option=True, description="item",
+                               layout=w.Layout(display="none", width="420px"))
+        self.text = w.Text(placeholder="Type a message…", layout=w.Layout(width="60%"))
+        self.send_button = w.Button(description="Send", button_style="primary")
+        self.reset_button = w.Button(description="Reset")
+        self.status = w.HTML()
+        self.send_button.on_click(lambda _: self.send())
+        self.reset_button.on_click(lambda _: self.reset())
+        self.mode.observe(self._on_mode, names="value")
+        self.box = w.VBox([self.transcript, w.HBox([self.mode, self.item]),
+                           w.HBox([self.text, self.send_button, self.reset_button]), self.status])
+
+    def _on_mode(self, change) -> None:
+        self.item.layout.display = None if change["new"] == "item" else "none"
+
+    def _status(self, message: str, error: bool = False) -> None:
+        color = "#b00" if error else "#666"
+        self.status.value = f"<span style='color:{color}'>{html.escape(message)}</span>"
+
+    def send(self, text: str | None = None) -> Reply | None:
+        """Send ``text`` (default: the text box) with the selected mode; a rejected message
+        is shown in the status line and returns None."""
+        text = self.text.value if text is None else text
+        item = None
+        if self.mode.value == "item":
+            item = self.item_ids.get(self.item.value, self.item.value) or None
+        try:
+            reply = self.session.reply(text, self.mode.value, item)
+        except InputError as e:
+            self._status(str(e), error=True)
+            return None
+        self.text.value = ""
+        self.transcript.value = transcript_html(self.session, self.height)
+        self._status(f"answered in {reply.seconds:.2f} s")
+        return reply
+
+    def reset(self) -> None:
+        self.session.reset()
+        self.transcript.value = transcript_html(self.session, self.height)
+        self._status("conversation cleared")
+
+    def display(self):
+        from IPython.display import display
+        display(self.box)
+        return self
+
+    def _ipython_display_(self):
+        self.display()
