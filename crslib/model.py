@@ -102,9 +102,8 @@ def compact_model(tokenizer, layers: int = 2, hidden: int = 256, heads: int = 4,
     Transformer weights start random (seeded); the vocabulary rows are frozen by training.
     """
     from transformers import LlamaConfig, LlamaForCausalLM
-    src, _ = load_backbone(source)
-    base = src.get_input_embeddings().weight
-    config = LlamaConfig(vocab_size=base.shape[0], hidden_size=hidden, intermediate_size=3 * hidden,
+    projected = projected_embeddings(source, hidden)
+    config = LlamaConfig(vocab_size=projected.shape[0], hidden_size=hidden, intermediate_size=3 * hidden,
                          num_hidden_layers=layers, num_attention_heads=heads,
                          num_key_value_heads=heads, max_position_embeddings=4096,
                          tie_word_embeddings=True, rope_theta=10000.0,
@@ -115,9 +114,27 @@ def compact_model(tokenizer, layers: int = 2, hidden: int = 256, heads: int = 4,
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
     with torch.no_grad():
-        model.get_input_embeddings().weight.copy_(pca_embeddings(base, hidden))
-    del src
+        model.get_input_embeddings().weight.copy_(projected)
     return model.eval()
+
+
+def projected_embeddings(source: str, hidden: int) -> torch.Tensor:
+    """``pca_embeddings`` of ``source``'s token embeddings, cached on disk (``$CRSLIB_CACHE/
+    compact/``): loading a backbone to project its embeddings costs tens of seconds, the
+    cached matrix a fraction of one. The cache file is written atomically."""
+    import os
+    from crslib.encode import cache_dir
+    path = cache_dir() / "compact" / f"{source.replace('/', '__')}-pca{hidden}.pt"
+    if path.is_file():
+        return torch.load(path)
+    src, _ = load_backbone(source)
+    z = pca_embeddings(src.get_input_embeddings().weight, hidden).contiguous()
+    del src
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(z, tmp)
+    os.replace(tmp, path)
+    return z
 
 
 @torch.no_grad()

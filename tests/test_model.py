@@ -106,3 +106,16 @@ def test_sid_rows_start_distinct_and_seeded():
     cos = unit @ unit.T
     assert cos.masked_select(~torch.eye(8, dtype=torch.bool)).max() < 0.9
     assert torch.equal(r, rows(0)) and not torch.equal(r, rows(1))
+
+
+def test_compact_model_uses_the_cached_projection(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRSLIB_CACHE", str(tmp_path))
+    z = M.projected_embeddings("tiny", 16)
+    assert z.shape == (49152, 16) and (tmp_path / "compact" / "tiny-pca16.pt").is_file()
+    src, _ = M.load_backbone("tiny")
+    assert torch.allclose(z, M.pca_embeddings(src.get_input_embeddings().weight, 16))
+    monkeypatch.setattr(M, "load_backbone", lambda *a, **k: pytest.fail("cache not used"))
+    assert torch.equal(M.projected_embeddings("tiny", 16), z)
+    tok = M.load_tokenizer("tiny")
+    model = M.compact_model(tok, layers=1, hidden=16, heads=2, source="tiny")
+    assert torch.equal(model.get_input_embeddings().weight, z)
