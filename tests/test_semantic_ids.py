@@ -218,3 +218,28 @@ def test_embedding_map_by_hand():
         embedding_map(X[:1])
     with pytest.raises(ValueError, match="2-D map"):
         embedding_map(X[:, :1])
+
+
+def test_bag_encoder_is_the_mean_token_embedding(tmp_path, monkeypatch):
+    import numpy as np
+    import torch
+    from crslib import encode, model as M
+    monkeypatch.setattr(M, "load_backbone", lambda name, seed=0: _tiny())
+    texts = ["a quiet night", "space cats"]
+    got = encode.encode_texts(texts, "smollm2-135m-bag", cache_file=tmp_path / "c.npz",
+                              progress=False)
+    model, tok = _tiny()
+    emb = model.get_input_embeddings().weight.detach()
+    want = np.stack([emb[tok(t, add_special_tokens=False)["input_ids"]].mean(0).numpy()
+                     for t in texts])
+    assert np.allclose(got, want, atol=1e-6)
+    # cached: a second call loads nothing
+    monkeypatch.setattr(M, "load_backbone", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    assert np.array_equal(encode.encode_texts(texts, "smollm2-135m-bag",
+                                              cache_file=tmp_path / "c.npz"), got)
+
+
+def _tiny():
+    from crslib.model import tiny_model, load_tokenizer
+    tok = load_tokenizer("tiny")
+    return tiny_model(len(tok), 0), tok
