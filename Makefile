@@ -13,7 +13,7 @@ ifdef CRSLIB_DATA
 export CRSLIB_DATA := $(abspath $(CRSLIB_DATA))
 endif
 
-.PHONY: help setup data test smoke reproduce clean-results
+.PHONY: help setup data test smoke reproduce bench clean-results
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -40,6 +40,10 @@ smoke: ## run every notebook with profile=smoke (seconds, toy sizes)
 
 reproduce: ## run every notebook in order with PROFILE (cpu default; paper on a GPU); refresh results/ and figures/
 	$(BIN)/python -m crslib notebooks --profile $(PROFILE) --out notebooks/executed/$(PROFILE)
+
+bench: ## benchmarks (SIDs, decoding, exact scoring, training; minutes) -> results/bench.json + README table; BENCH_ARGS=--quick
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/run_all.py --out results/bench.json $(BENCH_ARGS); rc=$$?; \
+	  $(BIN)/python benchmarks/readme_table.py results/bench.json README.md && exit $$rc
 
 clean-results: ## forget finished runs so the next reproduce starts fresh
 	rm -rf runs/$(PROFILE) results/$(PROFILE)

@@ -1,66 +1,92 @@
-"""Training throughput: our loop (batching, collation, optimizer, logging, checkpoint) vs a bare
-forward/backward/step over the very same pre-collated batches. Prints one JSON object; the
-ratio loop/bare is measured in one run on one machine.
+"""Training throughput: our loop (batching, collation, optimizer, schedule, clipping, logging,
+checkpoint) vs a bare forward/backward/step over the very same pre-collated batches. Prints one
+JSON object; the ratio loop/bare is measured in one run on one machine.
 
     CRSLIB_DATA=../shared/data python benchmarks/bench_train.py [--dialogs 300] [--steps 30]
+
+Order: bare steps 1..n/2 on a fresh model, the loop (n steps, its own fresh model), bare steps
+n/2+1..n; both sides start cold once, and the bare rate averages load before and after the
+loop. Tokens are unpadded tokens, as the loop counts them. ``--quick``: 40 dialogs, 4 steps.
 """
+from __future__ import annotations
+
 import argparse
 import json
+import os
 import tempfile
 import time
 
-import torch
 
-from crslib import data, packing, run, train
+def main(argv: list[str] | None = None) -> int:
+    import torch
 
+    from crslib import data, packing, run, train
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default=str(run.config_path("cpu", "redial")))
     ap.add_argument("--dialogs", type=int, default=300)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="40 dialogs, 4 steps")
     ap.add_argument("--out", default=None, help="also write the JSON here")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.dialogs, args.steps = 40, 4
     torch.set_num_threads(args.threads)
     cfg = run.load_config(args.config)
     ds = data.load(cfg["dataset"])
     sids = run.prepare_sids(cfg, ds.catalog)
     dialogs = ds["train"][: args.dialogs]
     tcfg = train.TrainConfig.from_dict({**cfg["train"], "max_minutes": None, "max_steps": args.steps,
-                                        "checkpoint_every": 10_000, "threads": args.threads})
+                                        "checkpoint_every": 10_000, "threads": args.threads,
+                                        "fmt": run.VARIANT_FORMATS[cfg["variant"]]})
 
-    net, tok, new_ids = run.build_model(cfg, sids, ds.catalog)
-    with tempfile.TemporaryDirectory() as tmp:
-        loop = train.train(net, tok, sids, dialogs, tcfg, tmp, new_ids, progress=False)
-
+    # the bare side: same windows, batches, restricted head and trainable parameters
     net, tok, new_ids = run.build_model(cfg, sids, ds.catalog)
     windows = train.build_windows(dialogs, sids, tok, tcfg.fmt, tcfg.max_context_tokens)
-    head = torch.tensor(train.target_vocab(windows, new_ids, tok.eos_token_id))
+    head = (torch.tensor(train.target_vocab(windows, new_ids, tok.eos_token_id))
+            if tcfg.output_vocab == "targets" else None)
     groups = train.make_batches(windows, tcfg.batch_tokens, tcfg.seed)[: args.steps]
-    batches = [packing.collate([windows[i] for i in b], tok.pad_token_id) for b in groups]
-    real = [sum(len(windows[i]) for i in b) for b in groups]  # unpadded, as the loop counts
-    emb = train.Embeddings(net, new_ids)
-    params = [p for p in net.parameters() if p.requires_grad] + [emb.inp_rows]
-    opt = torch.optim.AdamW(params, lr=tcfg.lr)
+    batches = [packing.collate([windows[i] for i in b], tok.pad_token_id or 0) for b in groups]
+    real = [sum(len(windows[i]) for i in b) for b in groups]
+    emb = train.Embeddings(net, None if tcfg.embeddings == "all" else new_ids)
+    params = [p for p in net.parameters() if p.requires_grad]
+    params += [p for p in (emb.inp_rows, emb.out_rows) if p is not None]
+    opt = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     net.train()
-    tokens, t0 = 0, time.perf_counter()
-    for k in range(args.steps):
-        b = batches[k % len(batches)]
-        loss, _ = train.packed_loss(net, emb, b, head)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        tokens += real[k % len(batches)]
-    bare = tokens / (time.perf_counter() - t0)
-    result = {"config": args.config, "dialogs": args.dialogs, "steps": args.steps,
-              "threads": args.threads, "loop_tokens_per_s": round(loop["tokens_per_s"]),
-              "bare_tokens_per_s": round(bare), "ratio": round(loop["tokens_per_s"] / bare, 3)}
+    bare = {"tokens": 0, "seconds": 0.0}
+
+    def bare_steps(ks) -> None:
+        t0 = time.perf_counter()
+        for k in ks:
+            b = batches[k % len(batches)]
+            loss, _ = train.packed_loss(net, emb, b, head, tcfg.new_token_loss_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            bare["tokens"] += real[k % len(batches)]
+        bare["seconds"] += time.perf_counter() - t0
+
+    half = args.steps // 2
+    bare_steps(range(half))
+    net2, tok2, new_ids2 = run.build_model(cfg, sids, ds.catalog)
+    with tempfile.TemporaryDirectory() as tmp:
+        loop = train.train(net2, tok2, sids, dialogs, tcfg, tmp, new_ids2, progress=False)
+    bare_steps(range(half, args.steps))
+    bare_rate = bare["tokens"] / bare["seconds"]
+    result = {"config": os.path.relpath(args.config, run.REPO), "dialogs": args.dialogs,
+              "steps": args.steps, "threads": args.threads, "quick": args.quick,
+              "windows": len(windows), "batch_tokens": tcfg.batch_tokens,
+              "model": cfg["model"], "loop_tokens": loop["tokens"], "bare_tokens": bare["tokens"],
+              "loop_tokens_per_s": round(loop["tokens_per_s"]),
+              "bare_tokens_per_s": round(bare_rate),
+              "ratio": round(loop["tokens_per_s"] / bare_rate, 3)}
     print(json.dumps(result, indent=1))
     if args.out:
         from crslib.report import write_json
         write_json(result, args.out)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -6,7 +6,11 @@ Prompts are real test prompts of the dataset in the ``gcrs`` format, mode forced
 prompts it times, per prompt: constrained beam search (``constrained_ms``), the unconstrained
 ablation with the same width and L new tokens (``unconstrained_ms``) and exact scoring of every
 item (``exact_ms``). Each batch runs both beam searches, in alternating order, so that both see
-the same load; ratios are taken within one run.
+the same load; ratios are taken within one run. ``sid_beam_ms`` times
+:func:`~crslib.trie.sid_beam_search`, the cache-sharing constrained beam that evaluation uses.
+
+With ``run=<run folder>`` the trained model, tokenizer and SIDs of that run are used instead
+of ``backbone`` and random SIDs, with the run's evaluation context length.
 """
 from __future__ import annotations
 
@@ -67,20 +71,30 @@ def bench_decode(dataset: str = "redial", backbone: str = "tiny", n_prompts: int
                  sids_path: str | None = None, batch_size: int = 4, k: int = 50,
                  chunk_size: int = 256, template: str = "plain", check_all: bool = False,
                  data_root: str | None = None, seed: int = 0, threads: int | None = None,
-                 dtype: str = "float32") -> dict:
+                 dtype: str = "float32", run: str | None = None,
+                 max_context_tokens: int = 768) -> dict:
     """Run the decode benchmark and return its JSON-able report (module docstring)."""
     from crslib.model import load_backbone
 
     if threads:
         torch.set_num_threads(threads)
+    if run:
+        from crslib.run import load_run
+        model, tokenizer, sids, cfg = load_run(run)
+        if cfg["dataset"] != dataset:
+            raise ValueError(f"{run} was trained on {cfg['dataset']}, not {dataset}")
+        backbone, sids_path = f"run {run}", f"{run}/sids.json"
+        max_context_tokens = cfg.get("eval", {}).get("max_context_tokens", max_context_tokens)
     loader = {"redial": data.load_redial, "inspired": data.load_inspired}[dataset]
     ds = loader(data_root, splits=("test",))
-    sids = SemanticIDs.load(sids_path) if sids_path else random_sids(ds.catalog.ids, seed=seed)
-    model, tokenizer = load_backbone(backbone, seed=seed)
+    if not run:
+        sids = SemanticIDs.load(sids_path) if sids_path else random_sids(ds.catalog.ids, seed=seed)
+        model, tokenizer = load_backbone(backbone, seed=seed)
+        serialize.add_special_tokens(tokenizer, model, sids)
     model.to(getattr(torch, dtype))
-    serialize.add_special_tokens(tokenizer, model, sids)
     vocab = trie.SIDVocab.build(sids, tokenizer)
-    all_prompts = rec_prompts(ds, sids, tokenizer, template=template)
+    all_prompts = rec_prompts(ds, sids, tokenizer, template=template,
+                              max_context_tokens=max_context_tokens)
     rng = np.random.default_rng(seed)
     pick = sorted(rng.choice(len(all_prompts), size=min(n_prompts, len(all_prompts)), replace=False))
     prompts = [all_prompts[i] for i in pick]
@@ -90,8 +104,9 @@ def bench_decode(dataset: str = "redial", backbone: str = "tiny", n_prompts: int
     trie.recommend(model, tokenizer, prompts[:batch_size], vocab, k, batch_size=batch_size,
                    constrained=False)
     trie.score_all_items(model, tokenizer, prompts[0], vocab, chunk_size=chunk_size)
+    trie.sid_beam_search(model, tokenizer, prompts[:batch_size], vocab, k, batch_size=batch_size)
 
-    cons_ms = uncons_ms = exact_ms = 0.0
+    cons_ms = uncons_ms = exact_ms = sid_ms = 0.0
     valid = outputs = distinct = invalid_unc = outputs_unc = 0
     for b, s in enumerate(range(0, len(prompts), batch_size)):
         batch = prompts[s:s + batch_size]
@@ -112,6 +127,10 @@ def bench_decode(dataset: str = "redial", backbone: str = "tiny", n_prompts: int
     for p in prompts:
         _, ms = _timed(trie.score_all_items, model, tokenizer, p, vocab, chunk_size=chunk_size)
         exact_ms += ms
+    for s in range(0, len(prompts), batch_size):
+        _, ms = _timed(trie.sid_beam_search, model, tokenizer, prompts[s:s + batch_size], vocab, k,
+                       batch_size=batch_size)
+        sid_ms += ms
     n = len(prompts)
     report = {
         "dataset": dataset, "backbone": backbone, "template": template, "prompts": n,
@@ -121,7 +140,9 @@ def bench_decode(dataset: str = "redial", backbone: str = "tiny", n_prompts: int
         "batch_size": batch_size, "chunk_size": chunk_size, "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(), "device": str(model.device), "dtype": dtype,
         "constrained_ms": cons_ms / n, "unconstrained_ms": uncons_ms / n,
+        "max_context_tokens": max_context_tokens,
         "ratio": cons_ms / uncons_ms, "exact_ms": exact_ms / n, "exact_ratio": exact_ms / cons_ms,
+        "sid_beam_ms": sid_ms / n, "sid_beam_ratio": sid_ms / cons_ms,
         "valid_share": valid / max(outputs, 1), "distinct_share": distinct / n,
         "unconstrained_invalid_share": invalid_unc / max(outputs_unc, 1),
     }
