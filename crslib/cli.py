@@ -85,73 +85,21 @@ def cmd_train(args) -> int:
     return 0
 
 
-BASELINES = ("popularity", "repeat", "text-retrieval")
-
-
 def cmd_evaluate(args) -> int:
     """Score a run (or a baseline) under one protocol; print and save the result JSON."""
-    from crslib import baselines, data, evaluate, run
-    if args.run in BASELINES:
-        if not (args.dataset and args.profile):
-            print("error: a baseline needs --dataset and --profile", file=sys.stderr)
-            return 2
-        if args.protocol == "dialog":
-            print("error: baselines only rank; use --protocol paper, community or dedup",
-                  file=sys.stderr)
-            return 2
-        cfg = run.load_config(run.config_path(args.profile, args.dataset))
-        ds = data.load(args.dataset, args.data_root)
-        sids = run.prepare_sids(cfg, ds.catalog)
-        if args.run == "text-retrieval":  # the encoder the SIDs were built with
-            ranker = baselines.TextRetrieval(ds.catalog, sids, cfg["sids"].get("encoder"))
+    from crslib import experiments
+    try:
+        if args.run in experiments.BASELINES:
+            result = experiments.evaluate(args.profile, args.dataset, args.run, args.protocol,
+                                          args.data_root, args.limit, args.split, out=args.out,
+                                          reuse=False)
         else:
-            ranker = {"popularity": baselines.Popularity, "repeat": baselines.Repeat}[args.run]
-            ranker = ranker(ds.catalog.ids)
-        splits = cfg.get("train_splits",
-                         ["train", "dev"] if args.dataset == "inspired" else ["train"])
-        ranker = ranker.fit(d for s in splits for d in ds[s])
-        variant, model = args.run, None
-    else:
-        model, tok, sids, cfg = run.load_run(args.run)
-        ds = data.load(cfg["dataset"], args.data_root)
-        variant = cfg["variant"]
-    ev = cfg.get("eval", {})
-    meta = {"dataset": cfg["dataset"], "split": args.split, "profile": cfg["profile"],
-            "variant": variant, "seeds": [cfg["train"].get("seed", 0)],
-            "config_hash": run.config_hash(cfg)}
-    if args.protocol == "dialog":
-        import json
-        from pathlib import Path
-        head = Path(args.run) / "output_vocab.json"
-        head_ids = json.loads(head.read_text()) if head.is_file() else None
-        ctx = ev.get("max_context_tokens", 768)
-        scores = evaluate.dialog_scores(model, tok, sids, ds[args.split], ctx, head_ids)
-        gen = evaluate.generate_responses(model, tok, sids, ds[args.split], ds.catalog, ctx,
-                                          head_ids=head_ids,
-                                          limit=args.limit or ev.get("generate_limit", 500))
-        examples = gen.pop("examples")
-        result = {**meta, "protocol": "dialog", "n_cases": gen.pop("n_turns"),
-                  "ppl_tokens": scores.pop("ppl_tokens"), "metrics": {**scores, **gen},
-                  "ci95": {}, "examples": examples,
-                  "note": "ppl over all test turns; generated-text metrics over a seeded sample "
-                          "of n_cases turns; distinct@n = unique/total word n-grams, "
-                          "distinct_per_response@n = unique n-grams / responses"}
-    else:
-        fmt = run.VARIANT_FORMATS.get(variant, "gcrs")  # a run ranks in its own format
-        cases = evaluate.rec_cases(ds, sids, args.split, fmt,
-                                   limit=args.limit or ev.get("limit"))
-        if model is None:
-            ranks = evaluate.baseline_ranks(ranker, cases)
-        else:
-            ranks = evaluate.model_ranks(model, tok, sids, cases, args.protocol,
-                                         ev.get("max_context_tokens", 768), ev.get("num_beams", 50),
-                                         ev.get("batch_size", 16))
-        cases, ranks = evaluate.select(cases, ranks, args.protocol)
-        result = evaluate.ranking_result(ranks, args.protocol, **meta)
-        if model is None and hasattr(ranker, "describe"):
-            result["ranker"] = ranker.describe()
-    result["limit"] = args.limit
-    evaluate.save_result(result, args.out)
+            result = experiments.evaluate(protocol=args.protocol, data_root=args.data_root,
+                                          limit=args.limit, split=args.split, out=args.out,
+                                          reuse=False, run_path=args.run)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     _print(result)
     return 0
 
@@ -181,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # further sub-commands (ids, bench, train, evaluate) are added below, one block each
 
-    t = sub.add_parser("train", help="train a GCRS run from a config file")
+    t = sub.add_parser("train", help="train a GCRS run (or a baseline such as "
+                       "variant 'decoupled') from a config file")
     t.add_argument("--config", required=True, help="crslib/configs/<profile>-<dataset>-<variant>.json")
     t.add_argument("--out", required=True, help="run folder, e.g. runs/cpu/redial/gcrs")
     t.add_argument("--data-root", default=None)
@@ -191,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="score a run or a baseline under one protocol")
     e.add_argument("--run", required=True,
-                   help="run folder, or a baseline: " + " / ".join(BASELINES))
+                   help="run folder, or a baseline: popularity / repeat / text-retrieval")
     e.add_argument("--protocol", choices=["paper", "community", "dedup", "dialog"], required=True)
     e.add_argument("--dataset", choices=["redial", "inspired"], help="for baselines")
     e.add_argument("--profile", help="for baselines: whose config (SIDs, splits) to use")

@@ -36,12 +36,8 @@ def train(profile: str, dataset: str, variant: str = "gcrs", data_root=None,
           progress: bool = False) -> dict:
     """Train (or reuse) ``runs/<profile>/<dataset>/<variant>``; the training summary."""
     from crslib import run
-    cfg = config(profile, dataset, variant)
-    out = run_dir(profile, dataset, variant)
-    if cfg["variant"] == "decoupled":
-        from crslib import decoupled
-        return decoupled.train_run(cfg, out, data_root, progress=progress)
-    return run.train_run(cfg, out, data_root, progress=progress)
+    return run.train_run(config(profile, dataset, variant), run_dir(profile, dataset, variant),
+                         data_root, progress=progress)
 
 
 def training_log(profile: str, dataset: str, variant: str = "gcrs") -> list[dict]:
@@ -52,86 +48,83 @@ def training_log(profile: str, dataset: str, variant: str = "gcrs") -> list[dict
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _load_ranker(profile: str, dataset: str, ranker: str, data_root=None):
-    """``(kind, object, sids, cfg, ds)`` with kind ``"baseline" | "model" | "decoupled"``."""
-    from crslib import baselines, data, run
-    if ranker in BASELINES:
-        cfg = config(profile, dataset)
-        ds = data.load(dataset, data_root)
-        sids = run.prepare_sids(cfg, ds.catalog)
-        if ranker == "text-retrieval":  # the encoder the SIDs were built with
-            obj = baselines.TextRetrieval(ds.catalog, sids, cfg["sids"].get("encoder"))
-        else:
-            obj = {"popularity": baselines.Popularity, "repeat": baselines.Repeat}[ranker](
-                ds.catalog.ids)
-        splits = cfg.get("train_splits", ["train", "dev"] if dataset == "inspired" else ["train"])
-        return "baseline", obj.fit(d for s in splits for d in ds[s]), sids, cfg, ds
-    return load_run_ranker(run_dir(profile, dataset, ranker), data_root)
-
-
-def load_run_ranker(path, data_root=None):
-    """``(kind, object, sids, cfg, ds)`` for a run folder (GCRS-family or decoupled)."""
-    from crslib import data, run
-    path = Path(path)
-    cfg_file = path / "config.json"
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"{path}: not a finished run (no config.json); train it first")
-    cfg = json.loads(cfg_file.read_text())
-    if cfg.get("variant") == "decoupled":
-        from crslib import decoupled
-        obj = decoupled.load_decoupled(path)
-        return "decoupled", obj, obj.sids, cfg, data.load(cfg["dataset"], data_root)
-    model, tok, sids, cfg = run.load_run(path)
-    head = path / "output_vocab.json"
-    model.crslib_head_ids = json.loads(head.read_text()) if head.is_file() else None
-    return "model", (model, tok), sids, cfg, data.load(cfg["dataset"], data_root)
-
-
-def evaluate(profile: str, dataset: str, ranker: str, protocol: str = "paper", data_root=None,
-             limit: int | None = None, split: str = "test", save: bool = True,
-             reuse: bool = True, run_path=None) -> dict:
-    """Score ``ranker`` under ``protocol`` (``paper | community | dedup | dialog``); the result
-    dict, saved as ``results/<profile>/<dataset>/<ranker>.<protocol>.json``.
-
-    ``limit``: a seeded random sample of cases (``None``: the config's ``eval.limit`` for the
-    protocol, else all). A saved result with the same config hash, split and limit is reused.
-    """
-    from crslib import evaluate as ev_mod, run
-    path = ev_mod.result_path(profile, dataset, ranker, protocol)
-    if run_path is None:
-        kind, obj, sids, cfg, ds = _load_ranker(profile, dataset, ranker, data_root)
+def _baseline(name: str, cfg: dict, ds, sids):
+    from crslib import baselines
+    if name == "text-retrieval":  # the encoder the SIDs were built with
+        obj = baselines.TextRetrieval(ds.catalog, sids, cfg["sids"].get("encoder"))
     else:
-        kind, obj, sids, cfg, ds = load_run_ranker(run_path, data_root)
+        obj = {"popularity": baselines.Popularity, "repeat": baselines.Repeat}[name](ds.catalog.ids)
+    splits = cfg.get("train_splits", ["train", "dev"] if cfg["dataset"] == "inspired" else ["train"])
+    return obj.fit(d for s in splits for d in ds[s])
+
+
+def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str = "gcrs",
+             protocol: str = "paper", data_root=None, limit: int | None = None,
+             split: str = "test", save: bool = True, reuse: bool = True, run_path=None,
+             out=None) -> dict:
+    """Score a ranker under ``protocol`` (``paper | community | dedup | dialog``); the result
+    dict, saved as ``results/<profile>/<dataset>/<ranker>.<protocol>.json`` (or ``out``).
+
+    The ranker is a baseline name (needs ``profile`` and ``dataset``: its config gives SIDs and
+    training splits), a variant trained under ``runs/<profile>/<dataset>/``, or ``run_path``
+    (any run folder; profile, dataset and variant then come from its config). ``limit``: a
+    seeded random sample of cases (``None``: the config's ``eval.<protocol>_limit`` or
+    ``eval.limit``, else all). A saved result with the same config hash, split and limit is
+    returned without recomputing when ``reuse``.
+    """
+    from crslib import data, evaluate as ev_mod, run
+    if run_path is None and ranker in BASELINES:
+        if not (profile and dataset):
+            raise ValueError(f"baseline {ranker!r} needs a profile and a dataset")
+        if protocol == "dialog":
+            raise ValueError(f"baseline {ranker!r} only ranks; use paper, community or dedup")
+        cfg, variant = config(profile, dataset), ranker
+    else:
+        run_path = Path(run_path) if run_path else run_dir(profile, dataset, ranker)
+        if not (run_path / "config.json").is_file():
+            raise FileNotFoundError(f"{run_path}: not a finished run (no config.json); train it "
+                                    "first")
+        cfg = json.loads((run_path / "config.json").read_text())
+        variant = cfg["variant"]
+    profile, dataset = cfg["profile"], cfg["dataset"]
     ev = cfg.get("eval", {})
     if limit is None:
         limit = ev.get(f"{protocol}_limit", ev.get("limit"))
     chash = run.config_hash(cfg)
+    path = Path(out) if out else ev_mod.result_path(profile, dataset, variant, protocol)
     if reuse and save and path.is_file():
         old = json.loads(path.read_text())
         if (old.get("config_hash"), old.get("limit"), old.get("split")) == (chash, limit, split):
             return old
-    meta = {"dataset": dataset, "split": split, "profile": profile, "variant": ranker,
+    ds = data.load(dataset, data_root)
+    meta = {"dataset": dataset, "split": split, "profile": profile, "variant": variant,
             "seeds": [cfg["train"].get("seed", 0)], "config_hash": chash}
-    if protocol == "dialog":
-        if kind != "model":
-            raise ValueError(f"{ranker}: only generative runs have dialog metrics")
-        result = _dialog_result(obj, sids, ds, ev, split, limit, meta)
+    fmt = run.VARIANT_FORMATS.get(variant, "gcrs") if variant not in BASELINES else "gcrs"
+    if variant in BASELINES:
+        sids = run.prepare_sids(cfg, ds.catalog)
+        obj = _baseline(variant, cfg, ds, sids)
     else:
-        from crslib import run as run_mod
-        fmt = run_mod.VARIANT_FORMATS.get(cfg.get("variant"), "gcrs") if kind == "model" else "gcrs"
+        model, tok, sids, _ = run.load_run(run_path)
+    if protocol == "dialog":
+        if variant == "decoupled":
+            raise ValueError("the decoupled baseline only ranks (its responses come from a "
+                             "separate generator); use paper, community or dedup")
+        head = run_path / "output_vocab.json"
+        head_ids = json.loads(head.read_text()) if head.is_file() else None
+        result = _dialog_result(model, tok, sids, ds, ev, split, limit, meta, head_ids, fmt)
+    else:
         cases = ev_mod.rec_cases(ds, sids, split, fmt, limit=limit)
-        if kind == "baseline":
+        if variant in BASELINES:
             ranks = ev_mod.baseline_ranks(obj, cases)
-        elif kind == "decoupled":
-            ranks = obj.ranks(cases, protocol)
+        elif variant == "decoupled":  # an item head: every item scored exactly
+            ranks = model.ranks(cases, protocol, ev.get("batch_size", 16))
         else:
-            model, tok = obj
             ranks = ev_mod.model_ranks(model, tok, sids, cases, protocol,
                                        ev.get("max_context_tokens", 768), ev.get("num_beams", 50),
                                        ev.get("batch_size", 16))
         cases, ranks = ev_mod.select(cases, ranks, protocol)
         result = ev_mod.ranking_result(ranks, protocol, **meta)
-        if kind == "baseline" and hasattr(obj, "describe"):
+        if variant in BASELINES and hasattr(obj, "describe"):
             result["ranker"] = obj.describe()
     result["limit"] = limit
     if save:
@@ -139,14 +132,14 @@ def evaluate(profile: str, dataset: str, ranker: str, protocol: str = "paper", d
     return result
 
 
-def _dialog_result(obj, sids, ds, ev: dict, split: str, limit, meta: dict) -> dict:
+def _dialog_result(model, tok, sids, ds, ev: dict, split: str, limit, meta: dict, head_ids,
+                   fmt: str) -> dict:
     from crslib import evaluate as ev_mod
-    model, tok = obj
-    head_ids = getattr(model, "crslib_head_ids", None)
     ctx = ev.get("max_context_tokens", 768)
-    scores = ev_mod.dialog_scores(model, tok, sids, ds[split], ctx, head_ids)
+    scores = ev_mod.dialog_scores(model, tok, sids, ds[split], ctx, head_ids, fmt=fmt)
     gen = ev_mod.generate_responses(model, tok, sids, ds[split], ds.catalog, ctx,
-                                    head_ids=head_ids, limit=limit or ev.get("generate_limit", 500))
+                                    head_ids=head_ids, fmt=fmt,
+                                    limit=limit or ev.get("generate_limit", 500))
     examples = gen.pop("examples")
     return {**meta, "protocol": "dialog", "n_cases": gen.pop("n_turns"),
             "ppl_tokens": scores.pop("ppl_tokens"), "metrics": {**scores, **gen}, "ci95": {},

@@ -10,7 +10,9 @@ Run folder layout (standard Hugging Face files where they exist)::
     runs/NAME/train_summary.json steps, epochs, tokens/s, seconds, final loss
     runs/NAME/log.jsonl          training curve
 
-Config files live in ``crslib/configs/<profile>-<dataset>-<variant>.json``.
+Config files live in ``crslib/configs/<profile>-<dataset>-<variant>.json``. Variant
+``decoupled`` (an item-classification head on the backbone) is trained, saved and loaded by
+:mod:`crslib.decoupled`; :func:`train_run` and :func:`load_run` hand it over.
 """
 from __future__ import annotations
 
@@ -27,7 +29,14 @@ from crslib.semantic_ids import SemanticIDs
 CONFIGS = Path(__file__).parent / "configs"
 REPO = Path(__file__).resolve().parent.parent
 VARIANT_FORMATS = {"gcrs": "gcrs", "resp": "resp", "mode_resp": "mode_resp", "sid": "sid",
-                   "all_embeddings": "gcrs", "tiger": "tiger"}
+                   "all_embeddings": "gcrs", "sid3x64": "gcrs", "sid5x64": "gcrs",
+                   "sid4x32": "gcrs", "sid4x128": "gcrs", "tiger": "tiger",
+                   "encoder_smollm2bag": "gcrs", "backbone_4layers": "gcrs",
+                   **{f"backbone_{b}": "gcrs" for b in ("llama31_8b", "qwen3_8b", "mistral_7b",
+                                                         "ministral_8b", "smollm2_135m")},
+                   **{f"encoder_{e}": "gcrs" for e in ("e5", "mxbai", "bge", "sentence_t5")},
+                   "decoupled": "gcrs",  # decoupled: ranks from the gcrs prompt (crslib.decoupled)
+                   "coldstart_gcrs": "gcrs", "coldstart_atomic": "gcrs"}  # crslib.coldstart
 
 
 def config_path(profile: str, dataset: str, variant: str = "gcrs") -> Path:
@@ -42,6 +51,9 @@ def load_config(path: str | os.PathLike, **overrides) -> dict:
     for key in ("profile", "dataset", "variant", "sids", "model", "train"):
         if key not in cfg:
             raise ValueError(f"{path}: config lacks the key {key!r}")
+    if cfg["variant"] not in VARIANT_FORMATS:
+        raise ValueError(f"{path}: unknown variant {cfg['variant']!r}; choose from "
+                         f"{sorted(VARIANT_FORMATS)}")
     for k, v in overrides.items():
         cfg[k] = {**cfg[k], **v} if isinstance(v, dict) else v
     return cfg
@@ -86,7 +98,7 @@ def build_model(cfg: dict, sids: SemanticIDs, catalog: data.Catalog):
         raise ValueError(f"model.kind must be 'compact' or 'hf', not {kind!r}")
     new = serialize.add_special_tokens(tok, net, sids)
     net.config.gcrs_first_new_token = min(new.values())
-    backbones.init_new_rows(net, tok, sids, catalog)
+    backbones.init_new_rows(net, tok, sids, catalog, seed)
     if m.get("lora"):
         net = backbones.add_lora(net, **m["lora"])
     return net, tok, sorted(new.values())
@@ -94,6 +106,9 @@ def build_model(cfg: dict, sids: SemanticIDs, catalog: data.Catalog):
 
 def train_run(cfg: dict, out: str | os.PathLike, data_root=None, progress: bool = True) -> dict:
     """Train the run ``cfg`` into ``out``; reuse it when ``out`` holds the same config, done."""
+    if cfg["variant"] == "decoupled":
+        from crslib import decoupled
+        return decoupled.train_run(cfg, out, data_root, progress)
     out = Path(out)
     cfg = {**cfg, "config_hash": config_hash(cfg)}
     done = out / "train_summary.json"
@@ -105,8 +120,7 @@ def train_run(cfg: dict, out: str | os.PathLike, data_root=None, progress: bool 
     net, tok, new_ids = build_model(cfg, sids, ds.catalog)
     tcfg = train.TrainConfig.from_dict({**cfg["train"],
                                         "fmt": VARIANT_FORMATS[cfg["variant"]]})
-    splits = cfg.get("train_splits", ["train", "dev"] if cfg["dataset"] == "inspired" else ["train"])
-    dialogs = [d for s in splits for d in ds[s]][: cfg.get("max_dialogs")]
+    dialogs = training_dialogs(cfg, ds)
     work = out / "work"
     summary = train.train(net, tok, sids, dialogs, tcfg, work, new_ids, extra_config=cfg,
                           progress=progress)
@@ -119,6 +133,18 @@ def train_run(cfg: dict, out: str | os.PathLike, data_root=None, progress: bool 
     tmp.write_text(json.dumps(summary, indent=1))
     os.replace(tmp, done)
     return summary
+
+
+def training_dialogs(cfg: dict, ds: data.Dataset) -> list[data.Dialog]:
+    """The dialogs a run trains on: its ``train_splits`` (default: INSPIRED train + dev, ReDial
+    train), minus every dialog that mentions an item held out by the config's ``holdout``
+    (``{"fraction", "seed"}``, :mod:`crslib.coldstart`), then the first ``max_dialogs``."""
+    splits = cfg.get("train_splits", ["train", "dev"] if cfg["dataset"] == "inspired" else ["train"])
+    dialogs = [d for s in splits for d in ds[s]]
+    if cfg.get("holdout"):
+        from crslib import coldstart
+        dialogs = coldstart.remove_items(dialogs, coldstart.holdout_items(ds, **cfg["holdout"]))
+    return dialogs[: cfg.get("max_dialogs")]
 
 
 def save_run(out: Path, net, tok, sids: SemanticIDs, cfg: dict) -> None:
@@ -142,6 +168,9 @@ def load_run(path: str | os.PathLike):
     if not (path / "config.json").is_file() or not (path / "model").is_dir():
         raise FileNotFoundError(f"{path}: not a finished run (no config.json or model/)")
     cfg = json.loads((path / "config.json").read_text())
+    if cfg.get("variant") == "decoupled":  # model = a DecoupledRecommender
+        from crslib.decoupled import load_decoupled
+        return load_decoupled(path)
     sids = SemanticIDs.load(path / "sids.json")
     net, tok = backbones.load_model(path / "model", cfg)
     return net.eval(), tok, sids, cfg

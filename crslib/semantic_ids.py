@@ -148,12 +148,19 @@ def build_semantic_ids(items, method: str = "rqvae", levels: int = 4, codebook_s
     quantizer hyper-parameter; ``stats`` holds :func:`code_stats` before and after
     re-assignment, collisions, moved items, reconstruction errors and timings. Raises
     ``ValueError`` when ``codebook_size ** levels`` is smaller than the catalog.
+
+    ``method="atomic"`` is no quantizer: :func:`atomic_ids` (one new token per item).
     """
     import time
 
     from crslib import encode, quantize
 
     items = list(items)
+    if method == "atomic":
+        if levels != 1 or codebook_size not in (None, len(items)):
+            raise ValueError(f"atomic IDs have 1 level of {len(items)} codes (one per item), "
+                             f"not {levels} x {codebook_size}")
+        return atomic_ids([it.id for it in items])
     quantize.check_capacity(len(items), levels, codebook_size)
     encoder = encoder or encode.DEFAULT_ENCODER
     seconds: dict[str, float] = {}
@@ -197,6 +204,20 @@ def build_semantic_ids(items, method: str = "rqvae", levels: int = 4, codebook_s
               "params": {k: (list(v) if isinstance(v, tuple) else v)
                          for k, v in q.get_params().items() if k != "progress"}}
     return SemanticIDs([it.id for it in items], res.codes, codebook_size, config, stats)
+
+
+def atomic_ids(item_ids) -> SemanticIDs:
+    """Atomic item IDs, the usual alternative to SIDs: one level whose codebook has one code
+    per item, item ``k`` (in the given catalog order) gets ``(k,)``, written ``<a_k>``. Shared
+    codes, hence shared tokens, are what SIDs add; here no two items share anything. Same
+    object as any SID table, so tokens, trie, constrained decoding and the serializer apply.
+    """
+    item_ids = list(item_ids)
+    n = len(item_ids)
+    config = {"method": "atomic", "levels": 1, "codebook_size": n, "encoder": None}
+    stats = {"items": n, "collisions_before": 0, "collisions_after": 0, "moved_items": 0,
+             "backtracked_items": 0}
+    return SemanticIDs(item_ids, np.arange(n, dtype=np.int64)[:, None], n, config, stats)
 
 
 # ---------------------------------------------------------------------- inspection

@@ -19,14 +19,35 @@ VARIANTS = {
     "sid4x32": {"sids": {"levels": 4, "codebook_size": 32}},
     "sid4x128": {"sids": {"levels": 4, "codebook_size": 128}},
     "tiger": {},
+    # baselines and the cold-start study (notebooks 03, 09)
+    "decoupled": {},                              # crslib.decoupled: an item head, no LM loss
+    "coldstart_gcrs": {"holdout": {"fraction": 0.2, "seed": 0}},
+    "coldstart_atomic": {"holdout": {"fraction": 0.2, "seed": 0},
+                         "sids": {"method": "atomic", "levels": 1, "codebook_size": None}},
+    # Tables 5-6 with what runs offline: a second encoder and a second backbone size
+    "encoder_smollm2bag": {"sids": {"encoder": "smollm2-135m-bag"}},
+    "backbone_4layers": {"model": {"layers": 4}},
 }
+# The paper's full grid (Tables 5-6), for the `paper` profile only (needs a GPU and internet)
+PAPER_BACKBONES = {"llama31_8b": "meta-llama/Llama-3.1-8B-Instruct", "qwen3_8b": "Qwen/Qwen3-8B",
+                   "mistral_7b": "mistralai/Mistral-7B-Instruct-v0.3",
+                   "ministral_8b": "mistralai/Ministral-8B-Instruct-2410",
+                   "smollm2_135m": "smollm2-135m"}
+PAPER_ENCODERS = {"e5": "intfloat/e5-large-v2", "mxbai": "mixedbread-ai/mxbai-embed-large-v1",
+                  "bge": "BAAI/bge-large-en-v1.5", "sentence_t5": "sentence-transformers/sentence-t5-large"}
+for key, name in PAPER_BACKBONES.items():
+    VARIANTS[f"backbone_{key}"] = {"model": {"name": name}}
+for key, name in PAPER_ENCODERS.items():
+    VARIANTS[f"encoder_{key}"] = {"sids": {"encoder": name}}
+PAPER_ONLY = {f"backbone_{k}" for k in PAPER_BACKBONES} | {f"encoder_{k}" for k in PAPER_ENCODERS}
+CPU_ONLY = {"encoder_smollm2bag", "backbone_4layers"}
 
 
 def variant_config(base: dict, variant: str) -> dict:
     cfg = copy.deepcopy(base)
     cfg["variant"] = variant
     for block, values in VARIANTS[variant].items():
-        cfg[block] = {**cfg[block], **values}
+        cfg[block] = {**cfg.get(block, {}), **values}
     return cfg
 
 
@@ -34,6 +55,13 @@ if __name__ == "__main__":
     for base_path in sorted(CONFIGS.glob("*-gcrs.json")):
         base = json.loads(base_path.read_text())
         for variant in VARIANTS:
+            paper = base["profile"] == "paper"
+            if (variant in PAPER_ONLY and not paper) or (variant in CPU_ONLY and paper):
+                continue
+            if variant.startswith("coldstart") and base["dataset"] != "inspired":
+                continue  # the cold-start study runs on INSPIRED
+            if variant == "encoder_" + {"redial": "sentence_t5", "inspired": "bge"}[base["dataset"]]:
+                continue  # the paper's default encoder for this dataset: that is `gcrs`
             path = CONFIGS / base_path.name.replace("-gcrs.json", f"-{variant}.json")
             path.write_text(json.dumps(variant_config(base, variant), indent=1) + "\n")
             print(path.name)

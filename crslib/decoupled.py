@@ -1,0 +1,297 @@
+"""The ``decoupled`` baseline: the backbone reads the context, a separate classifier recommends.
+
+This is the design the paper argues against (UniCRS-style systems): the same backbone and
+tokenizer as GCRS (the GCRS tokens added, so context mentions are SIDs exactly as GCRS sees
+them) encodes the prompt ``… Assistant:``, and a linear head over every catalog item
+(``Linear(hidden, n_items)``, row k = ``sids.item_ids[k]``) scores the items from the hidden
+state of the last prompt token. The response would come from a separate generator; this
+baseline only ranks.
+
+Training reuses the tree-packed windows of the ``sid`` format (:mod:`crslib.packing`) built from
+the recommendation instances only, so one dialog window is one forward pass. For every branch
+the hidden state at its ``src`` — the last prompt token, which sees exactly the prompt — is
+classified; its label is the item spelled by the branch's SID tokens (read back with
+:func:`crslib.serialize.parse`). Loss: cross-entropy over all items. What trains: the
+transformer, the head, and the new tokens' embedding rows (``embeddings="new"``, as GCRS;
+``"all"``: every row). AdamW, linear warm-up then cosine decay that follows ``max_minutes``
+(:func:`crslib.train._lr_lambda`). Of :class:`crslib.train.TrainConfig`, ``output_vocab`` and
+``new_token_loss_weight`` have no effect (there is no token head). An interrupted run resumes
+from ``OUT/work/checkpoint`` with the same config, as GCRS runs do.
+
+Run folder: a GCRS run folder (:mod:`crslib.run`: ``config.json``, ``sids.json``, ``model/``,
+``train_summary.json``, ``log.jsonl``) plus ``head.safetensors`` (``weight``, ``bias``);
+:func:`load_decoupled` reloads it in one call.
+
+Ranking (:mod:`crslib.evaluate`): every catalog item is scored exactly, so ``community`` and
+``dedup`` use the full ranking and ``paper`` its top 50 (a gold item ranked lower counts as a
+miss, as outside a width-50 beam). Equal scores are ordered by catalog order.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from crslib import data, model as backbones, packing, run, serialize, train
+from crslib.semantic_ids import SemanticIDs
+
+PAPER_TOP_K = 50  # length of the ranked list under the paper protocol
+
+
+class DecoupledRecommender(torch.nn.Module):
+    """``lm`` (a causal LM with the GCRS tokens; only its decoder is used) + an item head."""
+
+    def __init__(self, lm, tokenizer, item_ids: Sequence[str], max_context_tokens: int = 768,
+                 seed: int = 0):
+        super().__init__()
+        self.lm = lm
+        self.tokenizer = tokenizer
+        self.item_ids = list(item_ids)
+        self.max_context_tokens = max_context_tokens
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.head = torch.nn.Linear(lm.config.hidden_size, len(self.item_ids))
+
+    def hidden(self, **inputs) -> torch.Tensor:
+        """Last hidden states of the decoder (``input_ids`` or ``inputs_embeds``, masks…)."""
+        return self.lm.get_decoder()(**inputs).last_hidden_state
+
+    def prompt_states(self, prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Hidden state of the last token of each prompt, one right-padded batch: positions
+        start at 0 and real tokens never see the padding after them."""
+        device = self.head.weight.device
+        lens = torch.tensor([len(p) for p in prompts])
+        ids = torch.full((len(prompts), int(lens.max())), self.tokenizer.pad_token_id or 0)
+        for r, p in enumerate(prompts):
+            ids[r, :len(p)] = torch.tensor(p)
+        mask = (torch.arange(ids.shape[1])[None] < lens[:, None]).long()
+        h = self.hidden(input_ids=ids.to(device), attention_mask=mask.to(device))
+        return h[torch.arange(len(prompts)), (lens - 1).to(device)]
+
+    @torch.no_grad()
+    def scores(self, prompts: Sequence[Sequence[int]], batch_size: int = 16) -> torch.Tensor:
+        """``(n, n_items)`` item scores; prompts (token ids ending ``Assistant:``) are batched
+        by length."""
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        out = torch.empty(len(prompts), len(self.item_ids))
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            out[idx] = self.head(self.prompt_states([prompts[i] for i in idx])).float().cpu()
+        return out
+
+    def ranks(self, cases: Sequence[serialize.Example], protocol: str = "paper",
+              batch_size: int = 16) -> list[int | None]:
+        """1-based rank of each case's gold item among all items (``paper``: None below the
+        top 50). Prompts are the cases' own (:func:`crslib.serialize.prompt_ids`)."""
+        from crslib.evaluate import PROTOCOLS
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
+        index = {iid: k for k, iid in enumerate(self.item_ids)}
+        out = []
+        for s in range(0, len(cases), 256):
+            chunk = cases[s:s + 256]
+            sc = self.scores([serialize.prompt_ids(ex, self.tokenizer, self.max_context_tokens)
+                              for ex in chunk], batch_size)
+            gold = torch.tensor([index[ex.item] for ex in chunk])
+            g = sc[torch.arange(len(chunk)), gold][:, None]
+            ahead = (sc > g) | ((sc == g) & (torch.arange(sc.shape[1])[None] < gold[:, None]))
+            out += [r if protocol != "paper" or r <= PAPER_TOP_K else None
+                    for r in (ahead.sum(1) + 1).tolist()]
+        return out
+
+
+# ----------------------------------------------------------------------------- training data
+def build_windows(dialogs, sids: SemanticIDs, tokenizer, max_context_tokens: int
+                  ) -> tuple[list[packing.Packed], list[list[tuple[int, int]]]]:
+    """Packed ``sid``-format windows of the recommendation instances, and for each window its
+    branches' ``(src, item index)``."""
+    index = {iid: k for k, iid in enumerate(sids.item_ids)}
+    windows, labels = [], []
+    for d in dialogs:
+        recs = [ex for ex in serialize.serialize(d, sids, "sid") if ex.mode == "rec"]
+        for w in packing.pack_dialog(d, sids, tokenizer, "sid", max_context_tokens, recs):
+            windows.append(w)
+            labels.append([(src, index[item]) for src, item in branch_items(w, tokenizer, sids)])
+    return windows, labels
+
+
+def branch_items(w: packing.Packed, tokenizer, sids: SemanticIDs) -> list[tuple[int, str]]:
+    """``(src, item)`` of each recommendation branch of ``w``: a branch starts at a loss pair
+    whose source is a plain token; its targets are read back as a ``sid`` target."""
+    starts = [k for k, s in enumerate(w.src) if w.branch[s] == -1]
+    out = []
+    for a, b in zip(starts, starts[1:] + [len(w.src)]):
+        text = "".join(tokenizer.convert_ids_to_tokens(w.tgt[a:b]))
+        item = serialize.parse(text, sids, "sid", eos=tokenizer.eos_token).item
+        if item is not None:
+            out.append((w.src[a], item))
+    return out
+
+
+def packed_states(rec: DecoupledRecommender, windows, labels, embed=None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hidden states at every branch's ``src`` of one collated batch, and the item labels."""
+    device = rec.head.weight.device
+    batch = packing.collate(windows, rec.tokenizer.pad_token_id or 0)
+    ids = batch["input_ids"].to(device)
+    x = embed(ids) if embed is not None else rec.lm.get_input_embeddings()(ids)
+    h = rec.hidden(inputs_embeds=x, position_ids=batch["position_ids"].to(device),
+                   attention_mask=batch["attention_mask"].to(device))
+    rows = torch.tensor([r for r, lab in enumerate(labels) for _ in lab], device=device)
+    src = torch.tensor([s for lab in labels for s, _ in lab], device=device)
+    y = torch.tensor([i for lab in labels for _, i in lab], device=device)
+    return h[rows, src], y
+
+
+# ----------------------------------------------------------------------------- loop
+def fit(rec: DecoupledRecommender, sids: SemanticIDs, dialogs, cfg: train.TrainConfig,
+        out: str | os.PathLike, new_ids: Sequence[int], extra_config: dict | None = None,
+        progress: bool = True) -> dict:
+    """Train ``rec`` in place (checkpoint and ``log.jsonl`` in ``out``); return a summary."""
+    from tqdm.auto import tqdm
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.embeddings not in ("new", "all"):
+        raise ValueError(f"embeddings must be 'new' or 'all', not {cfg.embeddings!r}")
+    train.seed_everything(cfg.seed)
+    full_config = {"train": asdict(cfg), **(extra_config or {})}
+    train._check_resume_config(out, full_config)
+    windows, labels = build_windows(dialogs, sids, rec.tokenizer, cfg.max_context_tokens)
+    if not windows:
+        raise ValueError("no training instances: the dialogs recommend no item with a SID")
+    emb = train.Embeddings(rec.lm, None if cfg.embeddings == "all" else new_ids)
+    body = [p for p in rec.parameters() if p.requires_grad]  # transformer + head
+    rows = [p for p in (emb.inp_rows, emb.out_rows) if p is not None]
+    groups = [{"params": body, "lr": cfg.lr}]
+    if rows:
+        groups.append({"params": rows, "lr": cfg.new_rows_lr or cfg.lr})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    per_epoch = len(train.make_batches(windows, cfg.batch_tokens, cfg.seed))
+    total = cfg.max_steps or max(1, int(math.ceil(cfg.epochs * per_epoch)))
+    state = train.TrainState()
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, train._lr_lambda(cfg, total,
+                                                                     lambda: state.seconds))
+    train._load_checkpoint(out, rec, emb, opt, sched, state)
+    n_inst = sum(len(lab) for lab in labels)
+    train.write_config(out, {**full_config, "steps_total": total, "steps_per_epoch": per_epoch,
+                             "windows": len(windows), "instances": n_inst})
+    rec.train()
+    bar = tqdm(total=total, initial=state.step, disable=not progress, desc="train decoupled")
+    t_start = time.perf_counter() - state.seconds
+    examples, seconds0 = 0, state.seconds  # examples/s counts this session (resume-safe)
+    log = (out / "log.jsonl").open("a")
+    stop = False
+    while state.step < total and not stop:
+        batches = train.make_batches(windows, cfg.batch_tokens, cfg.seed + state.epoch)
+        for b in batches[max(0, state.step - state.epoch * per_epoch):]:
+            h, y = packed_states(rec, [windows[i] for i in b], [labels[i] for i in b], emb.embed)
+            loss = F.cross_entropy(rec.head(h).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(body + rows, cfg.grad_clip)
+            opt.step()
+            sched.step()
+            state.step += 1
+            state.tokens += int(sum(len(windows[i]) for i in b))
+            examples += len(y)
+            state.seconds = time.perf_counter() - t_start
+            state.losses.append(float(loss.detach()))
+            bar.update(1)
+            if state.step % cfg.log_every == 0 or state.step == total:
+                entry = {"step": state.step, "epoch": state.epoch,
+                         "loss": float(np.mean(state.losses[-cfg.log_every:])),
+                         "examples_per_s": examples / max(state.seconds - seconds0, 1e-9),
+                         "tokens_per_s": state.tokens / max(state.seconds, 1e-9),
+                         "lr": sched.get_last_lr()[0], "seconds": round(state.seconds, 1)}
+                log.write(json.dumps(entry) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{entry['loss']:.3f}", ex_s=f"{entry['examples_per_s']:.0f}")
+            if state.step % cfg.checkpoint_every == 0:
+                train._save_checkpoint(out, rec, emb, opt, sched, state)
+            if state.step >= total or (cfg.max_minutes and state.seconds > 60 * cfg.max_minutes):
+                stop = True
+                break
+        else:
+            state.epoch += 1
+    bar.close()
+    log.close()
+    train._save_checkpoint(out, rec, emb, opt, sched, state)
+    emb.merge()
+    rec.eval()
+    return {"steps": state.step, "epochs": state.step / per_epoch, "tokens": state.tokens,
+            "seconds": round(state.seconds, 1),
+            "tokens_per_s": state.tokens / max(state.seconds, 1e-9),
+            "examples_per_s": examples / max(state.seconds - seconds0, 1e-9),
+            "final_loss": float(np.mean(state.losses[-cfg.log_every:])) if state.losses else None,
+            "windows": len(windows), "instances": n_inst,
+            "stopped_by_time": bool(cfg.max_minutes and state.step < total)}
+
+
+# ----------------------------------------------------------------------------- run folder
+def train_run(cfg: dict, out: str | os.PathLike, data_root=None, progress: bool = True) -> dict:
+    """:func:`crslib.run.train_run` for ``variant="decoupled"``: same data, SIDs and backbone,
+    then :func:`fit` and :func:`save_decoupled`; a finished run with the same config is reused."""
+    out = Path(out)
+    cfg = {**cfg, "config_hash": run.config_hash(cfg)}
+    done = out / "train_summary.json"
+    if done.is_file() and json.loads((out / "config.json").read_text()).get(
+            "config_hash") == cfg["config_hash"]:
+        return json.loads(done.read_text())
+    ds = data.load(cfg["dataset"], data_root)
+    sids = run.prepare_sids(cfg, ds.catalog, progress)
+    lm, tok, new_ids = run.build_model(cfg, sids, ds.catalog)
+    rec = DecoupledRecommender(lm, tok, sids.item_ids,
+                               cfg.get("eval", {}).get("max_context_tokens", 768),
+                               cfg["train"].get("seed", 0))
+    tcfg = train.TrainConfig.from_dict({**cfg["train"], "fmt": "sid"})
+    dialogs = run.training_dialogs(cfg, ds)
+    work = out / "work"
+    summary = fit(rec, sids, dialogs, tcfg, work, new_ids, extra_config=cfg, progress=progress)
+    summary["peak_rss_mb"] = run._peak_rss_mb()
+    save_decoupled(out, rec, sids, cfg)
+    shutil.copyfile(work / "log.jsonl", out / "log.jsonl")
+    tmp = out / "train_summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1))
+    os.replace(tmp, done)
+    return summary
+
+
+def save_decoupled(out: str | os.PathLike, rec: DecoupledRecommender, sids: SemanticIDs,
+                   cfg: dict) -> None:
+    """A run folder (:func:`crslib.run.save_run`) plus ``head.safetensors``."""
+    from safetensors.torch import save_file
+    if list(sids.item_ids) != rec.item_ids:
+        raise ValueError("the head's items are not the SIDs' items, in the same order")
+    out = Path(out)
+    run.save_run(out, rec.lm, rec.tokenizer, sids, cfg)
+    tmp = out / "head.safetensors.tmp"
+    save_file({k: v.detach().contiguous().cpu() for k, v in rec.head.state_dict().items()},
+              str(tmp))
+    os.replace(tmp, out / "head.safetensors")
+
+
+def load_decoupled(path: str | os.PathLike):
+    """``(recommender, tokenizer, sids, config)`` of a saved decoupled run, in eval mode."""
+    from safetensors.torch import load_file
+    path = Path(path)
+    if not (path / "head.safetensors").is_file() or not (path / "model").is_dir():
+        raise FileNotFoundError(f"{path}: not a finished decoupled run (no head.safetensors "
+                                "or model/)")
+    cfg = json.loads((path / "config.json").read_text())
+    sids = SemanticIDs.load(path / "sids.json")
+    lm, tok = backbones.load_model(path / "model", cfg)
+    rec = DecoupledRecommender(lm, tok, sids.item_ids,
+                               cfg.get("eval", {}).get("max_context_tokens", 768))
+    rec.head.load_state_dict(load_file(str(path / "head.safetensors")))
+    return rec.eval(), tok, sids, cfg

@@ -1,0 +1,33 @@
+"""Experiment steps: results are saved with their config hash and reused; tables read them."""
+import json
+
+import pytest
+
+from crslib import baselines, experiments, report
+
+
+def test_baseline_result_is_saved_and_reused(shared_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    r = experiments.evaluate("smoke", "inspired", "repeat", "paper", shared_data, limit=30)
+    path = tmp_path / "smoke" / "inspired" / "repeat.paper.json"
+    saved = json.loads(path.read_text())
+    assert saved["n_cases"] == 30 and saved["limit"] == 30 and saved["variant"] == "repeat"
+    assert saved["metrics"] == r["metrics"] and set(saved["ci95"]) == set(saved["metrics"])
+    monkeypatch.setattr(baselines.Repeat, "rank", lambda *a, **k: pytest.fail("recomputed"))
+    assert experiments.evaluate("smoke", "inspired", "repeat", "paper", shared_data, limit=30) == saved
+    with pytest.raises(ValueError, match="only ranks"):
+        experiments.evaluate("smoke", "inspired", "repeat", "dialog", shared_data)
+
+
+def test_rows_and_relative_improvement(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    report.write_json({"n_cases": 10, "metrics": {"recall@1": 0.1234, "ppl": 12.5},
+                       "ci95": {"recall@1": [0.05, 0.2]}}, tmp_path / "p" / "d" / "gcrs.paper.json")
+    rows = experiments.ours_rows("p", "d", ["gcrs", "missing"], "paper", ["recall@1", "ppl"])
+    assert rows == [{"model": "gcrs", "source": "ours (p)", "cases": 10, "recall@1": 12.34,
+                     "ppl": 12.5, "recall@1 95% CI": "[5.00, 20.00]"}]
+    assert experiments.relative_improvement(14.56, 11.28) == pytest.approx(0.2908, abs=1e-4)
+    paper = experiments.reported_rows("table2_inspired", ["recall@1"])
+    assert {"model": "GCRS", "source": "reported in the paper", "recall@1": 14.56} in paper
+    with pytest.raises(FileNotFoundError, match="not a finished run"):
+        experiments.evaluate("p", "d", "gcrs", run_path=tmp_path / "nothing")

@@ -1,0 +1,78 @@
+"""Free mode on a tiny random backbone: the mode margin equals a plain forward pass (batched,
+left-padded), a CHAT choice counts as a miss, REC choices keep their forced rank; latency
+reports what it measured."""
+import pytest
+import torch
+
+from crslib import evaluate, freemode, serialize
+from crslib.bench import random_sids
+from crslib.data import Dialog, Turn
+from crslib.model import load_tokenizer, tiny_model
+
+ITEMS = [str(100 + i) for i in range(16)]
+
+
+@pytest.fixture(scope="module")
+def world():
+    torch.set_num_threads(1)
+    sids = random_sids(ITEMS, 3, 4, 0)
+    tok = load_tokenizer("tiny")
+    serialize.add_special_tokens(tok, None, sids)
+    model = tiny_model(len(tok), seed=0, pad_token_id=tok.pad_token_id)
+    dialogs = [Dialog(f"d{k}", [Turn("user", "hi there " * k + f"I liked @{ITEMS[k]}", (ITEMS[k],)),
+                                Turn("assistant", f"try @{ITEMS[k + 1]}", (ITEMS[k + 1],)),
+                                Turn("user", "more please"),
+                                Turn("assistant", f"@{ITEMS[k + 2]} then", (ITEMS[k + 2],))])
+               for k in range(4)]
+    cases = [ex for ex in serialize.serialize_all(dialogs, sids) if ex.mode == "rec"]
+    return model, tok, sids, cases
+
+
+def test_free_ranks_count_chat_choices_as_misses():
+    assert freemode.free_ranks([1, 5, None, 2], [0.3, -1.0, 2.0, 0.0]) == [1, None, None, None]
+    with pytest.raises(ValueError):
+        freemode.free_ranks([1], [0.1, 0.2])
+
+
+def test_rec_margin_equals_a_plain_forward_pass(world):
+    model, tok, sids, cases = world
+    margins = freemode.rec_margin(model, tok, cases, batch_size=3)  # mixed lengths, left padded
+    rec, chat = tok.convert_tokens_to_ids([serialize.MODE_REC, serialize.MODE_CHAT])
+    for ex, m in zip(cases, margins):
+        ids = torch.tensor([serialize.prompt_ids(ex, tok)])
+        assert tok.decode(ids[0, -1:]) == ":"  # the prompt ends 'Assistant:', no mode given
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, -1]
+        assert m == pytest.approx(float(logits[rec] - logits[chat]), abs=1e-4)
+
+
+def test_forced_vs_free_with_controlled_mode_choices(world, monkeypatch):
+    model, tok, sids, cases = world
+    cases = cases[:4]
+    monkeypatch.setattr(freemode, "rec_margin", lambda *a, **k: [1.0, -1.0, 0.5, -0.2])
+    monkeypatch.setattr(evaluate, "model_ranks", lambda *a, **k: [1, 1, 3, 30])
+    r = freemode.forced_vs_free(model, tok, sids, cases)
+    assert r["ranks"] == {"forced": [1, 1, 3, 30], "free": [1, None, 3, None]}
+    assert r["rec_share"] == 0.5
+    assert r["forced"]["metrics"]["recall@1"] == 0.5 and r["free"]["metrics"]["recall@1"] == 0.25
+    assert r["forced"]["metrics"]["recall@5"] == 0.75 and r["free"]["metrics"]["recall@5"] == 0.5
+    assert r["forced"]["metrics"]["recall@20"] == 0.75 and r["free"]["metrics"]["recall@20"] == 0.5
+
+
+def test_forced_ranks_are_the_paper_protocol_and_rec_choices_keep_them(world, monkeypatch):
+    model, tok, sids, cases = world
+    choice = [(-1.0) ** k for k in range(len(cases))]  # REC, CHAT, REC, ...
+    monkeypatch.setattr(freemode, "rec_margin", lambda *a, **k: choice)
+    r = freemode.forced_vs_free(model, tok, sids, cases, num_beams=len(ITEMS))
+    assert r["ranks"]["forced"] == evaluate.model_ranks(model, tok, sids, cases, "paper",
+                                                        num_beams=len(ITEMS))
+    assert r["ranks"]["free"] == [f if c > 0 else None for f, c in zip(r["ranks"]["forced"], choice)]
+
+
+def test_latency_reports_what_it_measured(world):
+    model, tok, sids, cases = world
+    lat = freemode.latency(model, tok, sids, cases, n=3, seed=0, num_beams=len(ITEMS))
+    assert lat["prompts"] == 3 and lat["top1_agree"] == 1.0  # the beam covers the catalog
+    assert all(lat[f"{k}_ms_median"] > 0 for k in ("mode", "beam", "exact"))
+    with pytest.raises(ValueError):
+        freemode.latency(model, tok, sids, [], n=3)
