@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from crslib import report
+from crslib.semantic_ids import SemanticIDs
 
 BASELINES = ("popularity", "repeat", "text-retrieval")
 RUNS = Path(os.environ.get("CRSLIB_RUNS", report.REPO / "runs"))
@@ -70,7 +71,9 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
     (any run folder; profile, dataset and variant then come from its config). ``limit``: a
     seeded random sample of cases (``None``: the config's ``eval.<protocol>_limit`` or
     ``eval.limit``, else all). A saved result with the same config hash, split and limit is
-    returned without recomputing when ``reuse``.
+    returned without recomputing when ``reuse``. Result files keep the per-case ranks
+    (``case_ranks``, in :func:`crslib.evaluate.rec_cases` order); ``dedup`` is computed from the
+    ``community`` ranks.
     """
     from crslib import data, evaluate as ev_mod, run
     if run_path is None and ranker in BASELINES:
@@ -100,6 +103,21 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
     meta = {"dataset": dataset, "split": split, "profile": profile, "variant": variant,
             "seeds": [cfg["train"].get("seed", 0)], "config_hash": chash}
     fmt = run.VARIANT_FORMATS.get(variant, "gcrs") if variant not in BASELINES else "gcrs"
+    if protocol == "dedup":  # the community ranks without the repeated items: no new scoring
+        full = evaluate(profile, dataset, ranker, "community", data_root, limit, split, save,
+                        reuse, run_path)
+        sids = (run.prepare_sids(cfg, ds.catalog) if variant in BASELINES
+                else SemanticIDs.load(run_path / "sids.json"))
+        cases = ev_mod.rec_cases(ds, sids, split, fmt, limit=limit)
+        if len(cases) != len(full["case_ranks"]):
+            raise ValueError(f"{path}: the community result does not match the cases; re-run it")
+        cases, ranks = ev_mod.select(cases, full["case_ranks"], "dedup")
+        result = ev_mod.ranking_result(ranks, protocol, **meta)
+        result["case_ranks"] = ranks
+        result["limit"] = limit
+        if save:
+            ev_mod.save_result(result, path)
+        return result
     if variant in BASELINES:
         sids = run.prepare_sids(cfg, ds.catalog)
         obj = _baseline(variant, cfg, ds, sids)
@@ -122,8 +140,8 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
             ranks = ev_mod.model_ranks(model, tok, sids, cases, protocol,
                                        ev.get("max_context_tokens", 768), ev.get("num_beams", 50),
                                        ev.get("batch_size", 16))
-        cases, ranks = ev_mod.select(cases, ranks, protocol)
         result = ev_mod.ranking_result(ranks, protocol, **meta)
+        result["case_ranks"] = ranks  # 1-based, None = not ranked; in rec_cases order
         if variant in BASELINES and hasattr(obj, "describe"):
             result["ranker"] = obj.describe()
     result["limit"] = limit
@@ -194,3 +212,33 @@ def relative_improvement(ours: float, best_other: float) -> float:
     if best_other == 0:
         raise ValueError("relative improvement over a zero baseline is undefined")
     return (ours - best_other) / best_other
+
+
+HEADLINE = ("recall@1", "recall@10", "ndcg@10")
+HEADLINE_RANKERS = ("gcrs", "tiger", "decoupled", "text-retrieval", "popularity", "repeat")
+
+
+def headline_markdown(profile: str, datasets: Sequence[str] = ("redial", "inspired")) -> str:
+    """The README's headline table: our rankers under the ``paper`` protocol (with the 95%
+    interval of Recall@10 and the number of cases) beside the paper's GCRS and TIGER rows."""
+    tables = {"redial": "table1_redial", "inspired": "table2_inspired"}
+    lines = ["| dataset | model | source | cases | R@1 | R@10 [95% CI] | N@10 |", "|---|---|---|---|---|---|---|"]
+    for ds in datasets:
+        for r in ours_rows(profile, ds, HEADLINE_RANKERS, "paper", ("recall@10", "recall@1", "ndcg@10")):
+            lines.append(f"| {ds} | {r['model']} | {r['source']} | {r['cases']} | {r['recall@1']:.2f} | "
+                         f"{r['recall@10']:.2f} {r.get('recall@10 95% CI', '')} | {r['ndcg@10']:.2f} |")
+        for r in reported_rows(tables[ds], HEADLINE):
+            if r["model"] in ("GCRS", "TIGER"):
+                lines.append(f"| {ds} | {r['model']} | reported in the paper | - | {r['recall@1']:.2f} | "
+                             f"{r['recall@10']:.2f} | {r['ndcg@10']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def replace_block(text: str, block: str, name: str) -> str:
+    """Replace what lies between ``<!-- name:start -->`` and ``<!-- name:end -->`` in ``text``."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    if start not in text or end not in text:
+        raise ValueError(f"markers {start} / {end} not found")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{block}{end}{tail}"

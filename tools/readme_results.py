@@ -1,0 +1,19 @@
+"""Write the README's headline table from ``results/<profile>/`` (never typed by hand).
+
+Usage: python tools/readme_results.py [--profile cpu]
+Replaces the block between ``<!-- headline:start -->`` and ``<!-- headline:end -->``.
+"""
+import argparse
+from pathlib import Path
+
+from crslib import experiments
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--profile", default="cpu")
+    args = p.parse_args()
+    README.write_text(experiments.replace_block(README.read_text(),
+                                                experiments.headline_markdown(args.profile),
+                                                "headline"))
