@@ -259,6 +259,16 @@ class ChatSession:
         self.replies.append(out)
         return out
 
+    @torch.no_grad()
+    def continue_ids(self, ids: Sequence[int]) -> tuple[str, tuple[str, ...], bool]:
+        """The response decoded after ``ids`` exactly as :meth:`reply` decodes it (greedy, same
+        constraints), history untouched: ``(serialized text, items mentioned, truncated)``.
+        ``ids``: a prompt plus the target prefix it needs (mode, item, ``<RESP>``), or a prompt
+        alone for a format whose target is the response itself (``resp``)."""
+        generated, truncated = self._generate(list(ids))
+        text, mentions = self._response_text(generated)
+        return text, mentions, truncated
+
     def _prefix(self, intent: str, item_id: str | None = None) -> list[int]:
         """Target ids supplied before the response: mode, item mention, ``<RESP>``."""
         if intent == "chat":

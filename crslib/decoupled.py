@@ -248,6 +248,11 @@ def train_run(cfg: dict, out: str | os.PathLike, data_root=None, progress: bool 
     if done.is_file() and json.loads((out / "config.json").read_text()).get(
             "config_hash") == cfg["config_hash"]:
         return json.loads(done.read_text())
+    with run.run_lock(out):
+        return _train_run(cfg, out, done, data_root, progress)
+
+
+def _train_run(cfg: dict, out: Path, done: Path, data_root, progress: bool) -> dict:
     ds = data.load(cfg["dataset"], data_root)
     sids = run.prepare_sids(cfg, ds.catalog, progress)
     lm, tok, new_ids = run.build_model(cfg, sids, ds.catalog)
@@ -256,7 +261,7 @@ def train_run(cfg: dict, out: str | os.PathLike, data_root=None, progress: bool 
                                cfg["train"].get("seed", 0))
     tcfg = train.TrainConfig.from_dict({**cfg["train"], "fmt": "sid"})
     dialogs = run.training_dialogs(cfg, ds)
-    work = out / "work"
+    work = out / f"work-{cfg['config_hash']}"  # per config, as in crslib.run.train_run
     summary = fit(rec, sids, dialogs, tcfg, work, new_ids, extra_config=cfg, progress=progress)
     summary["peak_rss_mb"] = run._peak_rss_mb()
     save_decoupled(out, rec, sids, cfg)

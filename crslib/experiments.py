@@ -41,6 +41,28 @@ def train(profile: str, dataset: str, variant: str = "gcrs", data_root=None,
                          data_root, progress=progress)
 
 
+def _train_job(job: tuple) -> dict:
+    import torch
+    torch.set_num_threads(1)  # one core per process: on a busy CPU more threads are slower
+    profile, dataset, variant, data_root = job
+    return train(profile, dataset, variant, data_root)
+
+
+def train_many(profile: str, jobs: Sequence[tuple[str, str]], data_root=None,
+               workers: int | None = None) -> dict[tuple[str, str], dict]:
+    """Train (or reuse) several ``(dataset, variant)`` runs, ``workers`` at a time in separate
+    processes with one torch thread each (default: ``$CRSLIB_WORKERS``, else the CPU count).
+    Runs are independent, so this only changes wall time, never a result."""
+    workers = workers or int(os.environ.get("CRSLIB_WORKERS", os.cpu_count() or 1))
+    todo = [(profile, ds, v, data_root) for ds, v in jobs]
+    if workers <= 1 or len(todo) <= 1:
+        return {(j[1], j[2]): train(*j) for j in todo}
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("spawn")) as pool:
+        return {(j[1], j[2]): r for j, r in zip(todo, pool.map(_train_job, todo))}
+
+
 def training_log(profile: str, dataset: str, variant: str = "gcrs") -> list[dict]:
     """The ``log.jsonl`` records of a finished run (step, loss, tokens/s, ...)."""
     path = run_dir(profile, dataset, variant) / "log.jsonl"

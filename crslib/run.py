@@ -16,6 +16,7 @@ Config files live in ``crslib/configs/<profile>-<dataset>-<variant>.json``. Vari
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -115,13 +116,20 @@ def train_run(cfg: dict, out: str | os.PathLike, data_root=None, progress: bool 
     if done.is_file() and json.loads((out / "config.json").read_text()).get(
             "config_hash") == cfg["config_hash"]:
         return json.loads(done.read_text())
+    with run_lock(out):
+        return _train_run(cfg, out, done, data_root, progress)
+
+
+def _train_run(cfg: dict, out: Path, done: Path, data_root, progress: bool) -> dict:
     ds = data.load(cfg["dataset"], data_root)
     sids = prepare_sids(cfg, ds.catalog, progress)
     net, tok, new_ids = build_model(cfg, sids, ds.catalog)
     tcfg = train.TrainConfig.from_dict({**cfg["train"],
                                         "fmt": VARIANT_FORMATS[cfg["variant"]]})
     dialogs = training_dialogs(cfg, ds)
-    work = out / "work"
+    # one work folder per config: an interrupted run resumes; a changed config starts afresh
+    # while the finished model of the old config stays until the new one replaces it
+    work = out / f"work-{cfg['config_hash']}"
     summary = train.train(net, tok, sids, dialogs, tcfg, work, new_ids, extra_config=cfg,
                           progress=progress)
     summary["peak_rss_mb"] = _peak_rss_mb()
@@ -145,6 +153,48 @@ def training_dialogs(cfg: dict, ds: data.Dataset) -> list[data.Dialog]:
         from crslib import coldstart
         dialogs = coldstart.remove_items(dialogs, coldstart.holdout_items(ds, **cfg["holdout"]))
     return dialogs[: cfg.get("max_dialogs")]
+
+
+class RunLocked(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def run_lock(out: Path):
+    """Hold ``out/.lock`` (our pid) while training, so two processes never train one folder;
+    a lock left by a process that no longer exists is taken over."""
+    out.mkdir(parents=True, exist_ok=True)
+    lock = out / ".lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _alive(pid):
+                raise RunLocked(f"{out}: being trained by process {pid} (remove {lock} if not)")
+            lock.unlink(missing_ok=True)
+    else:
+        raise RunLocked(f"{out}: could not take {lock}")
+    try:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def save_run(out: Path, net, tok, sids: SemanticIDs, cfg: dict) -> None:

@@ -59,3 +59,17 @@ def test_headline_table_is_generated_between_markers(tmp_path, monkeypatch):
         "a\n<!-- headline:start -->\n" + md + "<!-- headline:end -->\nb")
     with pytest.raises(ValueError, match="markers"):
         experiments.replace_block("no markers", md, "headline")
+
+
+def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path):
+    import os
+    from crslib import run
+    with run.run_lock(tmp_path):
+        assert (tmp_path / ".lock").read_text() == str(os.getpid())
+        with pytest.raises(run.RunLocked, match="being trained by process"):
+            with run.run_lock(tmp_path):
+                pass
+    assert not (tmp_path / ".lock").exists()
+    (tmp_path / ".lock").write_text("999999999")  # a process that does not exist: taken over
+    with run.run_lock(tmp_path):
+        assert (tmp_path / ".lock").read_text() == str(os.getpid())

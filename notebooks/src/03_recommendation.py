@@ -30,9 +30,8 @@ import seaborn as sns
 from crslib import experiments, report
 
 rankers = trained + baselines
+experiments.train_many(profile, [(ds, v) for ds in datasets for v in trained], data_root)
 for ds in datasets:
-    for v in trained:
-        experiments.train(profile, ds, v, data_root)
     for r in rankers:
         for protocol in ("paper", "community", "dedup"):
             experiments.evaluate(profile, ds, r, protocol, data_root)

@@ -25,9 +25,9 @@ import seaborn as sns
 
 from crslib import experiments, report
 
+experiments.train_many(profile, [(ds, v) for ds in datasets for v in variants], data_root)
 for ds in datasets:
     for v in variants:
-        experiments.train(profile, ds, v, data_root)
         experiments.evaluate(profile, ds, v, "paper", data_root)
         if v != "sid":
             experiments.evaluate(profile, ds, v, "dialog", data_root)

@@ -23,9 +23,9 @@ import pandas as pd
 from crslib import experiments, report
 
 variants = ["gcrs"] + encoders + backbones
+experiments.train_many(profile, [(ds, v) for ds in datasets for v in variants], data_root)
 for ds in datasets:
     for v in variants:
-        experiments.train(profile, ds, v, data_root)
         experiments.evaluate(profile, ds, v, "paper", data_root)
         experiments.evaluate(profile, ds, v, "dialog", data_root)
 

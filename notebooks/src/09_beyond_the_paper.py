@@ -36,8 +36,8 @@ transformers.utils.logging.disable_progress_bar()
 transformers.utils.logging.set_verbosity_error()
 COLD = ["coldstart_gcrs", "coldstart_atomic"]
 VARIANTS = ["gcrs"] + COLD
-for v in VARIANTS:  # reuses a finished run with the same config
-    experiments.train(profile, dataset, v, data_root)
+# reuses finished runs with the same config; new ones train side by side (CRSLIB_WORKERS)
+experiments.train_many(profile, [(dataset, v) for v in VARIANTS], data_root)
 
 # %% [markdown]
 # ## 1. Cold start: held-out items
