@@ -24,6 +24,13 @@ BASELINES = ("popularity", "repeat", "text-retrieval")
 RUNS = Path(os.environ.get("CRSLIB_RUNS", report.REPO / "runs"))
 
 
+def quiet() -> None:
+    """Hide Hugging Face progress bars and warnings in notebook output (results stay in files)."""
+    import transformers
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
 def run_dir(profile: str, dataset: str, variant: str) -> Path:
     return RUNS / profile / dataset / variant
 
@@ -113,8 +120,8 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
         variant = cfg["variant"]
     profile, dataset = cfg["profile"], cfg["dataset"]
     ev = cfg.get("eval", {})
-    if limit is None:
-        limit = ev.get(f"{protocol}_limit", ev.get("limit"))
+    if limit is None:  # dedup is drawn from the community sample
+        limit = ev.get(f"{'community' if protocol == 'dedup' else protocol}_limit", ev.get("limit"))
     chash = run.config_hash(cfg)
     path = Path(out) if out else ev_mod.result_path(profile, dataset, variant, protocol)
     if reuse and save and path.is_file():
@@ -264,3 +271,43 @@ def replace_block(text: str, block: str, name: str) -> str:
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     return f"{head}{start}\n{block}{end}{tail}"
+
+
+def compare(profile: str, dataset: str, a: str, b: str, metric: str, protocol: str = "paper"
+            ) -> dict | None:
+    """Does ranker ``a`` beat ``b`` on ``metric``? Values (%), intervals, and whether the 95%
+    intervals are disjoint; None when a result is missing."""
+    ra, rb = (load_result(profile, dataset, x, protocol) for x in (a, b))
+    if ra is None or rb is None:
+        return None
+    va, vb = ra["metrics"][metric], rb["metrics"][metric]
+    (la, ha), (lb, hb) = ra["ci95"][metric], rb["ci95"][metric]
+    return {"dataset": dataset, "protocol": protocol, "metric": metric, "a": a, "b": b,
+            "value_a": 100 * va, "value_b": 100 * vb, "ci_a": [100 * la, 100 * ha],
+            "ci_b": [100 * lb, 100 * hb], "a_higher": va > vb, "disjoint": la > hb or lb > ha}
+
+
+CLAIMS = (  # (what is claimed, dataset, a, b, metric, protocol)
+    ("the paper's headline: GCRS beats TIGER on INSPIRED Recall@1", "inspired", "gcrs", "tiger", "recall@1", "paper"),
+    ("full model beats the RESP-only ablation (INSPIRED Recall@1)", "inspired", "gcrs", "resp", "recall@1", "paper"),
+    ("full model beats the MODE+RESP ablation (INSPIRED Recall@1)", "inspired", "gcrs", "mode_resp", "recall@1", "paper"),
+    ("full model beats the SID-only ablation (INSPIRED Recall@1)", "inspired", "gcrs", "sid", "recall@1", "paper"),
+    ("GCRS beats popularity on ReDial Recall@10 (this project's bar)", "redial", "gcrs", "popularity", "recall@10", "paper"),
+    ("GCRS beats repeat on ReDial Recall@10", "redial", "gcrs", "repeat", "recall@10", "paper"),
+    ("GCRS beats popularity on ReDial Recall@10 without repeats (dedup)", "redial", "gcrs", "popularity", "recall@10", "dedup"),
+)
+
+
+def claims_markdown(profile: str) -> str:
+    """One line per claim in :data:`CLAIMS`, with our numbers and a verdict."""
+    lines = ["| claim | ours: a vs b (%, 95% CI) | verdict |", "|---|---|---|"]
+    for text, ds, a, b, metric, protocol in CLAIMS:
+        c = compare(profile, ds, a, b, metric, protocol)
+        if c is None:
+            lines.append(f"| {text} | not run | - |")
+            continue
+        verdict = ("holds" if c["a_higher"] else "does not hold") + (
+            " (intervals disjoint)" if c["disjoint"] else " (intervals overlap)")
+        lines.append(f"| {text} | {a} {c['value_a']:.2f} [{c['ci_a'][0]:.2f}, {c['ci_a'][1]:.2f}] vs "
+                     f"{b} {c['value_b']:.2f} [{c['ci_b'][0]:.2f}, {c['ci_b'][1]:.2f}] | {verdict} |")
+    return "\n".join(lines) + "\n"

@@ -73,3 +73,18 @@ def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path):
     (tmp_path / ".lock").write_text("999999999")  # a process that does not exist: taken over
     with run.run_lock(tmp_path):
         assert (tmp_path / ".lock").read_text() == str(os.getpid())
+
+
+def test_claims_compare_values_and_intervals(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    for name, v, ci in (("gcrs", 0.10, [0.08, 0.12]), ("tiger", 0.05, [0.03, 0.07]),
+                        ("resp", 0.09, [0.07, 0.11])):
+        report.write_json({"n_cases": 9, "metrics": {"recall@1": v}, "ci95": {"recall@1": ci}},
+                          tmp_path / "cpu" / "inspired" / f"{name}.paper.json")
+    c = experiments.compare("cpu", "inspired", "gcrs", "tiger", "recall@1")
+    assert c["a_higher"] and c["disjoint"] and c["value_a"] == pytest.approx(10.0)
+    assert not experiments.compare("cpu", "inspired", "gcrs", "resp", "recall@1")["disjoint"]
+    lines = experiments.claims_markdown("cpu").splitlines()
+    assert lines[2].endswith("| holds (intervals disjoint) |")
+    assert lines[3].endswith("| holds (intervals overlap) |")
+    assert lines[4].endswith("| not run | - |")

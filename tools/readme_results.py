@@ -1,7 +1,8 @@
 """Write the README's headline table from ``results/<profile>/`` (never typed by hand).
 
 Usage: python tools/readme_results.py [--profile cpu]
-Replaces the block between ``<!-- headline:start -->`` and ``<!-- headline:end -->``.
+Replaces the blocks between ``<!-- headline:start -->`` / ``<!-- headline:end -->`` and
+``<!-- claims:start -->`` / ``<!-- claims:end -->``.
 """
 import argparse
 from pathlib import Path
@@ -14,6 +15,7 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--profile", default="cpu")
     args = p.parse_args()
-    README.write_text(experiments.replace_block(README.read_text(),
-                                                experiments.headline_markdown(args.profile),
-                                                "headline"))
+    text = experiments.replace_block(README.read_text(),
+                                     experiments.headline_markdown(args.profile), "headline")
+    text = experiments.replace_block(text, experiments.claims_markdown(args.profile), "claims")
+    README.write_text(text)

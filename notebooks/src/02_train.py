@@ -26,6 +26,8 @@ import seaborn as sns
 
 from crslib import experiments, report
 
+experiments.quiet()
+
 # independent runs train side by side, one process and one thread each (CRSLIB_WORKERS)
 summaries = {ds: s for (ds, _), s in experiments.train_many(
     profile, [(ds, "gcrs") for ds in datasets], data_root).items()}

@@ -29,6 +29,8 @@ import seaborn as sns
 
 from crslib import experiments, report
 
+experiments.quiet()
+
 rankers = trained + baselines
 experiments.train_many(profile, [(ds, v) for ds in datasets for v in trained], data_root)
 for ds in datasets:

@@ -22,6 +22,8 @@ import pandas as pd
 
 from crslib import experiments, report
 
+experiments.quiet()
+
 METRICS = ["ppl", "bleu", "distinct@1", "distinct@2", "distinct@3", "distinct@4",
            "item_mention_share", "intent_accuracy", "intent_f1"]
 rows = []

@@ -25,6 +25,8 @@ import seaborn as sns
 
 from crslib import experiments, report
 
+experiments.quiet()
+
 experiments.train_many(profile, [(ds, v) for ds in datasets for v in variants], data_root)
 for ds in datasets:
     for v in variants:

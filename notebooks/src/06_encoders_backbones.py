@@ -22,6 +22,8 @@ import pandas as pd
 
 from crslib import experiments, report
 
+experiments.quiet()
+
 variants = ["gcrs"] + encoders + backbones
 experiments.train_many(profile, [(ds, v) for ds in datasets for v in variants], data_root)
 for ds in datasets:
