@@ -110,6 +110,7 @@ def compact_model(tokenizer, layers: int = 2, hidden: int = 256, heads: int = 4,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id)
     config._attn_implementation = "sdpa"
+    config.gcrs_compact = {"source": source}  # saved compactly (see save_compact)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
@@ -211,8 +212,52 @@ def save_model(model, folder) -> None:
         if out is not None and out.weight.data_ptr() != base.get_input_embeddings().weight.data_ptr():
             rows["output"] = out.weight[first:].detach().contiguous()
         save_file(rows, str(folder / "new_embeddings.safetensors"))
+    elif getattr(model.config, "gcrs_compact", None):
+        save_compact(model, folder)
     else:
         model.save_pretrained(folder)
+
+
+COMPACT_FILE = "compact.safetensors"
+
+
+def save_compact(model, folder: Path) -> None:
+    """A compact backbone without its frozen vocabulary: the HF ``config.json`` plus every
+    weight except the embedding rows that :func:`projected_embeddings` rebuilds (only the new
+    tokens' rows are kept) — a few MB instead of the 50 MB full matrix. Under the
+    ``"all"`` embeddings ablation the whole matrix trained, so it is kept."""
+    from safetensors.torch import save_file
+    first = _new_rows_start(model)
+    emb = model.get_input_embeddings().weight
+    keep_all = model.config.gcrs_compact.get("embeddings_trained", False)
+    tensors = {n: p.detach().contiguous() for n, p in model.state_dict().items()
+               if n not in ("model.embed_tokens.weight", "lm_head.weight")}
+    tensors["embed_tokens"] = (emb if keep_all else emb[first:]).detach().contiguous()
+    model.config.save_pretrained(folder)
+    save_file(tensors, str(folder / COMPACT_FILE))
+
+
+def load_compact(folder: Path):
+    from safetensors.torch import load_file
+    from transformers import LlamaConfig, LlamaForCausalLM
+    config = LlamaConfig.from_pretrained(folder)
+    info = config.gcrs_compact
+    tensors = load_file(str(folder / COMPACT_FILE))
+    rows = tensors.pop("embed_tokens")
+    model = LlamaForCausalLM(config)  # small: plain init, then every weight is overwritten
+    if rows.shape[0] == config.vocab_size:
+        weight = rows
+    else:
+        base = projected_embeddings(info["source"], config.hidden_size)
+        weight = torch.cat([base[:config.gcrs_first_new_token], rows])
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if unexpected or set(missing) - {"model.embed_tokens.weight", "lm_head.weight"}:
+        raise ValueError(f"{folder / COMPACT_FILE}: does not match its config.json "
+                         f"(missing {missing}, unexpected {unexpected})")
+    with torch.no_grad():
+        model.get_input_embeddings().weight.copy_(weight)
+    model.tie_weights()
+    return model
 
 
 def load_model(folder, cfg: dict):
@@ -233,6 +278,8 @@ def load_model(folder, cfg: dict):
                 base.get_output_embeddings().weight[first:] = rows["output"]
         base.config.gcrs_first_new_token = first
         model = PeftModel.from_pretrained(base, folder)
+    elif (folder / COMPACT_FILE).is_file():
+        model = load_compact(folder)
     else:
         model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=False)
     return model.eval(), tok

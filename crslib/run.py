@@ -99,6 +99,8 @@ def build_model(cfg: dict, sids: SemanticIDs, catalog: data.Catalog):
         raise ValueError(f"model.kind must be 'compact' or 'hf', not {kind!r}")
     new = serialize.add_special_tokens(tok, net, sids)
     net.config.gcrs_first_new_token = min(new.values())
+    if kind == "compact":
+        net.config.gcrs_compact["embeddings_trained"] = cfg["train"].get("embeddings") == "all"
     backbones.init_new_rows(net, tok, sids, catalog, seed)
     if m.get("lora"):
         net = backbones.add_lora(net, **m["lora"])

@@ -119,3 +119,26 @@ def test_compact_model_uses_the_cached_projection(tmp_path, monkeypatch):
     tok = M.load_tokenizer("tiny")
     model = M.compact_model(tok, layers=1, hidden=16, heads=2, source="tiny")
     assert torch.equal(model.get_input_embeddings().weight, z)
+
+
+def test_compact_save_keeps_only_what_trained(tmp_path, monkeypatch):
+    """save -> load of a compact model: identical logits; the frozen vocabulary is not stored."""
+    monkeypatch.setenv("CRSLIB_CACHE", str(tmp_path / "cache"))
+    tok = M.load_tokenizer("tiny")
+    sids = random_sids(["a", "b", "c"], 2, 4, seed=0)
+    model = M.compact_model(tok, layers=1, hidden=16, heads=2, source="tiny", seed=3)
+    serialize.add_special_tokens(tok, model, sids)
+    model.config.gcrs_first_new_token = 49152
+    with torch.no_grad():
+        model.get_input_embeddings().weight[49152:] += 1.0  # "trained" new rows
+        model.model.layers[0].mlp.up_proj.weight.mul_(2)
+    M.save_model(model, tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    files = {p.name for p in (tmp_path / "m").iterdir()}
+    assert M.COMPACT_FILE in files and "model.safetensors" not in files
+    from safetensors.torch import load_file
+    assert load_file(str(tmp_path / "m" / M.COMPACT_FILE))["embed_tokens"].shape == (len(tok) - 49152, 16)
+    again, tok2 = M.load_model(tmp_path / "m", {})
+    x = torch.tensor([tok("User: hi <BOI><a_1>", add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        assert torch.allclose(model(x).logits, again(x).logits, atol=1e-4)
