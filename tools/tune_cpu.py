@@ -1,0 +1,54 @@
+"""Calibration runs of the `cpu` profile (not product code): train the cpu ReDial config with
+overrides, then score a seeded 1,000-case test sample under the paper protocol, splitting cases
+whose item was already mentioned (`in_ctx`) from the rest (`new`). Results in
+results/cpu/tuning/<name>.json. Usage:
+    python tools/tune_cpu.py NAME '{"train": {"lr": 0.003, "max_minutes": 8}}'
+Runs A-H of 2026-11-26 (A/B/E/F: batch 4096 tokens, C/D: 1024/512, G: context 128, H: 4 layers;
+E onwards with the distinct SID-row initialisation) were run two at a time on the 2-core machine,
+with the cpu ReDial config of that moment plus the overrides in each file's "over"; the
+baselines on the same sample are in results/cpu/tuning/baselines.json (`--baselines`).
+"""
+import json, sys, time, os
+
+import torch
+torch.set_num_threads(1)
+from crslib import run, data, evaluate, baselines
+if sys.argv[1] == "--baselines":
+    ds = data.load("redial", None)
+    cfg = run.load_config(run.config_path("cpu", "redial"))
+    sids = run.prepare_sids(cfg, ds.catalog)
+    cases = evaluate.rec_cases(ds, sids, "test", limit=1000)
+    out = {}
+    for R in (baselines.Popularity, baselines.Repeat):
+        ranks = evaluate.baseline_ranks(R(ds.catalog.ids).fit(ds["train"]), cases)
+        out[R.name] = sum(1 for r in ranks if r and r <= 10) / len(ranks)
+    out["cases_item_in_context"] = sum(ex.item in ex.context_items for ex in cases)
+    print(json.dumps(out))
+    open("results/cpu/tuning/baselines.json", "w").write(json.dumps({"recall@10": out, "limit": 1000}))
+    sys.exit(0)
+name, over = sys.argv[1], json.loads(sys.argv[2])
+ds_name = over.pop("dataset", "redial")
+limit = over.pop("limit", 1000)
+cfg = run.load_config(run.config_path("cpu", ds_name), **over)
+out = f"runs/tuning/{name}"
+t = time.time()
+summ = run.train_run(cfg, out, None, progress=False)
+print(name, "train", json.dumps(summ), flush=True)
+model, tok, sids, cfg = run.load_run(out)
+ds = data.load(ds_name, None)
+cases = evaluate.rec_cases(ds, sids, "test", limit=limit)
+ev = cfg["eval"]
+t = time.time()
+ranks = evaluate.model_ranks(model, tok, sids, cases, "paper", ev["max_context_tokens"], 50, 16)
+el = time.time() - t
+rep = [ex.item in ex.context_items for ex in cases]
+def r10(sel): 
+    rr=[r for r,s in zip(ranks,sel) if s]; return sum(1 for r in rr if r and r<=10)/max(1,len(rr)), len(rr)
+res = {"name": name, "over": over, "all": r10([True]*len(cases)), "in_ctx": r10(rep), "new": r10([not x for x in rep]),
+       "r1": sum(1 for r in ranks if r == 1)/len(ranks), "eval_s": el, "train": summ}
+# train-split check
+tc = evaluate.rec_cases(ds, sids, "train", limit=50)
+tr = evaluate.model_ranks(model, tok, sids, tc, "paper", ev["max_context_tokens"], 50, 16)
+res["train_r10"] = sum(1 for r in tr if r and r <= 10)/len(tr)
+print("RESULT", json.dumps(res), flush=True)
+open(f"results/cpu/tuning/{name}.json","w").write(json.dumps(res))
