@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -128,6 +129,7 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
         old = json.loads(path.read_text())
         if (old.get("config_hash"), old.get("limit"), old.get("split")) == (chash, limit, split):
             return old
+    t0 = time.perf_counter()
     ds = data.load(dataset, data_root)
     meta = {"dataset": dataset, "split": split, "profile": profile, "variant": variant,
             "seeds": [cfg["train"].get("seed", 0)], "config_hash": chash}
@@ -174,6 +176,7 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
         if variant in BASELINES and hasattr(obj, "describe"):
             result["ranker"] = obj.describe()
     result["limit"] = limit
+    result["seconds"] = round(time.perf_counter() - t0, 1)  # wall time of this scoring
     if save:
         ev_mod.save_result(result, path)
     return result
