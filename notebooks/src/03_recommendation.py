@@ -21,6 +21,11 @@ baselines = ["popularity", "repeat", "text-retrieval"]  # rankers without traini
 # recommends), `popularity`, `repeat` (items already mentioned, most recent first, then
 # popularity) and `text-retrieval` (MiniLM cosine between context and item text). The paper's
 # rows are read from `crslib/paper_results.json` and marked "reported in the paper".
+#
+# Budgets of the `cpu` profile: GCRS trains 18 min on ReDial, the ReDial `tiger` and `decoupled`
+# baselines 8 min (so that `make reproduce` fits its time budget); on INSPIRED every model gets
+# 3 min. Our rows use the partial shared training data and the compact backbone, so they are not
+# comparable with the reported rows.
 
 # %%
 import pandas as pd
