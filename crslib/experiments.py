@@ -215,7 +215,8 @@ def ours_rows(profile: str, dataset: str, rankers: Sequence[str], protocol: str,
         r = load_result(profile, dataset, name, protocol)
         if r is None:
             continue
-        scale = lambda k: 100.0 if percent and k not in ("ppl", "bleu", "ppl_tokens") else 1.0  # noqa: E731
+        def scale(k: str) -> float:
+            return 100.0 if percent and k not in ("ppl", "bleu", "ppl_tokens") else 1.0
         row = {"model": name, "source": f"ours ({profile})", "cases": r["n_cases"]}
         for k in metrics:
             v = r["metrics"].get(k)
@@ -254,15 +255,18 @@ def headline_markdown(profile: str, datasets: Sequence[str] = ("redial", "inspir
     """The README's headline table: our rankers under the ``paper`` protocol (with the 95%
     interval of Recall@10 and the number of cases) beside the paper's GCRS and TIGER rows."""
     tables = {"redial": "table1_redial", "inspired": "table2_inspired"}
-    lines = ["| dataset | model | source | cases | R@1 | R@10 [95% CI] | N@10 |", "|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | model | source | cases | R@1 | R@10 [95% CI] | N@10 |",
+             "|---|---|---|---|---|---|---|"]
     for ds in datasets:
-        for r in ours_rows(profile, ds, HEADLINE_RANKERS, "paper", ("recall@10", "recall@1", "ndcg@10")):
-            lines.append(f"| {ds} | {r['model']} | {r['source']} | {r['cases']} | {r['recall@1']:.2f} | "
-                         f"{r['recall@10']:.2f} {r.get('recall@10 95% CI', '')} | {r['ndcg@10']:.2f} |")
+        ours = ours_rows(profile, ds, HEADLINE_RANKERS, "paper", ("recall@10", "recall@1", "ndcg@10"))
+        for r in ours:
+            lines.append(f"| {ds} | {r['model']} | {r['source']} | {r['cases']} | "
+                         f"{r['recall@1']:.2f} | {r['recall@10']:.2f} "
+                         f"{r.get('recall@10 95% CI', '')} | {r['ndcg@10']:.2f} |")
         for r in reported_rows(tables[ds], HEADLINE):
             if r["model"] in ("GCRS", "TIGER"):
-                lines.append(f"| {ds} | {r['model']} | reported in the paper | - | {r['recall@1']:.2f} | "
-                             f"{r['recall@10']:.2f} | {r['ndcg@10']:.2f} |")
+                lines.append(f"| {ds} | {r['model']} | reported in the paper | - | "
+                             f"{r['recall@1']:.2f} | {r['recall@10']:.2f} | {r['ndcg@10']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -291,13 +295,20 @@ def compare(profile: str, dataset: str, a: str, b: str, metric: str, protocol: s
 
 
 CLAIMS = (  # (what is claimed, dataset, a, b, metric, protocol)
-    ("the paper's headline: GCRS beats TIGER on INSPIRED Recall@1", "inspired", "gcrs", "tiger", "recall@1", "paper"),
-    ("full model beats the RESP-only ablation (INSPIRED Recall@1)", "inspired", "gcrs", "resp", "recall@1", "paper"),
-    ("full model beats the MODE+RESP ablation (INSPIRED Recall@1)", "inspired", "gcrs", "mode_resp", "recall@1", "paper"),
-    ("full model beats the SID-only ablation (INSPIRED Recall@1)", "inspired", "gcrs", "sid", "recall@1", "paper"),
-    ("GCRS beats popularity on ReDial Recall@10 (this project's bar)", "redial", "gcrs", "popularity", "recall@10", "paper"),
-    ("GCRS beats repeat on ReDial Recall@10", "redial", "gcrs", "repeat", "recall@10", "paper"),
-    ("GCRS beats popularity on ReDial Recall@10 without repeats (dedup)", "redial", "gcrs", "popularity", "recall@10", "dedup"),
+    ("the paper's headline: GCRS beats TIGER on INSPIRED Recall@1",
+     "inspired", "gcrs", "tiger", "recall@1", "paper"),
+    ("full model beats the RESP-only ablation (INSPIRED Recall@1)",
+     "inspired", "gcrs", "resp", "recall@1", "paper"),
+    ("full model beats the MODE+RESP ablation (INSPIRED Recall@1)",
+     "inspired", "gcrs", "mode_resp", "recall@1", "paper"),
+    ("full model beats the SID-only ablation (INSPIRED Recall@1)",
+     "inspired", "gcrs", "sid", "recall@1", "paper"),
+    ("GCRS beats popularity on ReDial Recall@10 (this project's bar)",
+     "redial", "gcrs", "popularity", "recall@10", "paper"),
+    ("GCRS beats repeat on ReDial Recall@10",
+     "redial", "gcrs", "repeat", "recall@10", "paper"),
+    ("GCRS beats popularity on ReDial Recall@10 without repeats (dedup)",
+     "redial", "gcrs", "popularity", "recall@10", "dedup"),
 )
 
 
