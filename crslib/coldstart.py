@@ -144,10 +144,9 @@ def evaluate_split(profile: str, dataset: str, variant: str, data_root=None,
     limit = ev.get("coldstart_limit") if limit is None else limit
     chash = run.config_hash(cfg)
     path = result_path(profile, dataset, variant)
-    if reuse and save and path.is_file():
-        old = json.loads(path.read_text())
-        if (old.get("config_hash"), old.get("limit"), old.get("split")) == (chash, limit, split):
-            return old
+    old = experiments.saved_result(path, chash, limit, split) if reuse and save else None
+    if old is not None:
+        return old
     model, tok, sids, cfg = run.load_run(folder)
     ds = data.load(dataset, data_root)
     held = holdout_items(ds, **cfg["holdout"]) if cfg.get("holdout") else frozenset()

@@ -125,10 +125,9 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
         limit = ev.get(f"{'community' if protocol == 'dedup' else protocol}_limit", ev.get("limit"))
     chash = run.config_hash(cfg)
     path = Path(out) if out else ev_mod.result_path(profile, dataset, variant, protocol)
-    if reuse and save and path.is_file():
-        old = json.loads(path.read_text())
-        if (old.get("config_hash"), old.get("limit"), old.get("split")) == (chash, limit, split):
-            return old
+    old = saved_result(path, chash, limit, split) if reuse and save else None
+    if old is not None:
+        return old
     t0 = time.perf_counter()
     ds = data.load(dataset, data_root)
     meta = {"dataset": dataset, "split": split, "profile": profile, "variant": variant,
@@ -180,6 +179,15 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
     if save:
         ev_mod.save_result(result, path)
     return result
+
+
+def saved_result(path: Path, config_hash: str, limit, split: str) -> dict | None:
+    """The result saved at ``path`` if it was made by the same config, sample and split."""
+    if not path.is_file():
+        return None
+    old = json.loads(path.read_text())
+    same = (old.get("config_hash"), old.get("limit"), old.get("split")) == (config_hash, limit, split)
+    return old if same else None
 
 
 def _dialog_result(model, tok, sids, ds, ev: dict, split: str, limit, meta: dict, head_ids,
