@@ -47,6 +47,8 @@ class TrainConfig:
     max_minutes: float | None = None  # stop (and save) after this much training time; the
                                       # cosine schedule then follows the clock (ends at lr 0)
     new_token_loss_weight: float = 1.0  # weight of targets that are added tokens (mode, SID…)
+    aux_formats: tuple = ()           # extra training windows of these formats from the same
+                                      # dialogs (multi-task; the cpu profile adds "tiger")
     embeddings: str = "new"           # "new": only new tokens' rows train; "all": every row
     output_vocab: str = "full"        # "full" | "targets" (restricted softmax, see docstring)
     grad_clip: float = 1.0
@@ -248,6 +250,10 @@ def train(model, tokenizer, sids: SemanticIDs, dialogs: Sequence[Dialog], cfg: T
     full_config = {"train": asdict(cfg), **(extra_config or {})}
     _check_resume_config(out, full_config)
     windows = build_windows(dialogs, sids, tokenizer, cfg.fmt, cfg.max_context_tokens)
+    for aux in cfg.aux_formats:
+        if aux == cfg.fmt:
+            raise ValueError(f"aux_formats repeats the main format {aux!r}")
+        windows += build_windows(dialogs, sids, tokenizer, aux, cfg.max_context_tokens)
     if not windows:
         raise ValueError("no training instances: the dialogs have no assistant turns")
     head_ids = None
@@ -333,7 +339,8 @@ def _check_resume_config(out: Path, config: dict) -> None:
     if (out / "checkpoint").is_dir() and path.is_file():
         old = json.loads(path.read_text())
         old_train = {k: v for k, v in old.get("train", {}).items() if k not in ("threads",)}
-        new_train = {k: v for k, v in config["train"].items() if k not in ("threads",)}
+        new_train = {k: v for k, v in json.loads(json.dumps(config["train"], default=str)).items()
+                     if k not in ("threads",)}  # as written (tuples become lists)
         if old_train != new_train:
             raise ValueError(f"{out}: holds a checkpoint of a different config; use a new --out "
                              "or delete the folder")

@@ -122,3 +122,20 @@ def test_schedule_follows_the_clock_when_time_bounded():
     assert f(20) == pytest.approx(0.0, abs=1e-12)
     steps_only = train._lr_lambda(train.TrainConfig(warmup_steps=0), total=1000, clock=lambda: 1e9)
     assert steps_only(500) == pytest.approx(0.5)  # no time budget: steps decide
+
+
+def test_aux_formats_add_their_windows(world, tmp_path):
+    sids, tok, model, new_ids = world
+    dialogs = toy_world(6, 0)
+    main = train.build_windows(dialogs, sids, tok, "gcrs", 768)
+    aux = train.build_windows(dialogs, sids, tok, "tiger", 768)
+    assert len(aux) == 6  # one tiger example (the recommended item) per toy dialog
+    cfg = train.TrainConfig(max_steps=1, batch_tokens=4096, output_vocab="targets",
+                            aux_formats=("tiger",))
+    train.train(model, tok, sids, dialogs, cfg, tmp_path / "a", new_ids, progress=False)
+    written = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert written["windows"] == len(main) + len(aux)
+    assert written["instances"] == sum(w.n_branches for w in main + aux)
+    with pytest.raises(ValueError, match="repeats the main format"):
+        train.train(model, tok, sids, dialogs, train.TrainConfig(max_steps=1, aux_formats=("gcrs",)),
+                    tmp_path / "b", new_ids, progress=False)
