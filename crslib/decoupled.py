@@ -167,6 +167,9 @@ def fit(rec: DecoupledRecommender, sids: SemanticIDs, dialogs, cfg: train.TrainC
     train.seed_everything(cfg.seed)
     full_config = {"train": asdict(cfg), **(extra_config or {})}
     train._check_resume_config(out, full_config)
+    if cfg.aux_formats:
+        raise ValueError("the decoupled baseline trains an item head only: aux_formats must be "
+                         f"empty, not {list(cfg.aux_formats)}")
     windows, labels = build_windows(dialogs, sids, rec.tokenizer, cfg.max_context_tokens)
     if not windows:
         raise ValueError("no training instances: the dialogs recommend no item with a SID")
@@ -187,6 +190,12 @@ def fit(rec: DecoupledRecommender, sids: SemanticIDs, dialogs, cfg: train.TrainC
     train.write_config(out, {**full_config, "steps_total": total, "steps_per_epoch": per_epoch,
                              "windows": len(windows), "instances": n_inst})
     rec.train()
+    warm_file = out / "copy_warmup.json"
+    if cfg.copy_warmup_steps and state.step == 0:  # the same backbone warm-up as crslib.train
+        warm = train.copy_warmup(rec.lm, emb, None, new_ids, cfg)
+        state.seconds = warm["seconds"]
+        warm_file.write_text(json.dumps(warm))
+    warm = json.loads(warm_file.read_text()) if warm_file.is_file() else None
     bar = tqdm(total=total, initial=state.step, disable=not progress, desc="train decoupled")
     t_start = time.perf_counter() - state.seconds
     examples, seconds0 = 0, state.seconds  # examples/s counts this session (resume-safe)
@@ -230,7 +239,7 @@ def fit(rec: DecoupledRecommender, sids: SemanticIDs, dialogs, cfg: train.TrainC
     emb.merge()
     rec.eval()
     return {"steps": state.step, "epochs": state.step / per_epoch, "tokens": state.tokens,
-            "seconds": round(state.seconds, 1),
+            "seconds": round(state.seconds, 1), "copy_warmup": warm,
             "tokens_per_s": state.tokens / max(state.seconds, 1e-9),
             "examples_per_s": examples / max(state.seconds - seconds0, 1e-9),
             "final_loss": float(np.mean(state.losses[-cfg.log_every:])) if state.losses else None,

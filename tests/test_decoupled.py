@@ -89,6 +89,22 @@ def test_resume_continues_and_a_different_config_is_refused(world, tmp_path):
                       progress=False)
 
 
+def test_copy_warmup_runs_once_and_aux_formats_are_refused(world, tmp_path):
+    sids, tok, new_ids = world
+    cfg = train.TrainConfig(fmt="sid", lr=5e-3, warmup_steps=1, max_steps=2, batch_tokens=300,
+                            copy_warmup_steps=5)
+    s = decoupled.fit(recommender(world), sids, toy_world(8, 0), cfg, tmp_path, new_ids,
+                      progress=False)
+    assert s["copy_warmup"]["steps"] == 5 and s["seconds"] >= s["copy_warmup"]["seconds"]
+    again = decoupled.fit(recommender(world), sids, toy_world(8, 0), cfg, tmp_path, new_ids,
+                          progress=False)
+    assert again["copy_warmup"] == s["copy_warmup"] and again["steps"] == 2
+    with pytest.raises(ValueError, match="aux_formats must be empty"):
+        decoupled.fit(recommender(world), sids, toy_world(8, 0),
+                      train.TrainConfig(fmt="sid", max_steps=1, aux_formats=("tiger",)),
+                      tmp_path / "aux", new_ids, progress=False)
+
+
 def test_branch_labels_and_packed_states_equal_prompts_alone(world):
     sids, tok, _ = world
     rec = recommender(world, seed=1)

@@ -139,3 +139,25 @@ def test_aux_formats_add_their_windows(world, tmp_path):
     with pytest.raises(ValueError, match="repeats the main format"):
         train.train(model, tok, sids, dialogs, train.TrainConfig(max_steps=1, aux_formats=("gcrs",)),
                     tmp_path / "b", new_ids, progress=False)
+
+
+def test_copy_batch_repeats_its_first_half():
+    g = torch.Generator().manual_seed(0)
+    pool, new = torch.arange(10, 20), torch.arange(100, 104)
+    b = train.copy_batch(pool, new, 3, 8, g)
+    assert b.shape == (3, 16) and torch.equal(b[:, :8], b[:, 8:])
+    assert set(b.unique().tolist()) <= set(pool.tolist()) | set(new.tolist())
+    assert (b >= 100).any() and (b < 100).any()
+
+
+def test_copy_warmup_learns_and_is_not_repeated_on_resume(world, tmp_path):
+    sids, tok, _, new_ids = world
+    model = tiny_model(len(tok), seed=2, pad_token_id=tok.pad_token_id)
+    cfg = train.TrainConfig(lr=5e-3, warmup_steps=5, max_steps=2, batch_tokens=1024,
+                            copy_warmup_steps=60, output_vocab="targets")
+    s = train.train(model, tok, sids, toy_world(8, 0), cfg, tmp_path, new_ids, progress=False)
+    warm = s["copy_warmup"]
+    assert warm["steps"] == 60 and warm["final_loss"] < warm["first_loss"] - 0.5
+    assert s["seconds"] >= warm["seconds"]  # the warm-up counts against the time budget
+    again = train.train(model, tok, sids, toy_world(8, 0), cfg, tmp_path, new_ids, progress=False)
+    assert again["copy_warmup"] == warm and again["steps"] == 2

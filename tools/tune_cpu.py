@@ -5,7 +5,8 @@ results/cpu/tuning/<name>.json. Usage:
     python tools/tune_cpu.py NAME '{"train": {"lr": 0.003, "max_minutes": 8}}'
 Runs A-J of 2026-11-26 (A/B/E/F: batch 4096 tokens, C/D: 1024/512, G: context 128, H: 4 layers,
 I/J: 17 min alone with context 64/128; K/L: 15 min, two at a time, with the tiger windows
-added to training (`aux_formats`), context 256/128;
+added to training (`aux_formats`), context 256/128; M/N: copy warm-up (`copy_warmup_steps`
+300 on ReDial, 18 min; 200 on INSPIRED, 5 min, all 304 test cases, `"limit": 400`);
 E onwards with the distinct SID-row initialisation) were run two at a time on the 2-core machine,
 with the cpu ReDial config of that moment plus the overrides in each file's "over"; the
 baselines on the same sample are in results/cpu/tuning/baselines.json (`--baselines`).

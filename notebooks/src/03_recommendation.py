@@ -24,7 +24,7 @@ baselines = ["popularity", "repeat", "text-retrieval"]  # rankers without traini
 #
 # Budgets of the `cpu` profile: GCRS trains 18 min on ReDial, the ReDial `tiger` and `decoupled`
 # baselines 8 min (so that `make reproduce` fits its time budget); on INSPIRED every model gets
-# 3 min. Our rows use the partial shared training data and the compact backbone, so they are not
+# 4.5 min. Our rows use the partial shared training data and the compact backbone, so they are not
 # comparable with the reported rows.
 
 # %%
