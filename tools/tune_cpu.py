@@ -10,6 +10,8 @@ added to training (`aux_formats`), context 256/128; M/N: copy warm-up (`copy_war
 E onwards with the distinct SID-row initialisation) were run two at a time on the 2-core machine,
 with the cpu ReDial config of that moment plus the overrides in each file's "over"; the
 baselines on the same sample are in results/cpu/tuning/baselines.json (`--baselines`).
+`--full RUN NAME` scores a finished run on the whole ReDial test split (paper protocol), split
+into cases whose item was already mentioned and the rest: results/cpu/tuning/NAME.full.json.
 """
 import json, sys, time, os
 
@@ -28,6 +30,24 @@ if sys.argv[1] == "--baselines":
     out["cases_item_in_context"] = sum(ex.item in ex.context_items for ex in cases)
     print(json.dumps(out))
     open("results/cpu/tuning/baselines.json", "w").write(json.dumps({"recall@10": out, "limit": 1000}))
+    sys.exit(0)
+if sys.argv[1] == "--full":  # score a finished run on the whole ReDial test split, split by repeat
+    path, name = sys.argv[2], sys.argv[3]
+    model, tok, sids, cfg = run.load_run(path)
+    ds = data.load("redial", None)
+    cases = evaluate.rec_cases(ds, sids, "test")
+    ev = cfg["eval"]
+    ranks = evaluate.model_ranks(model, tok, sids, cases, "paper", ev["max_context_tokens"], 50, 16)
+    rep = [ex.item in ex.context_items for ex in cases]
+    def r10(sel):
+        rr = [r for r, s in zip(ranks, sel) if s]
+        return sum(1 for r in rr if r and r <= 10) / max(1, len(rr)), len(rr)
+    res = {"run": path, "config_hash": cfg.get("config_hash"), "split": "test", "protocol": "paper",
+           "recall@10": {"all": r10([True] * len(cases)), "in_ctx": r10(rep),
+                         "new": r10([not x for x in rep])},
+           "train": json.loads(open(f"{path}/train_summary.json").read())}
+    print("RESULT", json.dumps(res["recall@10"]), flush=True)
+    open(f"results/cpu/tuning/{name}.full.json", "w").write(json.dumps(res, indent=1))
     sys.exit(0)
 name, over = sys.argv[1], json.loads(sys.argv[2])
 ds_name = over.pop("dataset", "redial")
