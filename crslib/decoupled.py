@@ -190,12 +190,7 @@ def fit(rec: DecoupledRecommender, sids: SemanticIDs, dialogs, cfg: train.TrainC
     train.write_config(out, {**full_config, "steps_total": total, "steps_per_epoch": per_epoch,
                              "windows": len(windows), "instances": n_inst})
     rec.train()
-    warm_file = out / "copy_warmup.json"
-    if cfg.copy_warmup_steps and state.step == 0:  # the same backbone warm-up as crslib.train
-        warm = train.copy_warmup(rec.lm, emb, None, new_ids, cfg)
-        state.seconds = warm["seconds"]
-        warm_file.write_text(json.dumps(warm))
-    warm = json.loads(warm_file.read_text()) if warm_file.is_file() else None
+    warm = train.copy_warmup_once(out, rec.lm, emb, None, new_ids, cfg, state)  # same backbone
     bar = tqdm(total=total, initial=state.step, disable=not progress, desc="train decoupled")
     t_start = time.perf_counter() - state.seconds
     examples, seconds0 = 0, state.seconds  # examples/s counts this session (resume-safe)

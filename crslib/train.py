@@ -276,6 +276,19 @@ def copy_warmup(model, emb: "Embeddings", head_ids: torch.Tensor | None, new_ids
             "curve": [round(float(np.mean(losses[i:i + 25])), 4) for i in range(0, len(losses), 25)]}
 
 
+def copy_warmup_once(out: Path, model, emb: "Embeddings", head_ids: torch.Tensor | None,
+                     new_ids: Sequence[int], cfg: TrainConfig, state: "TrainState") -> dict | None:
+    """:func:`copy_warmup` at the start of a fresh run (a resumed run has it in its weights);
+    its seconds count against ``max_minutes``. Returns the warm-up record kept in
+    ``out/copy_warmup.json`` (also for a resumed run), or None without a warm-up."""
+    path = out / "copy_warmup.json"
+    if cfg.copy_warmup_steps and state.step == 0:
+        warm = copy_warmup(model, emb, head_ids, new_ids, cfg)
+        state.seconds = warm["seconds"]
+        path.write_text(json.dumps(warm))
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 # ----------------------------------------------------------------------------- loop
 def _lr_lambda(cfg: TrainConfig, total: int, clock=None):
     """Linear warm-up, then cosine decay to 0 over the steps — or over the time budget
@@ -339,11 +352,7 @@ def train(model, tokenizer, sids: SemanticIDs, dialogs: Sequence[Dialog], cfg: T
                        "windows": len(windows),
                        "instances": sum(w.n_branches for w in windows)})
     model.train()
-    warm = None
-    if cfg.copy_warmup_steps and state.step == 0:  # a resumed run has it in its weights
-        warm = copy_warmup(model, emb, head_ids, new_ids, cfg)
-        state.seconds = warm["seconds"]             # it counts against max_minutes
-        (out / "copy_warmup.json").write_text(json.dumps(warm))
+    warm = copy_warmup_once(out, model, emb, head_ids, new_ids, cfg, state)
     bar = tqdm(total=total, initial=state.step, disable=not progress, desc="train")
     t_start = time.perf_counter() - state.seconds
     log = (out / "log.jsonl").open("a")
@@ -383,8 +392,6 @@ def train(model, tokenizer, sids: SemanticIDs, dialogs: Sequence[Dialog], cfg: T
     _save_checkpoint(out, model, emb, opt, sched, state)
     emb.merge()
     model.eval()
-    warm_file = out / "copy_warmup.json"
-    warm = json.loads(warm_file.read_text()) if warm_file.is_file() else None
     loop_s = state.seconds - (warm["seconds"] if warm else 0.0)
     return {"steps": state.step, "epochs": state.step / per_epoch, "tokens": state.tokens,
             "seconds": round(state.seconds, 1), "copy_warmup": warm,
