@@ -11,7 +11,8 @@ E onwards with the distinct SID-row initialisation) were run two at a time on th
 with the cpu ReDial config of that moment plus the overrides in each file's "over"; the
 baselines on the same sample are in results/cpu/tuning/baselines.json (`--baselines`).
 `--full RUN NAME` scores a finished run on the whole ReDial test split (paper protocol), split
-into cases whose item was already mentioned and the rest: results/cpu/tuning/NAME.full.json.
+into cases whose item was already mentioned and the rest: results/cpu/tuning/NAME.full.json
+(with the same split of results/cpu/redial/{gcrs,popularity,repeat}.paper.json's per-case ranks).
 """
 import json, sys, time, os
 
@@ -46,6 +47,13 @@ if sys.argv[1] == "--full":  # score a finished run on the whole ReDial test spl
            "recall@10": {"all": r10([True] * len(cases)), "in_ctx": r10(rep),
                          "new": r10([not x for x in rep])},
            "train": json.loads(open(f"{path}/train_summary.json").read())}
+    # the same split for the shipped baselines, from their per-case ranks (same case order)
+    for ranker in ("gcrs", "popularity", "repeat"):
+        saved = json.loads(open(f"results/cpu/redial/{ranker}.paper.json").read())
+        assert saved["n_cases"] == len(cases), (ranker, saved["n_cases"], len(cases))
+        ranks = saved["case_ranks"]
+        res.setdefault("shipped_results", {})[ranker] = {
+            "all": r10([True] * len(cases)), "in_ctx": r10(rep), "new": r10([not x for x in rep])}
     print("RESULT", json.dumps(res["recall@10"]), flush=True)
     open(f"results/cpu/tuning/{name}.full.json", "w").write(json.dumps(res, indent=1))
     sys.exit(0)
