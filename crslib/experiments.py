@@ -302,6 +302,14 @@ def compare(profile: str, dataset: str, a: str, b: str, metric: str, protocol: s
             "ci_b": [100 * lb, 100 * hb], "a_higher": va > vb, "disjoint": la > hb or lb > ha}
 
 
+def claim_verdict(c: dict) -> str:
+    """"holds" only when ``a`` is higher and the 95% intervals are disjoint; higher with
+    overlapping intervals is "not shown", never "holds"."""
+    if c["a_higher"]:
+        return "holds (intervals disjoint)" if c["disjoint"] else "not shown (higher, intervals overlap)"
+    return "does not hold" + (" (intervals disjoint)" if c["disjoint"] else " (intervals overlap)")
+
+
 CLAIMS = (  # (what is claimed, dataset, a, b, metric, protocol)
     ("the paper's headline: GCRS beats TIGER on INSPIRED Recall@1",
      "inspired", "gcrs", "tiger", "recall@1", "paper"),
@@ -328,8 +336,7 @@ def claims_markdown(profile: str) -> str:
         if c is None:
             lines.append(f"| {text} | not run | - |")
             continue
-        verdict = ("holds" if c["a_higher"] else "does not hold") + (
-            " (intervals disjoint)" if c["disjoint"] else " (intervals overlap)")
+        verdict = claim_verdict(c)
         lines.append(f"| {text} | {a} {c['value_a']:.2f} [{c['ci_a'][0]:.2f}, {c['ci_a'][1]:.2f}] vs "
                      f"{b} {c['value_b']:.2f} [{c['ci_b'][0]:.2f}, {c['ci_b'][1]:.2f}] | {verdict} |")
     return "\n".join(lines) + "\n"

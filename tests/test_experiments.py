@@ -86,5 +86,8 @@ def test_claims_compare_values_and_intervals(tmp_path, monkeypatch):
     assert not experiments.compare("cpu", "inspired", "gcrs", "resp", "recall@1")["disjoint"]
     lines = experiments.claims_markdown("cpu").splitlines()
     assert lines[2].endswith("| holds (intervals disjoint) |")
-    assert lines[3].endswith("| holds (intervals overlap) |")
+    assert lines[3].endswith("| not shown (higher, intervals overlap) |")
     assert lines[4].endswith("| not run | - |")
+    lower = {"a_higher": False, "disjoint": True}
+    assert experiments.claim_verdict(lower) == "does not hold (intervals disjoint)"
+    assert experiments.claim_verdict({**lower, "disjoint": False}) == "does not hold (intervals overlap)"
