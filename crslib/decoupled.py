@@ -153,6 +153,7 @@ def packed_states(rec: DecoupledRecommender, windows, labels, embed=None
 
 
 # ----------------------------------------------------------------------------- loop
+@train.flush_denormals()
 def fit(rec: DecoupledRecommender, sids: SemanticIDs, dialogs, cfg: train.TrainConfig,
         out: str | os.PathLike, new_ids: Sequence[int], extra_config: dict | None = None,
         progress: bool = True) -> dict:

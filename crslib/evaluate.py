@@ -30,7 +30,7 @@ from typing import Sequence
 
 import torch
 
-from crslib import metrics, packing, report, serialize, trie
+from crslib import metrics, packing, report, serialize, train, trie
 from crslib.data import Dataset
 from crslib.semantic_ids import SemanticIDs
 
@@ -56,6 +56,7 @@ def _rank_of(items: Sequence[str | None], gold: str) -> int | None:
         return None
 
 
+@train.flush_denormals()
 def model_ranks(model, tokenizer, sids: SemanticIDs, cases: Sequence[serialize.Example],
                 protocol: str, max_context_tokens: int = 768, num_beams: int = 50,
                 batch_size: int = 16) -> list[int | None]:
@@ -98,6 +99,7 @@ def ranking_result(ranks: Sequence[int | None], protocol: str, **meta) -> dict:
 
 # ----------------------------------------------------------------------------- dialog
 @torch.no_grad()
+@train.flush_denormals()
 def dialog_scores(model, tokenizer, sids: SemanticIDs, dialogs, max_context_tokens: int = 768,
                   head_ids: Sequence[int] | None = None, batch_tokens: int = 8192,
                   fmt: str = "gcrs") -> dict:
@@ -162,6 +164,7 @@ class OnlyTokens:
 
 
 @torch.no_grad()
+@train.flush_denormals()
 def generate_responses(model, tokenizer, sids: SemanticIDs, dialogs, catalog=None,
                        max_context_tokens: int = 768, max_new_tokens: int = 40,
                        head_ids: Sequence[int] | None = None, limit: int | None = None,

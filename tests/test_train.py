@@ -161,3 +161,19 @@ def test_copy_warmup_learns_and_is_not_repeated_on_resume(world, tmp_path):
     assert s["seconds"] >= warm["seconds"]  # the warm-up counts against the time budget
     again = train.train(model, tok, sids, toy_world(8, 0), cfg, tmp_path, new_ids, progress=False)
     assert again["copy_warmup"] == warm and again["steps"] == 2
+
+
+def test_flush_denormals_context_and_decorator_nest_and_restore():
+    tiny = torch.tensor([1e-39], dtype=torch.float32)      # a denormal float32
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush denormals")
+    assert (tiny * 1.0).item() != 0.0
+
+    @train.flush_denormals()
+    def inner():
+        return (tiny * 1.0).item()
+
+    with train.flush_denormals():
+        assert inner() == 0.0
+        assert (tiny * 1.0).item() == 0.0                   # still on after the nested exit
+    assert (tiny * 1.0).item() != 0.0                       # the default is back
