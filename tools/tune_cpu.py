@@ -6,7 +6,9 @@ results/cpu/tuning/<name>.json. Usage:
 Runs A-J of 2026-11-26 (A/B/E/F: batch 4096 tokens, C/D: 1024/512, G: context 128, H: 4 layers,
 I/J: 17 min alone with context 64/128; K/L: 15 min, two at a time, with the tiger windows
 added to training (`aux_formats`), context 256/128; M/N: copy warm-up (`copy_warmup_steps`
-300 on ReDial, 18 min; 200 on INSPIRED, 5 min, all 304 test cases, `"limit": 400`);
+300 on ReDial, 18 min; 200 on INSPIRED, 5 min, all 304 test cases, `"limit": 400`); O: the
+shipped ReDial config (no overrides) retrained after `train.flush_denormals`, beside `make bench`
+and the CI run (2026-11-27);
 E onwards with the distinct SID-row initialisation) were run two at a time on the 2-core machine,
 with the cpu ReDial config of that moment plus the overrides in each file's "over"; the
 baselines on the same sample are in results/cpu/tuning/baselines.json (`--baselines`).
