@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "crslib" / "configs"
 
 
-def _make_configs():
+@pytest.fixture(scope="module")
+def make_configs():
     spec = importlib.util.spec_from_file_location("make_configs", ROOT / "tools" / "make_configs.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -21,16 +22,14 @@ VARIANT_FILES = sorted(p for p in CONFIGS.glob("*.json") if not p.name.endswith(
 
 
 @pytest.mark.parametrize("path", VARIANT_FILES, ids=lambda p: p.stem)
-def test_variant_config_matches_its_generator(path):
-    make_configs = _make_configs()
+def test_variant_config_matches_its_generator(path, make_configs):
     profile, dataset, variant = path.stem.split("-", 2)
     base = json.loads((CONFIGS / f"{profile}-{dataset}-gcrs.json").read_text())
     assert json.loads(path.read_text()) == make_configs.variant_config(base, variant), (
         f"{path.name} is stale: run `python tools/make_configs.py`")
 
 
-def test_variant_differs_from_gcrs_only_where_declared():
-    make_configs = _make_configs()
+def test_variant_differs_from_gcrs_only_where_declared(make_configs):
     base = json.loads((CONFIGS / "cpu-inspired-gcrs.json").read_text())
     cfg = make_configs.variant_config(base, "sid3x64")
     assert cfg["sids"]["levels"] == 3 and cfg["variant"] == "sid3x64"

@@ -42,20 +42,20 @@ if sys.argv[1] == "--full":  # score a finished run on the whole ReDial test spl
     ev = cfg["eval"]
     ranks = evaluate.model_ranks(model, tok, sids, cases, "paper", ev["max_context_tokens"], 50, 16)
     rep = [ex.item in ex.context_items for ex in cases]
-    def r10(sel):
-        rr = [r for r, s in zip(ranks, sel) if s]
-        return sum(1 for r in rr if r and r <= 10) / max(1, len(rr)), len(rr)
+
+    def split(ranks):  # recall@10 and case count: all cases, item already mentioned, new item
+        def r10(sel):
+            rr = [r for r, s in zip(ranks, sel) if s]
+            return sum(1 for r in rr if r and r <= 10) / max(1, len(rr)), len(rr)
+        return {"all": r10([True] * len(cases)), "in_ctx": r10(rep), "new": r10([not x for x in rep])}
     res = {"run": path, "config_hash": cfg.get("config_hash"), "split": "test", "protocol": "paper",
-           "recall@10": {"all": r10([True] * len(cases)), "in_ctx": r10(rep),
-                         "new": r10([not x for x in rep])},
-           "train": json.loads(open(f"{path}/train_summary.json").read())}
+           "recall@10": split(ranks), "train": json.loads(open(f"{path}/train_summary.json").read()),
+           "shipped_results": {}}
     # the same split for the shipped baselines, from their per-case ranks (same case order)
     for ranker in ("gcrs", "popularity", "repeat"):
         saved = json.loads(open(f"results/cpu/redial/{ranker}.paper.json").read())
         assert saved["n_cases"] == len(cases), (ranker, saved["n_cases"], len(cases))
-        ranks = saved["case_ranks"]
-        res.setdefault("shipped_results", {})[ranker] = {
-            "all": r10([True] * len(cases)), "in_ctx": r10(rep), "new": r10([not x for x in rep])}
+        res["shipped_results"][ranker] = split(saved["case_ranks"])
     print("RESULT", json.dumps(res["recall@10"]), flush=True)
     open(f"results/cpu/tuning/{name}.full.json", "w").write(json.dumps(res, indent=1))
     sys.exit(0)
