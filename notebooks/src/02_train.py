@@ -17,7 +17,7 @@ datasets = ["redial", "inspired"]  # which datasets get a GCRS model
 # whose word embeddings are SmolLM2-135M's, projected by PCA and frozen; only the transformer and
 # the new tokens' rows train, with the softmax restricted to the tokens that occur in targets.
 # Its first `copy_warmup_steps` steps (inside the budget; 300 on ReDial, 120 on INSPIRED, whose
-# 4.5 minutes cannot spare four) are a synthetic copying task — random token strings written
+# 4.5 minutes cannot spare 300 steps' worth) are a synthetic copying task — random token strings written
 # twice — that gives it the induction heads a pretrained backbone already has: without them the
 # model never learned to copy a mentioned item's SID from the context.
 # The format, the SIDs, the constrained decoding and the protocol stay the paper's. The shared
