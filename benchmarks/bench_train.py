@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ds = data.load(cfg["dataset"])
     sids = run.prepare_sids(cfg, ds.catalog)
     dialogs = ds["train"][: args.dialogs]
-    tcfg = train.TrainConfig.from_dict({**cfg["train"], "max_minutes": None, "max_steps": args.steps,
+    tcfg = train.TrainConfig.from_dict({**cfg["train"], "max_steps": args.steps,
                                         "checkpoint_every": 10_000, "threads": args.threads,
                                         "fmt": run.VARIANT_FORMATS[cfg["variant"]]})
 

@@ -142,9 +142,9 @@ def evaluate_split(profile: str, dataset: str, variant: str, data_root=None,
                                 f"(crslib.experiments.train({profile!r}, {dataset!r}, {variant!r}))")
     ev = cfg.get("eval", {})
     limit = ev.get("coldstart_limit") if limit is None else limit
-    chash = run.config_hash(cfg)
+    who = experiments.identity(cfg, folder)
     path = result_path(profile, dataset, variant)
-    old = experiments.saved_result(path, chash, limit, split) if reuse and save else None
+    old = experiments.saved_result(path, who, limit, split) if reuse and save else None
     if old is not None:
         return old
     model, tok, sids, cfg = run.load_run(folder)
@@ -160,7 +160,7 @@ def evaluate_split(profile: str, dataset: str, variant: str, data_root=None,
     groups = {"all": {"n_cases": len(ranks), "metrics": everything["metrics"],
                       "ci95": everything["ci95"], "repeat_share": repeats}, **groups}
     result = {"dataset": dataset, "split": split, "profile": profile, "variant": variant,
-              "protocol": "paper", "seeds": [cfg["train"].get("seed", 0)], "config_hash": chash,
+              "protocol": "paper", "seeds": [cfg["train"].get("seed", 0)], **who,
               "n_cases": len(cases),
               "metrics": {g: {"n_cases": v["n_cases"], **v["metrics"]} for g, v in groups.items()},
               "ci95": {g: v["ci95"] for g, v in groups.items()},

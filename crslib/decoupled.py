@@ -13,7 +13,7 @@ the hidden state at its ``src`` — the last prompt token, which sees exactly th
 classified; its label is the item spelled by the branch's SID tokens (read back with
 :func:`crslib.serialize.parse`). Loss: cross-entropy over all items. What trains: the
 transformer, the head, and the new tokens' embedding rows (``embeddings="new"``, as GCRS;
-``"all"``: every row). AdamW, linear warm-up then cosine decay that follows ``max_minutes``
+``"all"``: every row). AdamW, linear warm-up then cosine decay over the step budget
 (:func:`crslib.train._lr_lambda`). Of :class:`crslib.train.TrainConfig`, ``output_vocab`` and
 ``new_token_loss_weight`` have no effect (there is no token head). An interrupted run resumes
 from ``OUT/work/checkpoint`` with the same config, as GCRS runs do.
@@ -158,11 +158,14 @@ def fit(rec: DecoupledRecommender, sids: SemanticIDs, dialogs, cfg: train.TrainC
         out: str | os.PathLike, new_ids: Sequence[int], extra_config: dict | None = None,
         progress: bool = True) -> dict:
     """Train ``rec`` in place (checkpoint and ``log.jsonl`` in ``out``); return a summary."""
+    with train.num_threads(cfg.threads):
+        return _fit(rec, sids, dialogs, cfg, Path(out), new_ids, extra_config, progress)
+
+
+def _fit(rec, sids, dialogs, cfg: train.TrainConfig, out: Path, new_ids, extra_config,
+         progress: bool) -> dict:
     from tqdm.auto import tqdm
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     if cfg.embeddings not in ("new", "all"):
         raise ValueError(f"embeddings must be 'new' or 'all', not {cfg.embeddings!r}")
     train.seed_everything(cfg.seed)
@@ -184,8 +187,7 @@ def fit(rec: DecoupledRecommender, sids: SemanticIDs, dialogs, cfg: train.TrainC
     per_epoch = len(train.make_batches(windows, cfg.batch_tokens, cfg.seed))
     total = cfg.max_steps or max(1, int(math.ceil(cfg.epochs * per_epoch)))
     state = train.TrainState()
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, train._lr_lambda(cfg, total,
-                                                                     lambda: state.seconds))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, train._lr_lambda(cfg, total))
     train._load_checkpoint(out, rec, emb, opt, sched, state)
     n_inst = sum(len(lab) for lab in labels)
     train.write_config(out, {**full_config, "steps_total": total, "steps_per_epoch": per_epoch,
@@ -222,9 +224,11 @@ def fit(rec: DecoupledRecommender, sids: SemanticIDs, dialogs, cfg: train.TrainC
                 log.write(json.dumps(entry) + "\n")
                 log.flush()
                 bar.set_postfix(loss=f"{entry['loss']:.3f}", ex_s=f"{entry['examples_per_s']:.0f}")
-            if state.step % cfg.checkpoint_every == 0:
+            over = bool(cfg.time_limit_minutes and state.seconds > 60 * cfg.time_limit_minutes)
+            if state.step % cfg.checkpoint_every == 0 or (over and state.step < total):
                 train._save_checkpoint(out, rec, emb, opt, sched, state)
-            if state.step >= total or (cfg.max_minutes and state.seconds > 60 * cfg.max_minutes):
+                train.check_time_limit(cfg, state, out, total)
+            if state.step >= total:
                 stop = True
                 break
         else:
@@ -239,8 +243,7 @@ def fit(rec: DecoupledRecommender, sids: SemanticIDs, dialogs, cfg: train.TrainC
             "tokens_per_s": state.tokens / max(state.seconds, 1e-9),
             "examples_per_s": examples / max(state.seconds - seconds0, 1e-9),
             "final_loss": float(np.mean(state.losses[-cfg.log_every:])) if state.losses else None,
-            "windows": len(windows), "instances": n_inst,
-            "stopped_by_time": bool(cfg.max_minutes and state.step < total)}
+            "windows": len(windows), "instances": n_inst, "steps_total": total}
 
 
 # ----------------------------------------------------------------------------- run folder
@@ -249,15 +252,13 @@ def train_run(cfg: dict, out: str | os.PathLike, data_root=None, progress: bool 
     then :func:`fit` and :func:`save_decoupled`; a finished run with the same config is reused."""
     out = Path(out)
     cfg = {**cfg, "config_hash": run.config_hash(cfg)}
-    done = out / "train_summary.json"
-    if done.is_file() and json.loads((out / "config.json").read_text()).get(
-            "config_hash") == cfg["config_hash"]:
-        return json.loads(done.read_text())
+    if run.is_finished(cfg, out):
+        return json.loads((out / "train_summary.json").read_text())
     with run.run_lock(out):
-        return _train_run(cfg, out, done, data_root, progress)
+        return _train_run(cfg, out, data_root, progress)
 
 
-def _train_run(cfg: dict, out: Path, done: Path, data_root, progress: bool) -> dict:
+def _train_run(cfg: dict, out: Path, data_root, progress: bool) -> dict:
     ds = data.load(cfg["dataset"], data_root)
     sids = run.prepare_sids(cfg, ds.catalog, progress)
     lm, tok, new_ids = run.build_model(cfg, sids, ds.catalog)
@@ -271,10 +272,7 @@ def _train_run(cfg: dict, out: Path, done: Path, data_root, progress: bool) -> d
     summary["peak_rss_mb"] = run._peak_rss_mb()
     save_decoupled(out, rec, sids, cfg)
     shutil.copyfile(work / "log.jsonl", out / "log.jsonl")
-    tmp = out / "train_summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, done)
-    return summary
+    return run.finish_run(out, summary)
 
 
 def save_decoupled(out: str | os.PathLike, rec: DecoupledRecommender, sids: SemanticIDs,

@@ -1,9 +1,10 @@
 """The paper's experiments as reusable steps: train a variant, score a ranker, build a table.
 
-Notebooks and ``make reproduce`` call these; each step reuses what a previous run left when its
-config is unchanged (a finished run with the same ``config_hash``; a result file with the same
-``config_hash`` and sample size), so a re-run only does new work. ``make clean-results`` forgets
-both. Paths: runs in ``runs/<profile>/<dataset>/<variant>/``, results in
+Notebooks and ``make reproduce`` call these; each step reuses what a previous run left when it
+is still valid (a finished run with the same ``config_hash``; a result file with the same
+``config_hash``, sample and split that was scored on the very weights now on disk: its
+``model_hash``, :func:`crslib.run.model_hash`), so a re-run only does new work, and a retrained
+model never shows another model's numbers. ``make clean-results`` forgets both. Paths: runs in ``runs/<profile>/<dataset>/<variant>/``, results in
 ``results/<profile>/<dataset>/<ranker>.<protocol>.json`` (see :mod:`crslib.evaluate`).
 
 Rankers: a trained *variant* (``gcrs``, ablations, ``tiger``, ``decoupled``; config file
@@ -22,7 +23,7 @@ from crslib import report
 from crslib.semantic_ids import SemanticIDs
 
 BASELINES = ("popularity", "repeat", "text-retrieval")
-RUNS = Path(os.environ.get("CRSLIB_RUNS", report.REPO / "runs"))
+RUNS = Path(os.environ.get("CRSLIB_RUNS", report.REPO / "runs")).resolve()
 
 
 def quiet() -> None:
@@ -43,10 +44,20 @@ def config(profile: str, dataset: str, variant: str = "gcrs") -> dict:
 
 def train(profile: str, dataset: str, variant: str = "gcrs", data_root=None,
           progress: bool = False) -> dict:
-    """Train (or reuse) ``runs/<profile>/<dataset>/<variant>``; the training summary."""
+    """Train (or reuse) ``runs/<profile>/<dataset>/<variant>``; the training summary. Says
+    which it did (a notebook shows whether its numbers come from a run trained just now)."""
     from crslib import run
-    return run.train_run(config(profile, dataset, variant), run_dir(profile, dataset, variant),
-                         data_root, progress=progress)
+    cfg, folder = config(profile, dataset, variant), run_dir(profile, dataset, variant)
+    reused = run.is_finished(cfg, folder)
+    summary = run.train_run(cfg, folder, data_root, progress=progress)
+    print(_trained_line(folder, summary, reused), flush=True)
+    return summary
+
+
+def _trained_line(folder: Path, s: dict, reused: bool) -> str:
+    what = "reusing the finished run" if reused else "trained"
+    return (f"{what} {_shown(folder)}: {s['steps']} steps, {s['tokens']:,} tokens, "
+            f"{s['seconds']:.0f} s of training, model {s.get('model_hash')}")
 
 
 def _train_job(job: tuple) -> dict:
@@ -67,8 +78,57 @@ def train_many(profile: str, jobs: Sequence[tuple[str, str]], data_root=None,
         return {(j[1], j[2]): train(*j) for j in todo}
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
+    from crslib import run
+    reused = {j: run.is_finished(config(*j[:3]), run_dir(*j[:3])) for j in todo}
     with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("spawn")) as pool:
-        return {(j[1], j[2]): r for j, r in zip(todo, pool.map(_train_job, todo))}
+        out = {(j[1], j[2]): r for j, r in zip(todo, pool.map(_train_job, todo))}
+    for j in todo:
+        print(_trained_line(run_dir(*j[:3]), out[(j[1], j[2])], reused[j]), flush=True)
+    return out
+
+
+def runs_inventory(profile: str) -> list[dict]:
+    """One row per finished run under ``runs/<profile>/``: its steps, tokens, training seconds
+    (measured on the machine that trained it), weights hash, and whether the repository ships
+    it (:func:`shipped_runs`): a shipped run is reused by a fresh clone, the others are trained
+    by ``make reproduce``."""
+    rows, shipped = [], shipped_runs()
+    for summary in sorted((RUNS / profile).glob("*/*/train_summary.json")):
+        s = json.loads(summary.read_text())
+        folder = summary.parent
+        cfg = json.loads((folder / "config.json").read_text())
+        rows.append({"run": _shown(folder), "dataset": cfg["dataset"], "variant": cfg["variant"],
+                     "steps": s["steps"],
+                     "copy_warmup_steps": (s.get("copy_warmup") or {}).get("steps", 0),
+                     "tokens": s["tokens"], "train_s": s["seconds"],
+                     "model_hash": s.get("model_hash"), "shipped": folder.resolve() in shipped})
+    return rows
+
+
+def shipped_runs(root: Path | None = None) -> set[Path]:
+    """Run folders under ``root`` (default :data:`RUNS`) whose ``train_summary.json`` git
+    tracks in this repository (empty outside a git checkout or outside the repository)."""
+    import subprocess
+    try:
+        out = subprocess.run(["git", "ls-files", "--", str(root or RUNS)], cwd=report.REPO,
+                             capture_output=True, text=True, check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        return set()
+    return {(report.REPO / f).parent.resolve() for f in out if f.endswith("/train_summary.json")}
+
+
+def runs_markdown(profile: str) -> str:
+    """The README's run inventory, from ``results/<profile>/runs.json`` (notebook 09)."""
+    path = report.RESULTS / profile / "runs.json"
+    if not path.is_file():
+        return f"(no run inventory yet: `make reproduce PROFILE={profile}` writes {_shown(path)})\n"
+    lines = ["| run | steps (+ copy warm-up) | tokens | training min (here) | model_hash | "
+             "fresh clone |", "|---|---|---|---|---|---|"]
+    for r in json.loads(path.read_text())["rows"]:
+        lines.append(f"| `{r['run']}` | {r['steps']:,} (+ {r['copy_warmup_steps']}) | "
+                     f"{r['tokens']:,} | {r['train_s'] / 60:.1f} | `{r['model_hash']}` | "
+                     f"{'reuses (shipped)' if r['shipped'] else 'trains'} |")
+    return "\n".join(lines) + "\n"
 
 
 def training_log(profile: str, dataset: str, variant: str = "gcrs") -> list[dict]:
@@ -123,15 +183,15 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
     ev = cfg.get("eval", {})
     if limit is None:  # dedup is drawn from the community sample
         limit = ev.get(f"{'community' if protocol == 'dedup' else protocol}_limit", ev.get("limit"))
-    chash = run.config_hash(cfg)
+    who = identity(cfg, None if variant in BASELINES else run_path)
     path = Path(out) if out else ev_mod.result_path(profile, dataset, variant, protocol)
-    old = saved_result(path, chash, limit, split) if reuse and save else None
+    old = saved_result(path, who, limit, split) if reuse and save else None
     if old is not None:
         return old
     t0 = time.perf_counter()
     ds = data.load(dataset, data_root)
     meta = {"dataset": dataset, "split": split, "profile": profile, "variant": variant,
-            "seeds": [cfg["train"].get("seed", 0)], "config_hash": chash}
+            "seeds": [cfg["train"].get("seed", 0)], **who}
     fmt = run.VARIANT_FORMATS.get(variant, "gcrs") if variant not in BASELINES else "gcrs"
     if protocol == "dedup":  # the community ranks without the repeated items: no new scoring
         full = evaluate(profile, dataset, ranker, "community", data_root, limit, split, save,
@@ -181,13 +241,36 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
     return result
 
 
-def saved_result(path: Path, config_hash: str, limit, split: str) -> dict | None:
-    """The result saved at ``path`` if it was made by the same config, sample and split."""
+def identity(cfg: dict, run_path=None) -> dict:
+    """What a result is tied to: the config hash and, for a trained ranker (``run_path``), the
+    hash of the weights on disk (:func:`crslib.run.model_hash`); a baseline has no weights
+    (``model_hash`` None: it is fitted from the data by its config, deterministically)."""
+    from crslib import run
+    return {"config_hash": run.config_hash(cfg),
+            "model_hash": run.model_hash(run_path) if run_path is not None else None}
+
+
+def saved_result(path: Path, who: dict, limit, split: str, say=print) -> dict | None:
+    """The result saved at ``path`` if the same model (``who``: :func:`identity`) scored it on
+    the same sample and split; else None, and ``say`` tells why a file there is not reused
+    (so a notebook shows that it recomputes)."""
     if not path.is_file():
         return None
     old = json.loads(path.read_text())
-    same = (old.get("config_hash"), old.get("limit"), old.get("split")) == (config_hash, limit, split)
-    return old if same else None
+    want = {**who, "limit": limit, "split": split}
+    diff = [k for k, v in want.items() if old.get(k, "(none)") != v]
+    if not diff:
+        return old
+    say(f"recomputing {_shown(path)}: it was scored with a different "
+        + ", ".join(f"{k} ({old.get(k, '(none)')} there, {want[k]} now)" for k in diff))
+    return None
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(report.REPO))
+    except ValueError:
+        return str(path)
 
 
 def _dialog_result(model, tok, sids, ds, ev: dict, split: str, limit, meta: dict, head_ids,

@@ -103,9 +103,9 @@ def evaluate_free(profile: str, dataset: str, variant: str = "gcrs", data_root=N
     ev = cfg.get("eval", {})
     if limit is None:
         limit = ev.get("paper_limit", ev.get("limit"))
-    chash = run.config_hash(cfg)
+    who = experiments.identity(cfg, folder)
     path = result_path(profile, dataset, variant)
-    old = experiments.saved_result(path, chash, limit, split) if reuse and save else None
+    old = experiments.saved_result(path, who, limit, split) if reuse and save else None
     if old is not None:
         return old
     model, tok, sids, cfg = run.load_run(folder)
@@ -114,7 +114,7 @@ def evaluate_free(profile: str, dataset: str, variant: str = "gcrs", data_root=N
     r = forced_vs_free(model, tok, sids, cases, ev.get("max_context_tokens", 768),
                        ev.get("num_beams", 50), ev.get("batch_size", 16))
     result = {"dataset": dataset, "split": split, "profile": profile, "variant": variant,
-              "protocol": "freemode", "seeds": [cfg["train"].get("seed", 0)], "config_hash": chash,
+              "protocol": "freemode", "seeds": [cfg["train"].get("seed", 0)], **who,
               "n_cases": len(cases),
               "metrics": {"forced": r["forced"]["metrics"],
                           "free": {**r["free"]["metrics"], "rec_share": r["rec_share"]}},

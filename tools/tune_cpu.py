@@ -2,7 +2,8 @@
 overrides, then score a seeded 1,000-case test sample under the paper protocol, splitting cases
 whose item was already mentioned (`in_ctx`) from the rest (`new`). Results in
 results/cpu/tuning/<name>.json. Usage:
-    python tools/tune_cpu.py NAME '{"train": {"lr": 0.003, "max_minutes": 8}}'
+    python tools/tune_cpu.py NAME '{"train": {"lr": 0.003, "max_steps": 900}}'
+(runs A-O predate step budgets: their files record the time budgets they had)
 Runs A-J of 2026-11-26 (A/B/E/F: batch 4096 tokens, C/D: 1024/512, G: context 128, H: 4 layers,
 I/J: 17 min alone with context 64/128; K/L: 15 min, two at a time, with the tiger windows
 added to training (`aux_formats`), context 256/128; M/N: copy warm-up (`copy_warmup_steps`

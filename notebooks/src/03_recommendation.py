@@ -22,9 +22,10 @@ baselines = ["popularity", "repeat", "text-retrieval"]  # rankers without traini
 # popularity) and `text-retrieval` (MiniLM cosine between context and item text). The paper's
 # rows are read from `crslib/paper_results.json` and marked "reported in the paper".
 #
-# Budgets of the `cpu` profile: GCRS trains 18 min on ReDial, the ReDial `tiger` and `decoupled`
-# baselines 8 min (so that `make reproduce` fits its time budget); on INSPIRED every model gets
-# 4.5 min. Our rows use the partial shared training data and the compact backbone, so they are not
+# Budgets of the `cpu` profile are steps (`max_steps` in each config). On ReDial the `tiger` and
+# `decoupled` baselines train fewer steps than GCRS (less than half its training time, so that
+# `make reproduce` fits its time budget); on INSPIRED every model trains as many steps as GCRS.
+# Steps and measured seconds of every run: the run inventory at the end of `09` and the README. Our rows use the partial shared training data and the compact backbone, so they are not
 # comparable with the reported rows.
 
 # %%

@@ -15,7 +15,7 @@ backbones = ["backbone_4layers"]  # swaps beside gcrs; paper: ["backbone_llama31
 # What runs offline here (`cpu`): two encoders — all-MiniLM-L6-v2 (the default, in `gcrs`) and
 # the mean of SmolLM2-135M's token embeddings (`encoder_smollm2bag`, an LLM's word vectors as in
 # the paper's "Llama-7B encoder" row, without attention) — and two backbones — the compact
-# 2-layer model (`gcrs`) and a 4-layer one (`backbone_4layers`), same width, same time budget.
+# 2-layer model (`gcrs`) and a 4-layer one (`backbone_4layers`), same width, same step budget.
 
 # %%
 import pandas as pd

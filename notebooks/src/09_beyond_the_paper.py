@@ -183,3 +183,16 @@ pd.DataFrame(cost).set_index("variant")
 # beam and exact scoring are the same single head product there, and the cost moves into the
 # vocabulary (one new token, input and output row, per item) — it grows with the catalog,
 # while 4 x 64 SIDs stay at 256 tokens.
+
+# %% [markdown]
+# ## 4. The runs behind every table
+# Every finished run of this profile: its step budget, the seconds it took on the machine that
+# trained it, and the hash of its weights (`crslib.run.model_hash`), which every result file
+# records: a result is shown only for the weights that produced it, and a retrained model is
+# re-scored. `shipped`: the run is committed to the repository, so a fresh clone reuses it;
+# the others are trained by `make reproduce`.
+
+# %%
+inventory = experiments.runs_inventory(profile)
+report.save_table(inventory, "runs", profile)
+pd.DataFrame(inventory).set_index("run")

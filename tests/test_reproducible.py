@@ -1,0 +1,96 @@
+"""Runs that reproduce: the same seed and config give bitwise the same weights and metrics (one
+thread, this machine), and a saved result is reused only by the model that produced it."""
+import json
+
+import pytest
+import torch
+
+from crslib import experiments, model, run
+
+
+def _smoke_cfg(steps: int | None = None) -> dict:
+    cfg = run.load_config(run.config_path("smoke", "inspired"))
+    if steps is not None:
+        cfg["train"] = {**cfg["train"], "max_steps": steps}
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def two_runs(shared_data, tmp_path_factory):
+    """The smoke INSPIRED GCRS config trained twice, in two folders, one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        root = tmp_path_factory.mktemp("runs")
+        summaries = [run.train_run(_smoke_cfg(), root / name, shared_data, progress=False)
+                     for name in ("a", "b")]
+    finally:
+        torch.set_num_threads(threads)
+    return root, summaries
+
+
+def test_same_seed_and_config_give_the_same_weights(two_runs):
+    root, (a, b) = two_runs
+    assert (a["steps"], a["tokens"], a["final_loss"]) == (b["steps"], b["tokens"], b["final_loss"])
+    assert a["steps"] == a["steps_total"] == _smoke_cfg()["train"]["max_steps"]
+    assert a["model_hash"] == b["model_hash"] == run.model_hash(root / "a")
+    hashes = {model.state_dict_hash(run.load_run(root / x)[0]) for x in ("a", "b")}
+    assert len(hashes) == 1
+
+
+def test_same_weights_give_the_same_metrics(two_runs, shared_data, tmp_path):
+    root, _ = two_runs
+    results = [experiments.evaluate(run_path=root / x, protocol="paper", data_root=shared_data,
+                                    limit=30, out=tmp_path / f"{x}.json") for x in ("a", "b")]
+    assert results[0]["metrics"] == results[1]["metrics"]
+    assert results[0]["case_ranks"] == results[1]["case_ranks"]
+    assert results[0]["model_hash"] == run.model_hash(root / "a")
+
+
+def test_a_result_is_reused_only_by_the_model_that_made_it(two_runs, shared_data, tmp_path,
+                                                            capsys):
+    root, _ = two_runs
+    folder, out = tmp_path / "run", tmp_path / "gcrs.paper.json"
+    torch.set_num_threads(1)
+    run.train_run(_smoke_cfg(steps=3), folder, shared_data, progress=False)
+    first = experiments.evaluate(run_path=folder, protocol="paper", data_root=shared_data,
+                                 limit=20, out=out)
+    assert experiments.evaluate(run_path=folder, protocol="paper", data_root=shared_data,
+                                limit=20, out=out) == first  # same model: reused
+    # retrained with another step count: another model, so the saved result is not reused
+    run.train_run(_smoke_cfg(steps=4), folder, shared_data, progress=False)
+    capsys.readouterr()
+    second = experiments.evaluate(run_path=folder, protocol="paper", data_root=shared_data,
+                                  limit=20, out=out)
+    assert "recomputing" in capsys.readouterr().out
+    assert second["model_hash"] == run.model_hash(folder) != first["model_hash"]
+    assert json.loads(out.read_text())["model_hash"] == second["model_hash"]
+    # same config hash, other weights on disk (a run folder's model replaced): recomputed too
+    saved = json.loads(out.read_text())
+    saved["model_hash"] = "0" * 16
+    out.write_text(json.dumps(saved))
+    third = experiments.evaluate(run_path=folder, protocol="paper", data_root=shared_data,
+                                 limit=20, out=out)
+    assert third["model_hash"] == run.model_hash(folder)
+    assert third["metrics"] == second["metrics"]
+
+
+def test_model_hash_follows_every_saved_model_file(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "w.safetensors").write_bytes(b"abc")
+    h = run.model_hash(tmp_path)
+    (tmp_path / "model" / "w.safetensors").write_bytes(b"abd")
+    assert run.model_hash(tmp_path) != h
+    (tmp_path / "model" / "w.safetensors").write_bytes(b"abc")
+    assert run.model_hash(tmp_path) == h
+    (tmp_path / "head.safetensors").write_bytes(b"x")
+    assert run.model_hash(tmp_path) != h
+    with pytest.raises(FileNotFoundError, match="no saved model files"):
+        run.model_hash(tmp_path / "missing")
+
+
+def test_config_hash_ignores_how_a_run_is_executed():
+    cfg = _smoke_cfg()
+    same = {**cfg, "train": {**cfg["train"], "threads": 2, "time_limit_minutes": 99}}
+    assert run.config_hash(same) == run.config_hash(cfg)
+    assert run.config_hash(_smoke_cfg(steps=7)) != run.config_hash(cfg)
