@@ -45,5 +45,7 @@ bench: ## benchmarks (SIDs, decoding, exact scoring, training; minutes) -> resul
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/run_all.py --out results/bench.json $(BENCH_ARGS); rc=$$?; \
 	  $(BIN)/python benchmarks/readme_table.py results/bench.json README.md && exit $$rc
 
-clean-results: ## forget finished runs so the next reproduce starts fresh
-	rm -rf runs/$(PROFILE) results/$(PROFILE)
+clean-results: ## forget finished runs and their results so the next reproduce starts fresh (keeps calibration records)
+	rm -rf runs/$(PROFILE)
+	if [ -d results/$(PROFILE) ]; then find results/$(PROFILE) -mindepth 1 -maxdepth 1 \
+	  ! -name tuning ! -name calibration.json ! -name repeat_runs -exec rm -rf {} +; fi
