@@ -39,6 +39,8 @@ class TrainConfig:
     fmt: str = "gcrs"
     max_context_tokens: int = 768
     batch_tokens: int = 4096          # padded tokens per optimizer step
+    micro_batch_tokens: int | None = None  # padded tokens per forward/backward (None: the
+                                      # whole step at once); the step's gradient is the same
     lr: float = 2e-4
     new_rows_lr: float | None = None  # learning rate of the new embedding rows (default: lr)
     weight_decay: float = 0.0
@@ -217,6 +219,51 @@ def packed_loss(model, emb: Embeddings, batch: dict, head_ids: torch.Tensor | No
         return ce.mean(), int(len(tgt))
     w = torch.where(raw_tgt >= emb.first, new_token_weight, 1.0)
     return (ce * w).sum() / w.sum(), int(len(tgt))
+
+
+def split_windows(windows: Sequence[packing.Packed], max_tokens: int) -> list[list[packing.Packed]]:
+    """Consecutive groups of ``windows`` of at most ``max_tokens`` padded tokens each (a window
+    longer than that is a group of its own)."""
+    groups, cur, longest = [], [], 0
+    for w in windows:
+        if cur and max(longest, len(w)) * (len(cur) + 1) > max_tokens:
+            groups.append(cur)
+            cur, longest = [], 0
+        cur.append(w)
+        longest = max(longest, len(w))
+    return groups + [cur] if cur else groups
+
+
+def target_weight(loss_tgt: torch.Tensor, first_new: int | None, new_token_weight: float) -> float:
+    """The total weight of these targets in :func:`packed_loss`'s weighted mean."""
+    if new_token_weight == 1.0 or first_new is None:
+        return float(len(loss_tgt))
+    n_new = int((loss_tgt >= first_new).sum())
+    return float(len(loss_tgt) - n_new + new_token_weight * n_new)
+
+
+def step_backward(model, emb: Embeddings, windows: Sequence[packing.Packed], pad_id: int,
+                  head_ids: torch.Tensor | None, cfg: TrainConfig) -> float:
+    """Accumulate the gradient of one optimizer step's loss (the weighted mean over all its
+    target tokens) and return the loss. With ``cfg.micro_batch_tokens`` the windows go through
+    the model in micro-batches of at most that many padded tokens, each scaled by its share
+    of the step's target weight — the same gradient as one pass, with activation memory
+    bounded by the micro-batch (a 135M backbone at 4,096 tokens per step needs ~14 GB in one
+    pass on a CPU, ~4 GB in 1,024-token micro-batches)."""
+    if not cfg.micro_batch_tokens:
+        batch = packing.collate(windows, pad_id)
+        loss, _ = packed_loss(model, emb, batch, head_ids, cfg.new_token_loss_weight)
+        loss.backward()
+        return float(loss.detach())
+    parts = [packing.collate(p, pad_id) for p in split_windows(windows, cfg.micro_batch_tokens)]
+    weights = [target_weight(p["loss_tgt"], emb.first, cfg.new_token_loss_weight) for p in parts]
+    total, value = sum(weights), 0.0
+    for part, w in zip(parts, weights):
+        loss, _ = packed_loss(model, emb, part, head_ids, cfg.new_token_loss_weight)
+        scaled = loss * (w / total)
+        scaled.backward()
+        value += float(scaled.detach())
+    return value
 
 
 # ----------------------------------------------------------------------------- copy warm-up
@@ -420,17 +467,16 @@ def _train(model, tokenizer, sids, dialogs, cfg: TrainConfig, out: Path, new_ids
         batches = make_batches(windows, cfg.batch_tokens, cfg.seed + state.epoch)
         skip = state.step - state.epoch * per_epoch  # resume inside an epoch
         for b in batches[max(0, skip):]:
-            batch = packing.collate([windows[i] for i in b], tokenizer.pad_token_id or 0)
-            loss, n_tgt = packed_loss(model, emb, batch, head_ids, cfg.new_token_loss_weight)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = step_backward(model, emb, [windows[i] for i in b], tokenizer.pad_token_id or 0,
+                                 head_ids, cfg)
             torch.nn.utils.clip_grad_norm_(body + rows, cfg.grad_clip)
             opt.step()
             sched.step()
             state.step += 1
             state.tokens += int(sum(len(windows[i]) for i in b))
             state.seconds = time.perf_counter() - t_start
-            state.losses.append(float(loss.detach()))
+            state.losses.append(loss)
             bar.update(1)
             if state.step % cfg.log_every == 0 or state.step == total:
                 rec = {"step": state.step, "epoch": state.epoch, "loss": float(np.mean(

@@ -195,3 +195,24 @@ def test_flush_denormals_context_and_decorator_nest_and_restore():
         assert inner() == 0.0
         assert (tiny * 1.0).item() == 0.0                   # still on after the nested exit
     assert (tiny * 1.0).item() != 0.0                       # the default is back
+
+
+def test_micro_batches_give_the_step_gradient_of_one_pass(world):
+    sids, tok, model, new_ids = world
+    net = copy.deepcopy(model)
+    windows = train.build_windows(toy_world(12, 3), sids, tok, "gcrs", 768)
+    assert train.split_windows(windows, 1) == [[w] for w in windows]  # too long: one each
+    groups = train.split_windows(windows, 3 * max(map(len, windows)))
+    assert [w for g in groups for w in g] == windows and all(len(g) <= 3 for g in groups)
+    emb = train.Embeddings(net, new_ids)
+    params = [p for p in net.parameters() if p.requires_grad] + [emb.inp_rows]
+    grads = {}
+    for micro in (None, 3 * max(map(len, windows))):
+        for p in params:
+            p.grad = None
+        cfg = train.TrainConfig(new_token_loss_weight=3.0, micro_batch_tokens=micro)
+        loss = train.step_backward(net, emb, windows, tok.pad_token_id, None, cfg)
+        grads[micro] = (loss, [p.grad.clone() for p in params])
+    (l1, g1), (l2, g2) = grads.values()
+    assert l1 == pytest.approx(l2, rel=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(g1, g2))
