@@ -12,11 +12,19 @@ each user message in one of the paper's three inference modes:
 A recommendation turn ranks items by the constrained beam search of the evaluation
 (``trie.sid_beam_search``, width 50, summed per-level log-probabilities) and shows the top
 ``top_k``; its response is written after the top item's SID, in the paper's order (mode, item,
-text). Responses are decoded greedily (deterministic): item mentions inside them are
-constrained to catalog SIDs (``trie.SIDConstraint``), outside a mention no control or SID token
-may be written, and a model trained with a restricted softmax (the run's
-``output_vocab.json``) keeps to that vocabulary (``evaluate.OnlyTokens``), as in
-``evaluate.generate_responses``.
+text). Responses are decoded with the session's :class:`crslib.generation.ResponseDecoding`
+(the setting :func:`crslib.evaluate.generate_responses` measures; greedy unless told) and end
+at the end of their turn: item mentions inside them are constrained to catalog SIDs
+(``trie.SIDConstraint``), outside a mention no control or SID token may be written, and a model
+trained with a restricted softmax (the run's ``output_vocab.json``) keeps to that vocabulary
+(``evaluate.OnlyTokens``), as in ``evaluate.generate_responses``.
+
+Titles typed as plain text ("I loved The Shining") are linked to catalog items by
+:class:`crslib.titles.TitleLinker` (its rule: case-insensitive, year optional, ambiguity resolved
+by year, then the dataset's mention count) and enter the context as ``<BOI>SID<EOI>``, exactly
+as dataset mentions do. With ``exclude_named`` (the default) a recommendation never repeats an
+item the user named in the conversation; turn it off to allow them (a chat-only option: the
+evaluation protocols are unchanged).
 
 User text is whitespace-collapsed (a typed newline cannot open a fake ``Assistant:`` line),
 rendered like dataset text (``serialize.render_text``: ``@<item id>`` becomes a mention,
@@ -31,14 +39,17 @@ import html
 import json
 import re
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import torch
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from crslib import data, evaluate, serialize, trie
+from crslib.generation import GREEDY, ResponseDecoding, turn_end_ids
+from crslib.titles import TitleLinker
 from crslib.semantic_ids import SemanticIDs
 
 INFERENCE_MODES = ("free", "rec", "chat", "item")
@@ -127,6 +138,8 @@ class ChatSession:
     num_beams: int = trie.DEFAULT_BEAM
     max_chars: int = MAX_CHARS
     template: str = "plain"
+    decoding: ResponseDecoding = GREEDY
+    exclude_named: bool = True
     turns: list[tuple[str, str]] = field(default_factory=list)
     replies: list[Reply] = field(default_factory=list)
 
@@ -147,6 +160,8 @@ class ChatSession:
         self._processors = [trie.SIDConstraint(self.vocab), ResponseGrammar(self.vocab, banned)]
         if self.head_ids is not None:
             self._processors.append(evaluate.OnlyTokens(self.head_ids, size))
+        self._turn_end = turn_end_ids(tok)
+        self.linker = TitleLinker(self.catalog, tok, self.sids.item_ids) if self.catalog else None
 
     def __repr__(self) -> str:
         return (f"ChatSession({len(self.sids)} items, {len(self.turns)} turns, "
@@ -180,6 +195,11 @@ class ChatSession:
         return [(role, serialize.display_text(text, self.sids, self.catalog).replace(_ZWSP, ""))
                 for role, text in self.turns]
 
+    def named_items(self, turns: Sequence[tuple[str, str]] | None = None) -> set[str]:
+        """Items the user mentioned in ``turns`` (default: the history)."""
+        return {iid for role, text in (self.turns if turns is None else turns) if role == "user"
+                for iid in serialize.mentioned_items(text, self.sids)}
+
     def title(self, item_id: str) -> str:
         if self.catalog is not None and item_id in self.catalog:
             return self.catalog[item_id].name
@@ -209,6 +229,8 @@ class ChatSession:
         if len(text) > self.max_chars:
             raise InputError(f"That message is {len(text)} characters long; "
                              f"please keep it to {self.max_chars} at most.")
+        if self.linker is not None:
+            text = self.linker.link(text)
         out = serialize.render_text(text, self.sids)
         for tok in self._foreign:
             out = out.replace(tok, tok[0] + _ZWSP + tok[1:])
@@ -242,11 +264,17 @@ class ChatSession:
         if mode == "item":
             recs = [self._recommendation(item_id, self._item_score(prompt, item_id))]
         elif intent == "rec":
+            named = self.named_items(turns) if self.exclude_named else set()
+            k = self.top_k + len(named)
             ranked = trie.sid_beam_search(self.model, self.tokenizer,
                                           prompt + self._prefix("rec"), self.vocab,
-                                          k=self.top_k, num_beams=max(self.num_beams, self.top_k))
-            recs = [self._recommendation(i, s) for i, s in zip(ranked.items, ranked.scores)]
-            item_id = ranked.items[0]
+                                          k=k, num_beams=max(self.num_beams, k))
+            recs = [self._recommendation(i, s) for i, s in zip(ranked.items, ranked.scores)
+                    if i not in named][:self.top_k]
+            if not recs:
+                raise InputError("Every item the model ranks was named in this conversation; "
+                                 "turn off exclude_named to allow them.")
+            item_id = recs[0].item_id
         prefix = self._prefix(intent, item_id)
         generated, truncated = self._generate(prompt + prefix)
         serialized, mentions = self._response_text(generated)
@@ -304,20 +332,27 @@ class ChatSession:
     def _recommendation(self, item_id: str, score: float) -> Recommendation:
         return Recommendation(item_id, self.title(item_id), float(score), self.sids.tokens(item_id))
 
+    def _inside_mention(self, input_ids: torch.Tensor) -> torch.Tensor:
+        last = input_ids[:, -1].cpu()
+        return (last == self.vocab.boi) | (
+            self.vocab.level_of[last.clamp(0, len(self.vocab.level_of) - 1)] >= 0)
+
     def _generate(self, ids: list[int]) -> tuple[list[int], bool]:
-        """Greedy continuation of ``ids`` up to end-of-sequence (dropped) or ``max_new_tokens``;
-        an item mention cut off by the limit is dropped."""
-        config = greedy_generation_config(self.max_new_tokens, self._pad, self._eos)
+        """Continuation of ``ids`` (``self.decoding``) up to the end of the turn (dropped) or
+        ``max_new_tokens``; an item mention cut off by the limit is dropped."""
+        config = self.decoding.generation_config(self.max_new_tokens, self._pad, self._turn_end)
         device = self.model.get_output_embeddings().weight.device
         input_ids = torch.tensor([ids], device=device)
+        procs = self._processors + self.decoding.processors(len(ids), self._inside_mention)
         with trie._neutral_generation_config(self.model):
-            out = self.model.generate(input_ids=input_ids,
-                                      attention_mask=torch.ones_like(input_ids),
-                                      generation_config=config,
-                                      logits_processor=LogitsProcessorList(self._processors))
+            out = self.decoding.generate(self.model, input_ids=input_ids,
+                                         attention_mask=torch.ones_like(input_ids),
+                                         generation_config=config,
+                                         logits_processor=LogitsProcessorList(procs))
         seq = out.sequences[0, len(ids):].tolist()
-        if self._eos is not None and self._eos in seq:
-            return seq[:seq.index(self._eos)], False
+        ends = [k for k, t in enumerate(seq) if t in set(self._turn_end)]
+        if ends:
+            return seq[:ends[0]], False
         boi, eoi = self._id[serialize.BOI], self._id[serialize.EOI]
         last = max((k for k, t in enumerate(seq) if t == boi), default=None)
         if last is not None and eoi not in seq[last:]:
@@ -348,17 +383,6 @@ class ChatSession:
             k += L + 2
         flush()
         return "".join(parts), tuple(mentions)
-
-
-def greedy_generation_config(max_new_tokens: int, pad_token_id: int, eos_token_id: int | None
-                             ) -> GenerationConfig:
-    """Greedy decoding pinned like ``trie.pinned_generation_config`` (no sampling, no
-    penalties, the checkpoint's config ignored), stopping at ``eos_token_id``."""
-    return GenerationConfig(
-        do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, min_new_tokens=0,
-        temperature=1.0, top_k=None, top_p=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0,
-        return_dict_in_generate=True, pad_token_id=pad_token_id, eos_token_id=eos_token_id,
-        bos_token_id=None, use_cache=True)
 
 
 def load_catalog(dataset: str, data_root=None) -> data.Catalog | None:
@@ -408,9 +432,10 @@ def transcript_html(session: ChatSession, height: str = "360px") -> str:
 
 class ChatWidget:
     """ipywidgets front end of a :class:`ChatSession`: transcript, mode selector, item picker
-    (item mode), text box, Send and Reset buttons, and a status line for messages.
+    (item mode), a box "recommend titles I named" (the session's ``exclude_named``), text box
+    (Enter sends), Send and Reset buttons, and a status line for messages.
 
-    :meth:`send` and :meth:`reset` are what the buttons call; tests call them directly.
+    :meth:`send` and :meth:`reset` are what the buttons and Enter call; tests call them directly.
     """
 
     def __init__(self, session: ChatSession, height: str = "360px"):
@@ -430,15 +455,25 @@ class ChatWidget:
         self.item = w.Combobox(options=sorted(names), placeholder="type a title",
                                ensure_option=True, description="item",
                                layout=w.Layout(display="none", width="420px"))
-        self.text = w.Text(placeholder="Type a message…", layout=w.Layout(width="60%"))
+        self.text = w.Text(placeholder="Type a message and press Enter…",
+                           layout=w.Layout(width="60%"))
+        self.allow_named = w.Checkbox(value=not session.exclude_named, indent=False,
+                                      description="recommend titles I named")
         self.send_button = w.Button(description="Send", button_style="primary")
         self.reset_button = w.Button(description="Reset")
         self.status = w.HTML()
         self.send_button.on_click(lambda _: self.send())
         self.reset_button.on_click(lambda _: self.reset())
+        with warnings.catch_warnings():  # ipywidgets 8 deprecates on_submit, but it is the
+            warnings.simplefilter("ignore", DeprecationWarning)  # only Enter-only event
+            self.text.on_submit(lambda _: self.send())
         self.mode.observe(self._on_mode, names="value")
-        self.box = w.VBox([self.transcript, w.HBox([self.mode, self.item]),
+        self.allow_named.observe(self._on_allow_named, names="value")
+        self.box = w.VBox([self.transcript, w.HBox([self.mode, self.item, self.allow_named]),
                            w.HBox([self.text, self.send_button, self.reset_button]), self.status])
+
+    def _on_allow_named(self, change) -> None:
+        self.session.exclude_named = not change["new"]
 
     def _on_mode(self, change) -> None:
         self.item.layout.display = None if change["new"] == "item" else "none"

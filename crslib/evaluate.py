@@ -32,6 +32,7 @@ import torch
 
 from crslib import metrics, packing, report, serialize, train, trie
 from crslib.data import Dataset
+from crslib.generation import GREEDY, ResponseDecoding, turn_end_ids
 from crslib.semantic_ids import SemanticIDs
 
 PROTOCOLS = ("paper", "community", "dedup")
@@ -107,7 +108,8 @@ def dialog_scores(model, tokenizer, sids: SemanticIDs, dialogs, max_context_toke
 
     PPL counts the response tokens (after ``<RESP>``) and EOS of the first instance of each
     assistant turn, gold mode and item given. With ``head_ids`` (a model trained with a
-    restricted output vocabulary) the softmax runs over those tokens, as in training.
+    restricted output vocabulary) the softmax of ``ppl`` runs over those tokens, as in training;
+    ``ppl_full_vocab`` always runs over the whole vocabulary (the paper's definition).
     Intent: the model's choice between ``<MODE=REC>`` and ``<MODE=CHAT>`` right after
     ``Assistant:``; gold is REC when the turn mentions an item.
 
@@ -124,7 +126,7 @@ def dialog_scores(model, tokenizer, sids: SemanticIDs, dialogs, max_context_toke
     has_mode = fmt != "resp"
     head = None if head_ids is None else torch.tensor(sorted(head_ids))
     decoder, out_w = model.get_decoder(), model.get_output_embeddings().weight
-    nll, n_tok, gold, pred = 0.0, 0, [], []
+    nll, nll_full, n_tok, gold, pred = 0.0, 0.0, 0, [], []
     for b in make_batches(windows, batch_tokens, 0):
         ws = [windows[i] for i in b]
         batch = packing.collate(ws, tokenizer.pad_token_id or 0)
@@ -139,6 +141,9 @@ def dialog_scores(model, tokenizer, sids: SemanticIDs, dialogs, max_context_toke
         counted = _first_branch_response_mask(ws, resp if has_mode else None)
         nll -= float(tok_lp[counted].sum())
         n_tok += int(counted.sum())
+        if head is not None:  # the same tokens over the whole vocabulary, as the paper counts
+            full = (hs[counted] @ out_w.T).float().log_softmax(-1)
+            nll_full -= float(full.gather(1, tgt[counted][:, None]).sum())
         if not has_mode:
             continue
         # intent: first target token of each turn's first branch is the gold mode
@@ -146,7 +151,8 @@ def dialog_scores(model, tokenizer, sids: SemanticIDs, dialogs, max_context_toke
         mode_scores = (hs[first] @ out_w[[rec, chat]].T)
         pred += ["rec" if s[0] > s[1] else "chat" for s in mode_scores.tolist()]
         gold += ["rec" if t == rec else "chat" for t in tgt[first].tolist()]
-    out = {"ppl": metrics.perplexity(nll, n_tok), "ppl_tokens": n_tok}
+    out = {"ppl": metrics.perplexity(nll, n_tok), "ppl_tokens": n_tok,
+           "ppl_full_vocab": metrics.perplexity(nll if head is None else nll_full, n_tok)}
     if has_mode:
         out.update(metrics.intent_metrics(gold, pred))
     return out
@@ -168,12 +174,16 @@ class OnlyTokens:
 def generate_responses(model, tokenizer, sids: SemanticIDs, dialogs, catalog=None,
                        max_context_tokens: int = 768, max_new_tokens: int = 40,
                        head_ids: Sequence[int] | None = None, limit: int | None = None,
-                       seed: int = 0, batch_size: int = 16, fmt: str = "gcrs") -> dict:
-    """Free-mode generation for assistant turns (greedy, SIDs constrained to items) and the
-    dialog metrics of NOTES.md §5 against the gold responses, items shown as ``<movie>``.
+                       seed: int = 0, batch_size: int = 16, fmt: str = "gcrs",
+                       decoding: ResponseDecoding = GREEDY, end_at_line_break: bool = False
+                       ) -> dict:
+    """Free-mode generation for assistant turns (SIDs constrained to items; ``decoding``:
+    greedy unless told, :mod:`crslib.generation`) and the dialog metrics of NOTES.md §5 against
+    the gold responses, items shown as ``<movie>``.
 
     A generation that does not follow the format is kept as plain text (special tokens
     dropped) and counted in ``malformed_share``. ``limit``: seeded sample of turns.
+    ``end_at_line_break``: a line break also ends the turn, as in the chat.
     """
     from transformers import LogitsProcessorList
     if fmt in ("sid", "tiger"):
@@ -185,17 +195,22 @@ def generate_responses(model, tokenizer, sids: SemanticIDs, dialogs, catalog=Non
     procs = [trie.SIDConstraint(trie.SIDVocab.build(sids, tokenizer))]
     if head_ids is not None:
         procs.append(OnlyTokens(head_ids, model.get_output_embeddings().weight.shape[0]))
-    config = trie.pinned_generation_config(1, max_new_tokens, tokenizer.pad_token_id or 0)
+    ends = set(turn_end_ids(tokenizer) if end_at_line_break else [tokenizer.eos_token_id])
+    config = decoding.generation_config(max_new_tokens, tokenizer.pad_token_id or 0, sorted(ends))
     hyps, refs, gold_modes, pred_modes, malformed = [], [], [], [], 0
     for k in range(0, len(turns), batch_size):
         chunk = turns[k:k + batch_size]
         ids = [serialize.prompt_ids(ex, tokenizer, max_context_tokens) for ex in chunk]
         input_ids, mask = trie._left_pad(ids, config.pad_token_id)
+        extra = decoding.processors(input_ids.shape[1])
         with trie._neutral_generation_config(model):
-            out = model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config,
-                                 logits_processor=LogitsProcessorList(procs))
+            out = decoding.generate(model, input_ids=input_ids, attention_mask=mask,
+                                    generation_config=config,
+                                    logits_processor=LogitsProcessorList(procs + extra))
         out = out.sequences if hasattr(out, "sequences") else out
         for ex, seq in zip(chunk, out[:, input_ids.shape[1]:].tolist()):
+            cut = next((j for j, t in enumerate(seq) if t in ends), len(seq))
+            seq = seq[:cut] + ([tokenizer.eos_token_id] if cut < len(seq) else [])
             text = tokenizer.decode(seq, skip_special_tokens=False)
             gold = serialize.parse(ex.target, sids, fmt)
             try:
@@ -214,6 +229,38 @@ def generate_responses(model, tokenizer, sids: SemanticIDs, dialogs, catalog=Non
     out["malformed_share"] = malformed / len(turns) if turns else 0.0
     out["examples"] = [{"reference": r, "generated": h} for r, h in list(zip(refs, hyps))[:5]]
     return {"n_turns": len(turns), **out}
+
+
+DECODING_CANDIDATES = (  # what the chat's response decoding is chosen from (decoding_sweep)
+    ResponseDecoding(),
+    ResponseDecoding(no_repeat_ngram_size=3),
+    ResponseDecoding(no_repeat_ngram_size=3, repetition_penalty=1.2),
+    ResponseDecoding(top_p=0.9, temperature=0.8),
+    ResponseDecoding(no_repeat_ngram_size=3, top_p=0.9, temperature=0.8),
+)
+
+
+def decoding_sweep(model, tokenizer, sids: SemanticIDs, dialogs, candidates=DECODING_CANDIDATES,
+                   bleu_margin: float = 0.9, **kwargs) -> dict:
+    """Generate responses for the same seeded turns with each candidate decoding (lines end the
+    turn, as in the chat) and choose one by a stated rule: among the candidates with no more
+    loops than the fewest any has (``looping_share``: responses with a repeated word 3-gram)
+    and a BLEU of at least ``bleu_margin`` times the best BLEU, the highest distinct@2.
+    Meant for validation dialogs (INSPIRED dev), never the test split."""
+    rows = []
+    for dec in candidates:
+        r = generate_responses(model, tokenizer, sids, dialogs, decoding=dec,
+                               end_at_line_break=True, **kwargs)
+        rows.append({"decoding": dec.name, "setting": dec.as_dict(), "n_turns": r["n_turns"],
+                     **{k: r[k] for k in ("bleu", "distinct@1", "distinct@2", "distinct@3",
+                                          "looping_share", "item_mention_share")},
+                     "examples": r["examples"][:3]})
+    fewest = min(r["looping_share"] for r in rows)
+    best_bleu = max(r["bleu"] for r in rows)
+    ok = [r for r in rows if r["looping_share"] <= fewest and r["bleu"] >= bleu_margin * best_bleu]
+    chosen = max(ok or rows, key=lambda r: r["distinct@2"])
+    return {"rows": rows, "chosen": chosen["decoding"], "chosen_setting": chosen["setting"],
+            "rule": f"fewest loops, BLEU >= {bleu_margin} x best, then highest distinct@2"}
 
 
 def _pair_starts(w: packing.Packed) -> list[bool]:

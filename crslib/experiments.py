@@ -307,7 +307,7 @@ def ours_rows(profile: str, dataset: str, rankers: Sequence[str], protocol: str,
         if r is None:
             continue
         def scale(k: str) -> float:
-            return 100.0 if percent and k not in ("ppl", "bleu", "ppl_tokens") else 1.0
+            return 100.0 if percent and not k.startswith("ppl") and k != "bleu" else 1.0
         row = {"model": name, "source": f"ours ({profile})", "cases": r["n_cases"]}
         for k in metrics:
             v = r["metrics"].get(k)

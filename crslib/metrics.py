@@ -111,7 +111,17 @@ def dialog_metrics(hypotheses: Sequence[str], references: Sequence[str],
         out[f"distinct_per_response@{n}"] = distinct_per_response(hypotheses, n)
     out["item_mention_share"] = (sum(mention_token in h for h in hypotheses) / len(hypotheses)
                                  if hypotheses else 0.0)
+    out["looping_share"] = (sum(repeats_ngram(h, 3) for h in hypotheses) / len(hypotheses)
+                            if hypotheses else 0.0)
     return out
+
+
+def repeats_ngram(text: str, n: int = 3) -> bool:
+    """Does ``text`` contain some word n-gram twice (a loop such as "but I would help, but I
+    would help")? Words are lower-cased whitespace tokens, punctuation stripped."""
+    words = [w for w in (t.strip(".,!?;:'\"()").lower() for t in text.split()) if w]
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return len(grams) != len(set(grams))
 
 
 def intent_metrics(gold: Sequence[str], pred: Sequence[str], positive: str = "rec") -> dict:

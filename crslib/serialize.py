@@ -341,6 +341,11 @@ def display_text(text: str, sids: SemanticIDs, catalog: Catalog | None = None) -
     return _read_response(text, 0, sids, catalog, text)[2]
 
 
+def mentioned_items(text: str, sids: SemanticIDs) -> tuple[str, ...]:
+    """The items mentioned in a serialized turn, in order (repeats kept)."""
+    return _read_response(text, 0, sids, None, text)[3]
+
+
 def parse(text: str, sids: SemanticIDs, fmt: str = "gcrs", *, catalog: Catalog | None = None,
           eos: str | None = None) -> Parsed:
     """Read a target of format ``fmt`` back; anything after the first ``eos`` is dropped.

@@ -41,8 +41,9 @@ def test_rec_mode_shows_the_exact_top_k_with_titles_and_sid_paths(world):
     for item_id, title, score, sid in r.recommendations:
         assert item_id in catalog and title == catalog[item_id].name and sid == sids.tokens(item_id)
     exact = trie.score_all_items(s.model, tok, rec_prompt(s), sids)  # beam 50 covers 16 items
-    assert [x.item_id for x in r.recommendations] == exact.items[:5]
-    assert [x.score for x in r.recommendations] == pytest.approx(exact.scores[:5], abs=1e-4)
+    top = [(i, x) for i, x in zip(exact.items, exact.scores) if i != "103"][:5]  # named: left out
+    assert [x.item_id for x in r.recommendations] == [i for i, _ in top]
+    assert [x.score for x in r.recommendations] == pytest.approx([x for _, x in top], abs=1e-4)
     # the response is written after the top item, in the paper's order
     assert r.item == r.recommendations[0].item_id
     head = [new[serialize.MODE_REC], new[serialize.BOI]]
@@ -199,3 +200,53 @@ def test_widget_is_driven_through_its_buttons(world):
 
     w.reset_button.click()
     assert s.turns == [] and w.transcript.value == empty and "cleared" in w.status.value
+
+
+def test_typed_titles_become_mentions_and_named_items_are_not_recommended(world):
+    _, tok, sids, catalog, new = world
+    s = session(world)
+    turn = s.user_text("I loved movie 3 and Movie 5 (1995), what next?")
+    assert turn == ("I loved " + serialize.mention("103", sids) + " and "
+                    + serialize.mention("105", sids) + ", what next?")
+    ranked = trie.score_all_items(s.model, tok, s.prompt_ids([("user", turn)]) + s._prefix("rec"),
+                                  sids).items
+    r = s.reply("I loved movie 3 and Movie 5 (1995), what next?", mode="rec")
+    assert s.named_items() == {"103", "105"}
+    assert [x.item_id for x in r.recommendations] == [i for i in ranked if i not in
+                                                       ("103", "105")][:5]
+    s2 = session(world, exclude_named=False)  # the user asks for them: the plain ranking
+    r2 = s2.reply("I loved movie 3 and Movie 5 (1995), what next?", mode="rec")
+    assert [x.item_id for x in r2.recommendations] == ranked[:5]
+
+
+def test_responses_end_at_the_turn_and_repeat_no_ngram(world):
+    from crslib.generation import NoRepeatResponseNGram, ResponseDecoding, turn_end_ids
+    _, tok, _, _, _ = world
+    ends = turn_end_ids(tok)
+    assert ends[0] == tok.eos_token_id and all("\n" in tok.decode([i]) for i in ends[1:])
+    proc = NoRepeatResponseNGram(3, prompt_len=2)
+    ids = torch.tensor([[9, 9, 5, 6, 7, 5, 6], [9, 9, 5, 6, 7, 8, 5]])
+    out = proc(ids, torch.zeros(2, 12))
+    assert torch.isinf(out[0, 7]) and torch.isinf(out).sum() == 1  # 5 6 -> 7 was said
+    assert not torch.isinf(proc(torch.tensor([[5, 6, 1, 5, 6]]), torch.zeros(1, 12))).any()  # prompt
+    s = session(world, max_new_tokens=40, decoding=ResponseDecoding(no_repeat_ngram_size=3))
+    for text in ("hello there", "any film?", "and then?"):
+        r = s.reply(text, mode="chat")
+        grams = [r.tokens[k:k + 3] for k in range(2, len(r.tokens) - 2)]  # after the prefix
+        assert len(grams) == len(set(grams)), r.raw
+        assert "\n" not in r.text
+    with pytest.raises(ValueError, match="top_p"):
+        ResponseDecoding(top_p=0.0)
+    sampled = ResponseDecoding(top_p=0.9, seed=3)
+    a, b = (session(world, decoding=sampled).reply("hi", mode="chat").text for _ in range(2))
+    assert a == b  # seeded
+
+
+def test_enter_sends(world):
+    s = session(world)
+    w = chat.ChatWidget(s)
+    w.text.value = "hello"
+    w.text._submission_callbacks(w.text)  # what the front end triggers on Enter
+    assert len(s.turns) == 2 and w.text.value == ""
+    w.allow_named.value = True
+    assert s.exclude_named is False

@@ -113,3 +113,24 @@ def test_resp_format_counts_the_same_response_tokens(trained):
     assert counts["gcrs"] == counts["resp"] == counts["mode_resp"] and counts["gcrs"]
     with pytest.raises(ValueError, match="writes no response"):
         evaluate.dialog_scores(None, tok, sids, ds["test"], fmt="sid")
+
+
+def test_decoding_sweep_chooses_by_its_stated_rule(monkeypatch):
+    from crslib import evaluate
+    from crslib.generation import ResponseDecoding
+    cands = (ResponseDecoding(), ResponseDecoding(no_repeat_ngram_size=3),
+             ResponseDecoding(top_p=0.9), ResponseDecoding(no_repeat_ngram_size=2))
+    fake = {cands[0]: (10.0, 0.05, 0.3), cands[1]: (9.5, 0.20, 0.0),  # bleu, distinct@2, loops
+            cands[2]: (5.0, 0.40, 0.0), cands[3]: (9.2, 0.25, 0.0)}
+    seen = []
+
+    def gen(model, tok, sids, dialogs, decoding, end_at_line_break, **kw):
+        seen.append(end_at_line_break)
+        b, d2, loop = fake[decoding]
+        return {"n_turns": 3, "bleu": b, "distinct@1": 0, "distinct@2": d2, "distinct@3": 0,
+                "looping_share": loop, "item_mention_share": 0, "examples": []}
+    monkeypatch.setattr(evaluate, "generate_responses", gen)
+    out = evaluate.decoding_sweep(None, None, None, [], candidates=cands)
+    # loops 0 for 1..3; BLEU >= 0.9 x 10 leaves 1 and 3; the higher distinct@2 is 3
+    assert out["chosen"] == cands[3].name == "greedy,no_repeat=2" and all(seen)
+    assert [r["decoding"] for r in out["rows"]] == [c.name for c in cands]

@@ -63,3 +63,11 @@ def test_perplexity_and_intent():
     m = metrics.intent_metrics(["rec", "rec", "chat", "chat"], ["rec", "chat", "rec", "chat"])
     assert m["intent_accuracy"] == 0.5 and m["intent_f1"] == 0.5
     assert metrics.mean_sd([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2)))
+
+
+def test_repeats_ngram_finds_loops():
+    from crslib.metrics import dialog_metrics, repeats_ngram
+    assert repeats_ngram("but I would help, but I would help, but")
+    assert not repeats_ngram("I am glad you enjoyed the movie. I have a few more.")
+    assert not repeats_ngram("a b")
+    assert dialog_metrics(["a b c a b c", "x y z"], ["r", "s"])["looping_share"] == 0.5
