@@ -385,6 +385,44 @@ class ChatSession:
         return "".join(parts), tuple(mentions)
 
 
+# A conversation a person might have: titles typed as text, requests for recommendations
+SCRIPT = {
+    "redial": ("Hi! I'm looking for a good horror movie tonight.",
+               "I loved The Shining and It (2017). Anything like them?",
+               "Hmm, I've seen Get Out already. Something else?",
+               "Do you have a comedy too? I liked Superbad.",
+               "What about something for the whole family?",
+               "Thanks! Any last recommendation?"),
+    "inspired": ("Hi! I'm looking for a good movie to watch tonight.",
+                 "I loved Frozen and Coco. Anything like them?",
+                 "I've seen Moana already. Something else?",
+                 "Do you have an action movie too? I liked Black Panther.",
+                 "What about a scary one?",
+                 "Thanks! Any last recommendation?"),
+}
+
+
+def run_script(session: ChatSession, script: Sequence[str]) -> list[dict]:
+    """Play ``script`` in free mode from a fresh conversation; one row per turn with the checks
+    a person would make: a repeated word 3-gram (a loop), the longest run of digits, the
+    recommended items the user did not name, and the seconds the reply took."""
+    from crslib.metrics import repeats_ngram
+    session.reset()
+    rows = []
+    for text in script:
+        r = session.reply(text, mode="free")
+        named = session.named_items()
+        new = [x.item_id for x in r.recommendations if x.item_id not in named]
+        rows.append({"user": session.history[-2][1], "intent": r.mode,
+                     "p(REC)": None if r.p_rec is None else round(r.p_rec, 2),
+                     "assistant": r.text, "recommended": [session.title(i) for i in new],
+                     "repeats_3gram": repeats_ngram(r.text, 3),
+                     "longest_digit_run": max((len(m) for m in re.findall(r"\d+", r.text)),
+                                              default=0),
+                     "seconds": round(r.seconds, 2)})
+    return rows
+
+
 def load_catalog(dataset: str, data_root=None) -> data.Catalog | None:
     """The dataset's catalog (titles), or None when its files are not there."""
     root = data.data_root(data_root) / dataset

@@ -11,7 +11,8 @@ The rule, in order:
   (case, punctuation and a leading article ignored), the longest span first, left to right;
   a year right after the title, ``1980`` or ``(1980)``, belongs to the mention.
 * A match is linked when a year follows it, or when it is *distinctive*: two or more typed
-  words (a typed leading article counts) not all of which are very common words, or one word
+  words (a typed leading article counts when it is the title's own) not all of which are very
+  common words, or one word
   the tokenizer splits into several pieces (a rare word such as "Superbad"). Otherwise — one
   common word ("It", "Up", "Her") or only common words ("Get Out") — it is linked only when
   every word is typed with a capital initial and the span does not open the sentence, so that
@@ -105,12 +106,15 @@ class TitleLinker:
         if year and not any(self.catalog[i].year == year for i in ids):
             year, year_m = "", None  # a number that is not this title's year
         if not year and (len(normalize_title(span)) < 2 or (  # "I", "A": only with a year
-                not self._distinctive(span) and not self._typed_as_title(text, start, span))):
+                not self._distinctive(span, ids) and not self._typed_as_title(text, start, span))):
             return None
         return Link(start, year_m.end() if year_m else end, self._choose(ids, year))
 
-    def _distinctive(self, span: str) -> bool:
+    def _distinctive(self, span: str, ids: list[str]) -> bool:
         typed = [w.lower() for w in span.split()]
+        if len(typed) > 1 and typed[0] in ARTICLES and not any(  # "a comedy" is not "The Comedy"
+                self.catalog[i].title.lower().startswith(typed[0] + " ") for i in ids):
+            typed = typed[1:]
         if len(typed) >= 2:
             return not all(w.strip("'’.:-&") in COMMON_WORDS for w in typed)
         word = typed[0]
