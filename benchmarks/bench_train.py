@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import tempfile
 import time
 
@@ -47,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     head = (torch.tensor(train.target_vocab(windows, new_ids, tok.eos_token_id))
             if tcfg.output_vocab == "targets" else None)
     groups = train.make_batches(windows, tcfg.batch_tokens, tcfg.seed)[: args.steps]
-    batches = [packing.collate([windows[i] for i in b], tok.pad_token_id or 0) for b in groups]
+    micro = tcfg.micro_batch_tokens or 10 ** 9  # the loop's micro-batches, collated up front
+    batches = [[packing.collate(part, tok.pad_token_id or 0)
+                for part in train.split_windows([windows[i] for i in b], micro)] for b in groups]
     real = [sum(len(windows[i]) for i in b) for b in groups]
     emb = train.Embeddings(net, None if tcfg.embeddings == "all" else new_ids)
     params = [p for p in net.parameters() if p.requires_grad]
@@ -59,10 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     def bare_steps(ks) -> None:
         t0 = time.perf_counter()
         for k in ks:
-            b = batches[k % len(batches)]
-            loss, _ = train.packed_loss(net, emb, b, head, tcfg.new_token_loss_weight)
+            parts = batches[k % len(batches)]
+            weights = [train.target_weight(p["loss_tgt"], emb.first, tcfg.new_token_loss_weight)
+                       for p in parts]
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            for b, w in zip(parts, weights):
+                loss, _ = train.packed_loss(net, emb, b, head, tcfg.new_token_loss_weight)
+                (loss * (w / sum(weights))).backward()
             opt.step()
             bare["tokens"] += real[k % len(batches)]
         bare["seconds"] += time.perf_counter() - t0
@@ -80,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
               "model": cfg["model"], "loop_tokens": loop["tokens"], "bare_tokens": bare["tokens"],
               "loop_tokens_per_s": round(loop["tokens_per_s"]),
               "bare_tokens_per_s": round(bare_rate),
-              "ratio": round(loop["tokens_per_s"] / bare_rate, 3)}
+              "ratio": round(loop["tokens_per_s"] / bare_rate, 3),
+              "micro_batch_tokens": tcfg.micro_batch_tokens,
+              "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
     print(json.dumps(result, indent=1))
     if args.out:
         from crslib.report import write_json

@@ -131,6 +131,64 @@ def runs_markdown(profile: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def best_chat_run(profile: str, datasets: Sequence[str] = ("redial", "inspired")) -> dict:
+    """The run the chat demo opens on: among the finished runs of ``profile`` that write
+    responses (the ``gcrs`` format) and have a saved ``dialog`` result for their weights, the one
+    with the highest BLEU of generated responses (then distinct@2). Returns ``{"run", "dataset",
+    "variant", "bleu", "distinct@2", "candidates"}``; raises when there is none."""
+    from crslib import run
+    cands = []
+    for ds in datasets:
+        for summary in sorted((RUNS / profile / ds).glob("*/train_summary.json")):
+            folder = summary.parent
+            cfg = json.loads((folder / "config.json").read_text())
+            if run.VARIANT_FORMATS.get(cfg["variant"]) != "gcrs" or cfg["variant"] == "decoupled":
+                continue
+            r = load_result(profile, ds, cfg["variant"], "dialog")
+            if r is None or r.get("model_hash") != run.model_hash(folder):
+                continue
+            cands.append({"run": _shown(folder), "dataset": ds, "variant": cfg["variant"],
+                          "bleu": r["metrics"]["bleu"], "distinct@2": r["metrics"]["distinct@2"]})
+    if not cands:
+        raise FileNotFoundError(f"no run of profile {profile!r} has a dialog result for its "
+                                f"weights; `make reproduce PROFILE={profile}` makes them")
+    best = max(cands, key=lambda c: (c["bleu"], c["distinct@2"]))
+    return {**best, "candidates": cands}
+
+
+def chat_decoding(profile: str, dataset: str, variant: str, data_root=None, limit: int = 100,
+                  reuse: bool = True) -> dict:
+    """The chat's response decoding for a run, chosen on validation dialogs by
+    :func:`crslib.evaluate.decoding_sweep` (a seeded sample of ``limit`` turns of INSPIRED
+    ``dev``), saved as ``results/<profile>/<dataset>/<variant>.decoding.json`` and reused for
+    the same weights. A dataset without a validation split gets no sweep: the result says so
+    and holds the no-repeat-3-gram greedy setting."""
+    from crslib import data, evaluate as ev_mod, run
+    from crslib.generation import ResponseDecoding
+    folder = run_dir(profile, dataset, variant)
+    cfg = json.loads((folder / "config.json").read_text())
+    ds = data.load(dataset, data_root)
+    if "dev" not in ds.splits:
+        fixed = ResponseDecoding(no_repeat_ngram_size=3)
+        return {"chosen": fixed.name, "chosen_setting": fixed.as_dict(), "rows": [],
+                "note": f"{dataset} has no validation split yet: not measured"}
+    who, split = identity(cfg, folder), "dev"
+    path = ev_mod.result_path(profile, dataset, variant, "decoding")
+    old = saved_result(path, who, limit, split) if reuse else None
+    if old is not None:
+        return old
+    model, tok, sids, _ = run.load_run(folder)
+    head = folder / "output_vocab.json"
+    sweep = ev_mod.decoding_sweep(model, tok, sids, ds[split], catalog=ds.catalog,
+                                  max_context_tokens=cfg["eval"].get("max_context_tokens", 768),
+                                  head_ids=json.loads(head.read_text()) if head.is_file() else None,
+                                  limit=limit)
+    result = {"dataset": dataset, "split": split, "profile": profile, "variant": variant, **who,
+              "protocol": "decoding", "limit": limit, **sweep}
+    report.write_json(result, path)
+    return result
+
+
 def training_log(profile: str, dataset: str, variant: str = "gcrs") -> list[dict]:
     """The ``log.jsonl`` records of a finished run (step, loss, tokens/s, ...)."""
     path = run_dir(profile, dataset, variant) / "log.jsonl"

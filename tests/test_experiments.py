@@ -111,3 +111,25 @@ def test_runs_inventory_lists_finished_runs_and_renders(tmp_path, monkeypatch):
     assert experiments.runs_markdown("cpu").splitlines()[2].endswith(
         "| 250 (+ 120) | 960,000 | 4.5 | `abababababababab` | trains |")
     assert report.REPO.joinpath("runs/cpu/redial/gcrs").resolve() in experiments.shipped_runs(report.REPO / "runs")
+
+
+def test_best_chat_run_is_chosen_by_dialog_metrics_of_its_own_weights(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(experiments, "RUNS", tmp_path / "runs")
+    from crslib import run
+    for variant, bleu in (("gcrs", 3.0), ("backbone_x", 6.0), ("sid", 9.0), ("resp", 8.0)):
+        folder = tmp_path / "runs" / "cpu" / "inspired" / variant
+        (folder / "model").mkdir(parents=True)
+        (folder / "model" / "w").write_text(variant)
+        (folder / "config.json").write_text(json.dumps({"variant": variant}))
+        (folder / "train_summary.json").write_text("{}")
+        report.write_json({"model_hash": run.model_hash(folder), "metrics": {
+            "bleu": bleu, "distinct@2": 0.1}}, tmp_path / "results" / "cpu" / "inspired" /
+            f"{variant}.dialog.json")
+    monkeypatch.setitem(run.VARIANT_FORMATS, "backbone_x", "gcrs")
+    best = experiments.best_chat_run("cpu", ["inspired"])
+    assert (best["variant"], best["bleu"]) == ("backbone_x", 6.0)  # sid/resp: not the gcrs format
+    (tmp_path / "runs" / "cpu" / "inspired" / "backbone_x" / "model" / "w").write_text("retrained")
+    assert experiments.best_chat_run("cpu", ["inspired"])["variant"] == "gcrs"  # stale result
+    with pytest.raises(FileNotFoundError, match="no run"):
+        experiments.best_chat_run("cpu", ["redial"])

@@ -1,7 +1,6 @@
 # %%
-profile = "smoke"  # smoke | cpu | paper: whose trained run to chat with
-dataset = "redial"  # redial | inspired: the run's dataset (titles come from its catalog)
-run_dir = None  # run folder; None: runs/<profile>/<dataset>/gcrs (smoke: trained here if missing)
+profile = "cpu"  # cpu | paper: whose committed runs to choose from (smoke runs are for tests only)
+run_dir = None  # a run folder to chat with; None: the best run of the profile by dialog metrics
 data_root = None  # folder with redial/ and inspired/; None: $CRSLIB_DATA, else data/ in the repo
 
 # %% [markdown]
@@ -17,12 +16,17 @@ data_root = None  # folder with redial/ and inspired/; None: $CRSLIB_DATA, else 
 #
 # A recommendation shows the top 5 of the constrained beam search the evaluation uses (width 50,
 # score = summed per-level log-probability of the SID) and the SID path; the response is written
-# after the top item, greedily, with item mentions constrained to catalog SIDs and shown as
-# titles. The `smoke` run is trained on 40 dialogs for two epochs in a second: it shows the
-# machinery, not the quality; the `cpu` run (2 layers, d = 256) is the one to try.
+# after the top item, with item mentions constrained to catalog SIDs and shown as titles, and
+# ends at the end of its turn. Titles typed as text ("I loved The Shining") become item
+# mentions (`crslib.titles`: case-insensitive, year optional, ambiguity resolved by year, then
+# by how often the dataset mentions the item), and items the user named are not recommended
+# again (the widget's "recommend titles I named" box allows them).
+#
+# This notebook never trains: it opens on a committed run, the best of its profile by the
+# BLEU of its generated test responses (`experiments.best_chat_run`), and says which.
 
 # %%
-import time
+import json
 from pathlib import Path
 
 import IPython.display
@@ -30,76 +34,57 @@ import pandas as pd
 import torch
 import transformers
 
-from crslib import chat, report, run
+from crslib import chat, experiments, report
+from crslib.generation import ResponseDecoding
 
 torch.set_num_threads(1)
 transformers.utils.logging.disable_progress_bar()
-folder = Path(run_dir) if run_dir else run.REPO / "runs" / profile / dataset / "gcrs"
-if not (folder / "train_summary.json").is_file():
-    if profile != "smoke":
-        raise FileNotFoundError(f"{folder}: no finished run; train it first "
-                                f"(python -m crslib train --config {run.config_path(profile, dataset)} --out {folder})")
-    t0 = time.perf_counter()
-    run.train_run(run.load_config(run.config_path(profile, dataset)), folder, data_root, progress=False)
-    print(f"trained the smoke run in {time.perf_counter() - t0:.0f} s")
-session = chat.ChatSession.from_run(folder, data_root)
-print(f"{folder.relative_to(run.REPO) if folder.is_relative_to(run.REPO) else folder}: "
-      f"{len(session.sids)} items, context {session.max_context_tokens} tokens, "
-      f"{'restricted' if session.head_ids is not None else 'full'} output vocabulary")
+if run_dir is None:
+    best = experiments.best_chat_run(profile)
+    folder = experiments.RUNS.parent / best["run"]
+    dataset, variant = best["dataset"], best["variant"]
+    print(f"chatting with {best['run']}: the highest BLEU of generated test responses among "
+          + ", ".join(f"{c['run']} ({c['bleu']:.2f})" for c in best["candidates"]))
+else:
+    folder = Path(run_dir)
+    cfg = json.loads((folder / "config.json").read_text())
+    dataset, variant = cfg["dataset"], cfg["variant"]
+
+# %% [markdown]
+# How the response is decoded was chosen on validation dialogs (INSPIRED `dev`, a seeded sample
+# of turns; never the test split): greedy, greedy without a repeated 3-gram, with a repetition
+# penalty, and seeded nucleus sampling, each scored by BLEU, distinct-n and the share of
+# responses that repeat a word 3-gram (a loop); `experiments.chat_decoding` states the rule.
+
+# %%
+decoding = experiments.chat_decoding(profile, dataset, variant, data_root)
+print("decoding:", decoding["chosen"], "|", decoding.get("rule") or decoding.get("note"))
+session = chat.ChatSession.from_run(folder, data_root,
+                                    decoding=ResponseDecoding(**decoding["chosen_setting"]))
+pd.DataFrame([{k: r[k] for k in ("decoding", "bleu", "distinct@2", "looping_share", "n_turns")}
+              for r in decoding["rows"]])
 
 # %% [markdown]
 # ## A scripted conversation
-# Three turns, one per inference mode. A user mentions a catalog item as `@<item id>` (the
-# dataset's own spelling); the third turn asks about the second recommendation of the second.
+# Six turns in free mode, titles typed as plain text. Each row checks what a person would
+# notice: a repeated word 3-gram (a loop), the longest run of digits, the recommended items
+# the user did not name, and the seconds the reply took on this CPU (one thread).
 
 # %%
-liked = session.find_item("Superbad (2007)") if dataset == "redial" else session.sids.item_ids[0]
-script = [("Hi! I'm in the mood for a funny movie tonight.", "free", None),
-          (f"I really liked @{liked}. Anything like it?", "rec", None),
-          ("What can you tell me about that second one?", "item", "second recommendation")]
-rows = []
-for text, mode, item in script:
-    if item == "second recommendation":
-        item = session.replies[-1].recommendations[1].item_id
-    r = session.reply(text, mode=mode, item=item)
-    rows.append({"user": session.history[-2][1], "requested": mode, "intent": r.mode,
-                 "p(REC)": r.p_rec, "item": session.title(r.item) if r.item else "",
-                 "assistant": r.text, "seconds": round(r.seconds, 3)})
-pd.set_option("display.max_colwidth", 80)
+rows = chat.run_script(session, chat.SCRIPT[dataset])
+report.save_table(rows, "chat_demo", profile,
+                  meta={"run": str(folder.relative_to(experiments.RUNS.parent)),
+                        "decoding": decoding["chosen_setting"],
+                        "recommendations": [[(x.title, round(x.score, 3)) for x in r.recommendations]
+                                            for r in session.replies]})
+pd.set_option("display.max_colwidth", 90)
 pd.DataFrame(rows)
 
 # %% [markdown]
-# The top 5 of each turn that recommended (`score`: summed per-level log-probability; item
-# mode shows the given item's score):
-
-# %%
-recs = [{"turn": k + 1, "rank": j + 1, "item": rec.title, "score": round(rec.score, 3), "SID path": rec.sid}
-        for k, r in enumerate(session.replies) for j, rec in enumerate(r.recommendations)]
-report.save_table(rows, "chat_demo", profile,
-                  meta={"run": str(folder.name), "dataset": dataset, "recommendations": recs})
-pd.DataFrame(recs).set_index(["turn", "rank"])
-
-# %% [markdown]
-# The same conversation as the widget below renders it:
+# The same conversation as the widget renders it (static HTML: readable without a kernel):
 
 # %%
 IPython.display.HTML(chat.transcript_html(session, height="auto"))
-
-# %% [markdown]
-# Latency per turn on this machine (one CPU thread): the reply covers prompt tokenization,
-# the free-mode intent, the 50-wide beam search and greedy decoding of up to
-# `max_new_tokens` (40) response tokens.
-
-# %%
-timings = []
-for _ in range(3):
-    session.reset()
-    for text, mode, item in script:
-        if item == "second recommendation":
-            item = session.replies[-1].recommendations[1].item_id
-        timings.append({"mode": mode, "seconds": session.reply(text, mode=mode, item=item).seconds})
-session.reset()
-pd.DataFrame(timings).groupby("mode", sort=False)["seconds"].describe()[["count", "mean", "max"]].round(3)
 
 # %% [markdown]
 # ## Typed text stays text
@@ -133,8 +118,8 @@ messages, len(session.turns)
 
 # %% [markdown]
 # ## The widget
-# Type a message, pick a mode (the item picker appears in item-conditioned mode), press
-# **Send**; **Reset** starts over. Recommendations show the top 5 with scores and SID paths.
+# Type a message and press **Enter** (or **Send**), pick a mode (the item picker appears in
+# item-conditioned mode); **Reset** starts over. Recommendations show the top 5 with scores and SID paths.
 # Widgets need a live kernel: in a stored copy of this notebook only the layout is saved.
 
 # %%
