@@ -133,3 +133,9 @@ def test_best_chat_run_is_chosen_by_dialog_metrics_of_its_own_weights(tmp_path, 
     assert experiments.best_chat_run("cpu", ["inspired"])["variant"] == "gcrs"  # stale result
     with pytest.raises(FileNotFoundError, match="no run"):
         experiments.best_chat_run("cpu", ["redial"])
+
+
+def test_variants_of_lists_the_config_files():
+    assert experiments.variants_of("smoke", "inspired", "backbone_") == ["backbone_4layers"]
+    assert "backbone_smollm2_135m" in experiments.variants_of("cpu", "redial", "backbone_")
+    assert experiments.variants_of("cpu", "inspired", "nothing_") == []

@@ -3,7 +3,7 @@ profile = "smoke"  # smoke | cpu | paper: which runs and configs
 data_root = None  # folder with redial/ and inspired/; None: $CRSLIB_DATA, else data/ in the repo
 datasets = ["inspired"]  # cpu: INSPIRED (budget); paper: ["redial", "inspired"]
 encoders = ["encoder_smollm2bag"]  # swaps beside gcrs; paper: ["encoder_e5", "encoder_mxbai", "encoder_bge" or "encoder_sentence_t5"]
-backbones = ["backbone_4layers"]  # swaps beside gcrs; paper: ["backbone_llama31_8b", "backbone_qwen3_8b", "backbone_mistral_7b", "backbone_ministral_8b"]
+backbones = None  # swaps beside gcrs; None: every crslib/configs/<profile>-<dataset>-backbone_* config
 
 # %% [markdown]
 # # 06 — Encoders and backbones: Tables 5 and 6
@@ -15,7 +15,13 @@ backbones = ["backbone_4layers"]  # swaps beside gcrs; paper: ["backbone_llama31
 # What runs offline here (`cpu`): two encoders — all-MiniLM-L6-v2 (the default, in `gcrs`) and
 # the mean of SmolLM2-135M's token embeddings (`encoder_smollm2bag`, an LLM's word vectors as in
 # the paper's "Llama-7B encoder" row, without attention) — and two backbones — the compact
-# 2-layer model (`gcrs`) and a 4-layer one (`backbone_4layers`), same width, same step budget.
+# 2-layer model (`gcrs`) and a 4-layer one (`backbone_4layers`), same width, same step budget —
+# and a pretrained one, SmolLM2-135M-Instruct with the paper's LoRA recipe
+# (`backbone_smollm2_135m`: LoRA r 16 on all linear layers, only the new tokens' rows, its own
+# step budget), the paper's Table 5 in miniature: same recipe, another backbone. Its run is
+# committed (adapter and new rows only), so `make reproduce` reuses it. `ppl_full_vocab` is the
+# paper's perplexity (softmax over the whole vocabulary); `ppl` uses the run's training softmax
+# (the tokens of training targets, for runs trained with a restricted head).
 
 # %%
 import pandas as pd
@@ -24,6 +30,8 @@ from crslib import experiments, report
 
 experiments.quiet()
 
+if backbones is None:
+    backbones = experiments.variants_of(profile, datasets[0], "backbone_")
 variants = ["gcrs"] + encoders + backbones
 experiments.train_many(profile, [(ds, v) for ds in datasets for v in variants], data_root)
 for ds in datasets:
@@ -40,8 +48,10 @@ def row(ds, v, kind):
         cfg["model"].get("name") or f"compact {cfg['model'].get('layers')}x{cfg['model'].get('hidden')}")
     return {"dataset": ds, "swap": kind, "variant": v, "what": what,
             **{k: round(100 * rank[k], 2) for k in ("recall@1", "recall@10", "ndcg@10", "mrr@10")},
-            "ppl": round(dial["ppl"], 2), "bleu": round(dial["bleu"], 2),
-            "distinct@2": round(dial["distinct@2"], 4)}
+            "ppl": round(dial["ppl"], 2),
+            "ppl_full_vocab": round(dial["ppl_full_vocab"], 2) if "ppl_full_vocab" in dial else None,
+            "bleu": round(dial["bleu"], 2), "distinct@2": round(dial["distinct@2"], 4),
+            "intent_f1": round(dial["intent_f1"], 3)}
 
 rows = [row(ds, v, "encoder") for ds in datasets for v in ["gcrs"] + encoders]
 rows += [row(ds, v, "backbone") for ds in datasets for v in ["gcrs"] + backbones]
