@@ -262,6 +262,7 @@ def _redial_record(rec: dict, where: str, catalog: Catalog, report: LoadReport,
         seeker = rec["initiatorWorkerId"]
         messages = rec["messages"]
         conv = str(rec["conversationId"])
+        respondent = rec.get("respondentWorkerId")
     except (KeyError, TypeError) as e:
         report.add(f"record_missing_field:{e}", where, strict)
         return None
@@ -284,8 +285,14 @@ def _redial_record(rec: dict, where: str, catalog: Catalog, report: LoadReport,
             report.add("unknown_item", f"{where} message {k}: @{mid}", strict)
             return mid
 
+        sender = msg.get("senderWorkerId")
+        if sender != seeker and respondent is not None and sender != respondent:
+            report.add("unknown_speaker", f"{where} message {k}: senderWorkerId {sender!r} is "
+                       f"neither the initiator {seeker!r} nor the respondent {respondent!r}",
+                       strict)
+            continue
         text = REDIAL_MENTION_RE.sub(keep, _clean(text).replace("@", "＠"))
-        role = "user" if msg.get("senderWorkerId") == seeker else "assistant"
+        role = "user" if sender == seeker else "assistant"
         turns.append(Turn(role, text, tuple(items)))
     turns = _merge_turns(turns)
     if not turns:
@@ -304,15 +311,25 @@ def load_redial(root: str | os.PathLike | None = None, splits: Iterable[str] = (
     for split in splits:
         path = _need(root / f"{split}_data.jsonl")
         dialogs = []
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
+        with path.open("rb") as f:
+            for lineno, raw in enumerate(f, start=1):
+                where = f"{path}:{lineno}"
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    report.add("invalid_utf8", f"{where}: byte {e.start} of the line is not "
+                               "UTF-8", strict)
+                    continue
                 if not line.strip():
                     continue
-                where = f"{path}:{lineno}"
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError as e:
                     report.add("malformed_json", f"{where}: {e.msg}", strict)
+                    continue
+                if not isinstance(rec, dict):
+                    report.add("not_a_json_object", f"{where}: line {lineno} is a JSON "
+                               f"{type(rec).__name__}, not an object (one dialog per line)", strict)
                     continue
                 d = _redial_record(rec, where, catalog, report, strict)
                 if d is not None:
@@ -416,6 +433,10 @@ def _read_inspired_split(path: Path, catalog: Catalog, report: LoadReport,
                            f"{path}:{lineno}: {len(cells)} of {len(header)} columns", strict)
                 continue
             row = dict(zip(header, cells))
+            if "turn_id" in row and not row["turn_id"].strip().isdigit():
+                report.add("non_integer_turn_id", f"{path}:{lineno}: turn_id {row['turn_id']!r}",
+                           strict)
+                continue
             speaker = row["speaker"].strip().upper()
             if speaker not in ("SEEKER", "RECOMMENDER"):
                 report.add("unknown_speaker", f"{path}:{lineno}: {row['speaker']!r}", strict)

@@ -84,6 +84,23 @@ def test_redial_bad_records_are_counted_with_file_and_line(tmp_path):
         data.load_redial(tmp_path, strict=True)
 
 
+def test_redial_bytes_arrays_and_strangers_are_counted_with_file_and_line(tmp_path):
+    third = redial_record("10", [msg(1, "hi"), msg(3, "who am I?"), msg(2, "hello")])
+    write_redial(tmp_path, [json.dumps(GOOD), "[1, 2]", json.dumps(third)])
+    path = tmp_path / "redial" / "train_data.jsonl"
+    path.write_bytes(path.read_bytes() + b'{"messages": "caf\xe9"}\n')  # Latin-1, not UTF-8
+    ds = data.load_redial(tmp_path)
+    assert [d.id for d in ds["train"]] == ["7", "10"]
+    assert ds.report.skipped == {"not_a_json_object": 1, "unknown_speaker": 1, "invalid_utf8": 1}
+    assert "train_data.jsonl:2: line 2 is a JSON list, not an object" in \
+        ds.report.examples["not_a_json_object"][0]
+    assert "train_data.jsonl:3 message 1: senderWorkerId 3" in ds.report.examples["unknown_speaker"][0]
+    assert "train_data.jsonl:4: byte" in ds.report.examples["invalid_utf8"][0]
+    assert [t.text for t in ds["train"][1].turns] == ["hi", "hello"]
+    with pytest.raises(DataError, match=r"train_data.jsonl:2: line 2 is a JSON list"):
+        data.load_redial(tmp_path, strict=True)
+
+
 def test_redial_hf_schema_gives_the_same_dialogs(tmp_path):
     ds = data.load_redial(write_redial(tmp_path, [json.dumps(GOOD)]))
     hf_row = dict(GOOD, conversationId=7,
@@ -136,7 +153,8 @@ def test_inspired_tsv_mentions_titles_and_bad_rows(tmp_path):
             tsv_row("d1", 2, "SEEKER", "I liked Frozen 2 a lot QUOTATION_MARK yes", "Frozen 2 (2019)"),
             tsv_row("d1", 3, "RECOMMENDER", "Then watch The Avengers", "The Avengers (2012);  Nope (2022)"),
             tsv_row("d1", 4, "RECOMMENDER", "or Heat", "Heat (1995)"),
-            tsv_row("d1", 5, "SEEKER", "short row", ncols=5)]
+            tsv_row("d1", 5, "SEEKER", "short row", ncols=5),
+            tsv_row("d1", 6, "SEEKER", "odd turn id").replace("\t1\todd", "\tsix\todd")]
     for split in ("train", "dev", "test"):
         (root / f"{split}.tsv").write_text("\n".join(rows) + "\n")
     ds = data.load_inspired(tmp_path)
@@ -152,6 +170,8 @@ def test_inspired_tsv_mentions_titles_and_bad_rows(tmp_path):
     assert ds.report.skipped["tsv_row_missing_columns"] == 3
     assert "test.tsv:6" in " ".join(ds.report.examples["tsv_row_missing_columns"])
     assert ds.report.skipped["catalog_duplicate_title_merged"] == 1
+    assert ds.report.skipped["non_integer_turn_id"] == 3
+    assert "test.tsv:7: turn_id 'six'" in " ".join(ds.report.examples["non_integer_turn_id"])
 
 
 def test_stats_counts_instances_and_repeats(tmp_path):
