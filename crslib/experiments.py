@@ -164,7 +164,7 @@ def best_chat_run(profile: str, datasets: Sequence[str] = ("redial", "inspired")
     return {**best, "candidates": cands}
 
 
-def chat_decoding(profile: str, dataset: str, variant: str, data_root=None, limit: int = 100,
+def chat_decoding(profile: str, dataset: str, variant: str, data_root=None, limit: int = 60,
                   reuse: bool = True) -> dict:
     """The chat's response decoding for a run, chosen on validation dialogs by
     :func:`crslib.evaluate.decoding_sweep` (a seeded sample of ``limit`` turns of INSPIRED
