@@ -139,3 +139,20 @@ def test_variants_of_lists_the_config_files():
     assert experiments.variants_of("smoke", "inspired", "backbone_") == ["backbone_4layers"]
     assert "backbone_smollm2_135m" in experiments.variants_of("cpu", "redial", "backbone_")
     assert experiments.variants_of("cpu", "inspired", "nothing_") == []
+
+
+def test_chat_decoding_is_chosen_on_dev_and_reused(shared_data, tmp_path, monkeypatch):
+    import torch
+    from crslib import evaluate, run
+    monkeypatch.setattr(report, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(experiments, "RUNS", tmp_path / "runs")
+    torch.set_num_threads(1)
+    run.train_run(experiments.config("smoke", "inspired"), experiments.run_dir("smoke", "inspired", "gcrs"),
+                  shared_data, progress=False)
+    out = experiments.chat_decoding("smoke", "inspired", "gcrs", shared_data, limit=4)
+    assert out["split"] == "dev" and out["limit"] == 4 and len(out["rows"]) == len(
+        evaluate.DECODING_CANDIDATES)
+    assert out["chosen"] in [r["decoding"] for r in out["rows"]]
+    assert (tmp_path / "results" / "smoke" / "inspired" / "gcrs.decoding.json").is_file()
+    monkeypatch.setattr(evaluate, "decoding_sweep", lambda *a, **k: pytest.fail("recomputed"))
+    assert experiments.chat_decoding("smoke", "inspired", "gcrs", shared_data, limit=4) == out
