@@ -405,7 +405,8 @@ def relative_improvement(ours: float, best_other: float) -> float:
 
 
 HEADLINE = ("recall@1", "recall@10", "ndcg@10")
-HEADLINE_RANKERS = ("gcrs", "tiger", "decoupled", "text-retrieval", "popularity", "repeat")
+HEADLINE_RANKERS = ("gcrs", "backbone_smollm2_135m", "tiger", "decoupled", "text-retrieval",
+                    "popularity", "repeat")
 
 
 def headline_markdown(profile: str, datasets: Sequence[str] = ("redial", "inspired")) -> str:

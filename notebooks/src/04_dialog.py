@@ -8,8 +8,9 @@ datasets = ["redial", "inspired"]  # Table 3 has both
 # Metrics of NOTES.md §5 (`crslib.evaluate`, protocol `dialog`):
 # * **PPL**: corpus perplexity weighted by tokens on the gold responses of every test turn (the
 #   tokens after `<RESP>` and the end-of-sequence token, gold mode and item given). A `cpu` run
-#   uses a restricted softmax (the tokens its targets contain), so its PPL is over that
-#   vocabulary — lower than a full-vocabulary PPL would be; the `paper` profile uses the full one.
+#   uses a restricted softmax (the tokens its targets contain), so its `ppl` is over that
+#   vocabulary; `ppl_full_vocab` is the same tokens under a softmax over the whole vocabulary,
+#   the paper's definition (the `paper` profile trains with the full one, so both agree there).
 # * **BLEU** (SacreBLEU x100) and **Distinct-1..4** over free-mode generations (greedy, SIDs
 #   constrained to items) for a seeded sample of test turns, items shown as one `<movie>` token.
 #   Distinct = unique / total word n-grams over the corpus (the paper's definition); the
@@ -24,7 +25,7 @@ from crslib import experiments, report
 
 experiments.quiet()
 
-METRICS = ["ppl", "bleu", "distinct@1", "distinct@2", "distinct@3", "distinct@4",
+METRICS = ["ppl", "ppl_full_vocab", "bleu", "distinct@1", "distinct@2", "distinct@3", "distinct@4",
            "item_mention_share", "intent_accuracy", "intent_f1"]
 rows = []
 for ds in datasets:
