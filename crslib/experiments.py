@@ -37,14 +37,6 @@ def run_dir(profile: str, dataset: str, variant: str) -> Path:
     return RUNS / profile / dataset / variant
 
 
-def variants_of(profile: str, dataset: str, prefix: str) -> list[str]:
-    """The variants whose config files exist for ``profile`` and ``dataset`` and start with
-    ``prefix`` (e.g. every ``backbone_*`` swap), sorted."""
-    from crslib import run
-    head = f"{profile}-{dataset}-"
-    return sorted(p.stem[len(head):] for p in run.CONFIGS.glob(f"{head}{prefix}*.json"))
-
-
 def config(profile: str, dataset: str, variant: str = "gcrs") -> dict:
     from crslib import run
     return run.load_config(run.config_path(profile, dataset, variant))

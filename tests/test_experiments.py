@@ -135,12 +135,6 @@ def test_best_chat_run_is_chosen_by_dialog_metrics_of_its_own_weights(tmp_path, 
         experiments.best_chat_run("cpu", ["redial"])
 
 
-def test_variants_of_lists_the_config_files():
-    assert experiments.variants_of("smoke", "inspired", "backbone_") == ["backbone_4layers"]
-    assert "backbone_smollm2_135m" in experiments.variants_of("cpu", "redial", "backbone_")
-    assert experiments.variants_of("cpu", "inspired", "nothing_") == []
-
-
 def test_chat_decoding_is_chosen_on_dev_and_reused(shared_data, tmp_path, monkeypatch):
     import torch
     from crslib import evaluate, run
