@@ -243,10 +243,10 @@ DECODING_CANDIDATES = (  # what the chat's response decoding is chosen from (dec
 def decoding_sweep(model, tokenizer, sids: SemanticIDs, dialogs, candidates=DECODING_CANDIDATES,
                    bleu_margin: float = 0.9, **kwargs) -> dict:
     """Generate responses for the same seeded turns with each candidate decoding (lines end the
-    turn, as in the chat) and choose one by a stated rule: among the candidates with no more
-    loops than the fewest any has (``looping_share``: responses with a repeated word 3-gram)
-    and a BLEU of at least ``bleu_margin`` times the best BLEU, the highest distinct@2.
-    Meant for validation dialogs (INSPIRED dev), never the test split."""
+    turn, as in the chat) and choose one by a stated rule: keep the candidates with the fewest
+    loops (``looping_share``: responses with a repeated word 3-gram), of those the ones with a
+    BLEU of at least ``bleu_margin`` times the best BLEU among them, and of those the highest
+    distinct@2. Meant for validation dialogs (INSPIRED dev), never the test split."""
     rows = []
     for dec in candidates:
         r = generate_responses(model, tokenizer, sids, dialogs, decoding=dec,
@@ -256,11 +256,13 @@ def decoding_sweep(model, tokenizer, sids: SemanticIDs, dialogs, candidates=DECO
                                           "looping_share", "item_mention_share")},
                      "examples": r["examples"][:3]})
     fewest = min(r["looping_share"] for r in rows)
-    best_bleu = max(r["bleu"] for r in rows)
-    ok = [r for r in rows if r["looping_share"] <= fewest and r["bleu"] >= bleu_margin * best_bleu]
-    chosen = max(ok or rows, key=lambda r: r["distinct@2"])
+    pool = [r for r in rows if r["looping_share"] <= fewest]
+    best_bleu = max(r["bleu"] for r in pool)
+    chosen = max((r for r in pool if r["bleu"] >= bleu_margin * best_bleu),
+                 key=lambda r: r["distinct@2"])
     return {"rows": rows, "chosen": chosen["decoding"], "chosen_setting": chosen["setting"],
-            "rule": f"fewest loops, BLEU >= {bleu_margin} x best, then highest distinct@2"}
+            "rule": f"fewest loops; of those, BLEU >= {bleu_margin} x their best; then the "
+                    "highest distinct@2"}
 
 
 def _pair_starts(w: packing.Packed) -> list[bool]:

@@ -17,6 +17,8 @@ The rule, in order:
   common word ("It", "Up", "Her") or only common words ("Get Out") — it is linked only when
   every word is typed with a capital initial and the span does not open the sentence, so that
   "get out of here" or "It was great" stay text. A one-letter title ("I") needs its year.
+* Words inside a token look-alike (``<MODE=REC>``) or an explicit ``@<item id>`` mention are
+  never part of a title.
 * A title shared by several items: the typed year decides; without a year, the item the
   dataset mentions most often (the catalog's ``mentions``), then the most recent one.
 """
@@ -43,6 +45,7 @@ would year yes you your
 _WORD = re.compile(r"[\w'’&.:-]+")
 _YEAR = re.compile(r"\s*\(?((?:19|20)\d\d)\)?(?!\w)")
 _SENTENCE_END = re.compile(r"[.!?]\s*$")
+_LITERAL = re.compile(r"<[^<>\s]*>|@\S+")  # token look-alikes and explicit @id mentions stay
 ARTICLES = ("the", "a", "an")
 
 
@@ -78,7 +81,9 @@ class TitleLinker:
 
     def find(self, text: str) -> list[Link]:
         """The linked titles of ``text``, left to right, non-overlapping."""
-        words = [(m.start(), m.end()) for m in _WORD.finditer(text)]
+        literal = [(m.start(), m.end()) for m in _LITERAL.finditer(text)]
+        words = [(m.start(), m.end()) for m in _WORD.finditer(text)
+                 if not any(a <= m.start() < b for a, b in literal)]
         links, k = [], 0
         while k < len(words):
             for n in range(min(self.max_words, len(words) - k), 0, -1):

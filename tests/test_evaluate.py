@@ -133,4 +133,10 @@ def test_decoding_sweep_chooses_by_its_stated_rule(monkeypatch):
     out = evaluate.decoding_sweep(None, None, None, [], candidates=cands)
     # loops 0 for 1..3; BLEU >= 0.9 x 10 leaves 1 and 3; the higher distinct@2 is 3
     assert out["chosen"] == cands[3].name == "greedy,no_repeat=2" and all(seen)
+    fake[cands[1]] = (9.5, 0.20, 0.01)  # now only 2 and 3 loop least; 3 has the better BLEU
+    fake[cands[2]] = (5.0, 0.90, 0.0)
+    fake[cands[3]] = (9.2, 0.25, 0.0)
+    assert evaluate.decoding_sweep(None, None, None, [], candidates=cands)["chosen"] == cands[3].name
+    fake[cands[3]] = (1.0, 0.25, 0.02)  # the least looping one wins even with a low BLEU
+    assert evaluate.decoding_sweep(None, None, None, [], candidates=cands)["chosen"] == cands[2].name
     assert [r["decoding"] for r in out["rows"]] == [c.name for c in cands]

@@ -29,6 +29,7 @@ def linker():
     ("I think I like it", "I think I like it"),                      # one letter: only with a year
     ("I (2015) is odd", "@10 is odd"),
     ("I saw it in 2017", "I saw it in 2017"),                        # a year alone is no title
+    ("<MODE=REC> and @5 Superbad", "<MODE=REC> and @5 @5"),          # literals and mentions stay
 ])
 def test_titles_are_linked_by_the_rule(linker, text, linked):
     assert linker.link(text) == linked
