@@ -131,16 +131,20 @@ def runs_markdown(profile: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def best_chat_run(profile: str, datasets: Sequence[str] = ("redial", "inspired")) -> dict:
-    """The run the chat demo opens on: among the finished runs of ``profile`` that write
-    responses (the ``gcrs`` format) and have a saved ``dialog`` result for their weights, the one
-    with the highest BLEU of generated responses (then distinct@2). Returns ``{"run", "dataset",
-    "variant", "bleu", "distinct@2", "candidates"}``; raises when there is none."""
+def best_chat_run(profile: str, datasets: Sequence[str] = ("redial", "inspired"),
+                  shipped_only: bool = True) -> dict:
+    """The run the chat demo opens on: among the finished runs of ``profile`` that the
+    repository ships (:func:`shipped_runs`; all finished runs with ``shipped_only=False``),
+    write responses (the ``gcrs`` format) and have a saved ``dialog`` result for their weights,
+    the one with the highest BLEU of generated responses (then distinct@2). Returns ``{"run",
+    "dataset", "variant", "bleu", "distinct@2", "candidates"}``; raises when there is none."""
     from crslib import run
-    cands = []
+    cands, shipped = [], shipped_runs()
     for ds in datasets:
         for summary in sorted((RUNS / profile / ds).glob("*/train_summary.json")):
             folder = summary.parent
+            if shipped_only and folder.resolve() not in shipped:
+                continue
             cfg = json.loads((folder / "config.json").read_text())
             if run.VARIANT_FORMATS.get(cfg["variant"]) != "gcrs" or cfg["variant"] == "decoupled":
                 continue

@@ -127,12 +127,14 @@ def test_best_chat_run_is_chosen_by_dialog_metrics_of_its_own_weights(tmp_path, 
             "bleu": bleu, "distinct@2": 0.1}}, tmp_path / "results" / "cpu" / "inspired" /
             f"{variant}.dialog.json")
     monkeypatch.setitem(run.VARIANT_FORMATS, "backbone_x", "gcrs")
-    best = experiments.best_chat_run("cpu", ["inspired"])
+    with pytest.raises(FileNotFoundError, match="no run"):  # none of these is shipped
+        experiments.best_chat_run("cpu", ["inspired"])
+    best = experiments.best_chat_run("cpu", ["inspired"], shipped_only=False)
     assert (best["variant"], best["bleu"]) == ("backbone_x", 6.0)  # sid/resp: not the gcrs format
     (tmp_path / "runs" / "cpu" / "inspired" / "backbone_x" / "model" / "w").write_text("retrained")
-    assert experiments.best_chat_run("cpu", ["inspired"])["variant"] == "gcrs"  # stale result
+    assert experiments.best_chat_run("cpu", ["inspired"], False)["variant"] == "gcrs"  # stale
     with pytest.raises(FileNotFoundError, match="no run"):
-        experiments.best_chat_run("cpu", ["redial"])
+        experiments.best_chat_run("cpu", ["redial"], shipped_only=False)
 
 
 def test_chat_decoding_is_chosen_on_dev_and_reused(shared_data, tmp_path, monkeypatch):

@@ -22,8 +22,8 @@ data_root = None  # folder with redial/ and inspired/; None: $CRSLIB_DATA, else 
 # by how often the dataset mentions the item), and items the user named are not recommended
 # again (the widget's "recommend titles I named" box allows them).
 #
-# This notebook never trains: it opens on a committed run, the best of its profile by the
-# BLEU of its generated test responses (`experiments.best_chat_run`), and says which.
+# This notebook never trains: it opens on a run the repository ships, the best of its profile
+# by the BLEU of its generated test responses (`experiments.best_chat_run`), and says which.
 
 # %%
 import json
