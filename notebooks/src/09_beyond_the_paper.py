@@ -63,8 +63,10 @@ pd.DataFrame.from_dict(holdout, orient="index")
 # large). `all` is every case. Group sizes depend only on the data and the configs:
 
 # %%
+cold = {v: coldstart.evaluate_split(profile, dataset, v, data_root) for v in COLD}  # says when it recomputes
+
+# %%
 # NBVAL_CHECK_OUTPUT
-cold = {v: coldstart.evaluate_split(profile, dataset, v, data_root) for v in COLD}
 pd.DataFrame({v: {g: m["n_cases"] for g, m in r["metrics"].items()} for v, r in cold.items()}).T
 
 # %% [markdown]
