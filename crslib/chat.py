@@ -179,7 +179,8 @@ class ChatSession:
         head_ids = json.loads(vocab_file.read_text()) if vocab_file.is_file() else None
         ctx = (cfg.get("eval", {}).get("max_context_tokens")
                or cfg.get("train", {}).get("max_context_tokens") or serialize.MAX_CONTEXT_TOKENS)
-        kwargs = {"head_ids": head_ids, "max_context_tokens": ctx,
+        kwargs = {"head_ids": head_ids, "max_context_tokens": ctx,  # a person never sees loops:
+                  "decoding": ResponseDecoding(no_repeat_ngram_size=3),  # no 3-gram twice
                   "template": cfg.get("template", "plain"), **kwargs}
         return cls(model, tok, sids, load_catalog(cfg["dataset"], data_root), **kwargs)
 
