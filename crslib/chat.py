@@ -23,8 +23,9 @@ Titles typed as plain text ("I loved The Shining") are linked to catalog items b
 :class:`crslib.titles.TitleLinker` (its rule: case-insensitive, year optional, ambiguity resolved
 by year, then the dataset's mention count) and enter the context as ``<BOI>SID<EOI>``, exactly
 as dataset mentions do. With ``exclude_named`` (the default) a recommendation never repeats an
-item the user named in the conversation; turn it off to allow them (a chat-only option: the
-evaluation protocols are unchanged).
+item the user named in the conversation; turn it off to allow them. With ``exclude_recommended``
+(the default) it never repeats an item the assistant already mentioned either, so asking "something
+else?" brings new titles. Both are chat-only options: the evaluation protocols are unchanged.
 
 User text is whitespace-collapsed (a typed newline cannot open a fake ``Assistant:`` line),
 rendered like dataset text (``serialize.render_text``: ``@<item id>`` becomes a mention,
@@ -140,6 +141,7 @@ class ChatSession:
     template: str = "plain"
     decoding: ResponseDecoding = GREEDY
     exclude_named: bool = True
+    exclude_recommended: bool = True
     turns: list[tuple[str, str]] = field(default_factory=list)
     replies: list[Reply] = field(default_factory=list)
 
@@ -196,10 +198,23 @@ class ChatSession:
         return [(role, serialize.display_text(text, self.sids, self.catalog).replace(_ZWSP, ""))
                 for role, text in self.turns]
 
-    def named_items(self, turns: Sequence[tuple[str, str]] | None = None) -> set[str]:
-        """Items the user mentioned in ``turns`` (default: the history)."""
-        return {iid for role, text in (self.turns if turns is None else turns) if role == "user"
+    def named_items(self, turns: Sequence[tuple[str, str]] | None = None,
+                    role: str = "user") -> set[str]:
+        """Items ``role`` mentioned in ``turns`` (default: the user, in the history)."""
+        return {iid for who, text in (self.turns if turns is None else turns) if who == role
                 for iid in serialize.mentioned_items(text, self.sids)}
+
+    def shown_items(self) -> set[str]:
+        """Items the assistant has put before the user: every recommendation listed in a
+        reply, and every item its responses mention."""
+        return {x.item_id for r in self.replies for x in r.recommendations} | self.named_items(
+            role="assistant")
+
+    def excluded_items(self, turns: Sequence[tuple[str, str]] | None = None) -> set[str]:
+        """Items a recommendation may not repeat: named by the user in ``turns``
+        (``exclude_named``) or already shown by the assistant (``exclude_recommended``)."""
+        out = self.named_items(turns) if self.exclude_named else set()
+        return out | (self.shown_items() if self.exclude_recommended else set())
 
     def title(self, item_id: str) -> str:
         if self.catalog is not None and item_id in self.catalog:
@@ -265,7 +280,7 @@ class ChatSession:
         if mode == "item":
             recs = [self._recommendation(item_id, self._item_score(prompt, item_id))]
         elif intent == "rec":
-            named = self.named_items(turns) if self.exclude_named else set()
+            named = self.excluded_items(turns)
             k = self.top_k + len(named)
             ranked = trie.sid_beam_search(self.model, self.tokenizer,
                                           prompt + self._prefix("rec"), self.vocab,
@@ -273,8 +288,8 @@ class ChatSession:
             recs = [self._recommendation(i, s) for i, s in zip(ranked.items, ranked.scores)
                     if i not in named][:self.top_k]
             if not recs:
-                raise InputError("Every item the model ranks was named in this conversation; "
-                                 "turn off exclude_named to allow them.")
+                raise InputError("Every item the model ranks was already named in this "
+                                 "conversation; allow named titles to see them again.")
             item_id = recs[0].item_id
         prefix = self._prefix(intent, item_id)
         generated, truncated = self._generate(prompt + prefix)

@@ -22,6 +22,13 @@ Policies (tested in ``tests/test_data.py``):
 * Any other literal ``@`` becomes the full-width ``＠``, so ``@`` in a turn always starts a
   mention of a catalog item.
 * A file that is not there raises :class:`DataError` naming it and what to do.
+
+Validation (:data:`VALIDATION`): model choices are made on a split no test case and no trained
+weight has seen. INSPIRED has its official ``dev``. ReDial has none, so ``valid`` is a seeded
+slice of the train dialogs (:data:`REDIAL_VALID`: a fraction of the dialog ids, shuffled with a
+fixed seed), and ``train_minus_valid`` is the rest. Both are derived when asked for
+(``ds["valid"]``); ``ds["train"]`` stays the official file, so runs that name no
+``train_splits`` train on what they always did.
 """
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ import csv
 import html
 import json
 import os
+import random
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -41,6 +49,8 @@ REDIAL_MENTION_RE = re.compile(r"＠([0-9]+)")  # raw "@" escaped to "＠" first
 REDIAL_FILES = ("train_data.jsonl", "test_data.jsonl", "movies_with_mentions.csv")
 INSPIRED_FILES = ("train.tsv", "dev.tsv", "test.tsv", "movie_database.tsv")
 DATASETS = ("redial", "inspired")
+VALIDATION = {"redial": "valid", "inspired": "dev"}  # the split every model choice is made on
+REDIAL_VALID = {"fraction": 0.1, "seed": 0}  # of the ReDial train dialogs, by dialog id
 
 
 class DataError(ValueError):
@@ -152,9 +162,28 @@ class Dataset:
     report: LoadReport
 
     def __getitem__(self, split: str) -> list[Dialog]:
-        if split not in self.splits:
-            raise KeyError(f"{self.name} has splits {sorted(self.splits)}, not {split!r}")
-        return self.splits[split]
+        if split in self.splits:
+            return self.splits[split]
+        if self.name == "redial" and split in ("valid", "train_minus_valid") and "train" in self.splits:
+            valid = redial_valid_ids(self.splits["train"])
+            keep = split == "valid"
+            return [d for d in self.splits["train"] if (d.id in valid) == keep]
+        derived = ["valid", "train_minus_valid"] if self.name == "redial" else []
+        raise KeyError(f"{self.name} has splits {sorted(self.splits) + derived}, not {split!r}")
+
+    @property
+    def validation(self) -> list[Dialog]:
+        """The dialogs model choices are made on (:data:`VALIDATION`)."""
+        return self[VALIDATION[self.name]]
+
+
+def redial_valid_ids(train: list[Dialog], fraction: float = REDIAL_VALID["fraction"],
+                     seed: int = REDIAL_VALID["seed"]) -> set[str]:
+    """The ids of ReDial's validation dialogs: ``round(fraction * n)`` of the train dialog ids,
+    drawn after sorting them, with ``random.Random(seed)`` — the same slice on every machine
+    and in every tool, whatever order the file lists the dialogs in."""
+    ids = sorted({d.id for d in train})
+    return set(random.Random(seed).sample(ids, round(fraction * len(ids))))
 
 
 # ----------------------------------------------------------------------------- helpers

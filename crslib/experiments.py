@@ -163,20 +163,17 @@ def best_chat_run(profile: str, datasets: Sequence[str] = ("redial", "inspired")
 def chat_decoding(profile: str, dataset: str, variant: str, data_root=None, limit: int = 60,
                   reuse: bool = True) -> dict:
     """The chat's response decoding for a run, chosen on validation dialogs by
-    :func:`crslib.evaluate.decoding_sweep` (a seeded sample of ``limit`` turns of INSPIRED
-    ``dev``), saved as ``results/<profile>/<dataset>/<variant>.decoding.json`` and reused for
-    the same weights. A dataset without a validation split gets no sweep: the result says so
-    and holds the no-repeat-3-gram greedy setting."""
+    :func:`crslib.evaluate.decoding_sweep` (a seeded sample of ``limit`` turns of the dataset's
+    validation split, :data:`crslib.data.VALIDATION`: INSPIRED ``dev``, ReDial ``valid``), saved
+    as ``results/<profile>/<dataset>/<variant>.decoding.json`` and reused for the same weights.
+    The result says whether the run trained on those dialogs (``validation_in_training``): runs
+    that follow the paper's INSPIRED recipe train on ``dev`` too, so for them the choice is made
+    on seen dialogs, and says so."""
     from crslib import data, evaluate as ev_mod, run
-    from crslib.generation import ResponseDecoding
     folder = run_dir(profile, dataset, variant)
     cfg = json.loads((folder / "config.json").read_text())
     ds = data.load(dataset, data_root)
-    if "dev" not in ds.splits:
-        fixed = ResponseDecoding(no_repeat_ngram_size=3)
-        return {"chosen": fixed.name, "chosen_setting": fixed.as_dict(), "rows": [],
-                "note": f"{dataset} has no validation split yet: not measured"}
-    who, split = identity(cfg, folder), "dev"
+    who, split = identity(cfg, folder), data.VALIDATION[dataset]
     path = ev_mod.result_path(profile, dataset, variant, "decoding")
     old = saved_result(path, who, limit, split) if reuse else None
     if old is not None:
@@ -187,8 +184,10 @@ def chat_decoding(profile: str, dataset: str, variant: str, data_root=None, limi
                                   max_context_tokens=cfg["eval"].get("max_context_tokens", 768),
                                   head_ids=json.loads(head.read_text()) if head.is_file() else None,
                                   limit=limit)
+    seen = {d.id for d in run.training_dialogs(cfg, ds)} & {d.id for d in ds[split]}
     result = {"dataset": dataset, "split": split, "profile": profile, "variant": variant, **who,
-              "protocol": "decoding", "limit": limit, **sweep}
+              "protocol": "decoding", "limit": limit, "validation_in_training": bool(seen),
+              **sweep}
     report.write_json(result, path)
     return result
 

@@ -219,6 +219,23 @@ def test_typed_titles_become_mentions_and_named_items_are_not_recommended(world)
     assert [x.item_id for x in r2.recommendations] == ranked[:5]
 
 
+def test_a_later_recommendation_does_not_repeat_what_the_assistant_said(world):
+    s = session(world)
+    first = s.reply("any film?", mode="rec")
+    said = s.shown_items()
+    assert {x.item_id for x in first.recommendations} <= said
+    second = s.reply("something else?", mode="rec")
+    assert not {x.item_id for x in second.recommendations} & said
+    again = session(world, exclude_recommended=False)
+    a = again.reply("any film?", mode="rec")
+    b = again.reply("something else?", mode="rec")  # the plain ranking may bring it back
+    ranked = trie.score_all_items(again.model, again.tokenizer,
+                                  again.prompt_ids(again.turns[:-1]) + again._prefix("rec"),
+                                  again.sids).items
+    assert [x.item_id for x in b.recommendations] == ranked[:5]
+    assert set(ranked[:5]) & {x.item_id for x in a.recommendations}  # what the option is for
+
+
 def test_responses_end_at_the_turn_and_repeat_no_ngram(world):
     from crslib.generation import NoRepeatResponseNGram, ResponseDecoding, turn_end_ids
     _, tok, _, _, _ = world

@@ -37,6 +37,24 @@ def write_redial(root: Path, lines: list[str]) -> Path:
     return root
 
 
+def test_redial_valid_is_a_seeded_slice_of_train_disjoint_from_the_rest(tmp_path):
+    lines = [json.dumps(redial_record(str(c), [msg(1, "hi @111"), msg(2, "try @333")]))
+             for c in range(100, 120)]
+    ds = data.load_redial(write_redial(tmp_path, lines))
+    valid, rest = ds["valid"], ds["train_minus_valid"]
+    assert len(valid) == 2 and len(rest) == 18  # round(0.1 * 20)
+    assert {d.id for d in valid}.isdisjoint({d.id for d in rest})
+    assert {d.id for d in valid} | {d.id for d in rest} == {d.id for d in ds["train"]}
+    assert ds.validation == valid and len(ds["train"]) == 20  # train stays the official file
+    # golden: the slice depends on the ids and the seed, not on the order of the file
+    assert sorted(d.id for d in valid) == sorted(data.redial_valid_ids(ds["train"]))
+    shuffled = data.load_redial(write_redial(tmp_path / "b", lines[::-1]))
+    assert sorted(d.id for d in shuffled["valid"]) == sorted(d.id for d in valid)
+    assert data.redial_valid_ids(ds["train"], seed=1) != data.redial_valid_ids(ds["train"])
+    with pytest.raises(KeyError, match="valid"):
+        ds["dev"]
+
+
 def test_item_text_leaves_out_empty_fields():
     it = Item("1", "Alien", "1979", ("horror", "sci-fi"), (), "In space.")
     assert it.text() == "title: Alien | year: 1979 | genres: horror, sci-fi | plot: In space."
@@ -254,6 +272,8 @@ def test_shared_redial(shared_data):
     test_mentions = [i for d in ds["test"] for t in d.turns for i in t.items]
     assert len(test_mentions) == 8521 and all(i in ds.catalog for i in test_mentions)
     assert sum(bool(it.plot) for it in ds.catalog) == 6451
+    valid = sorted(d.id for d in ds["valid"])  # golden: the slice every tool selects on
+    assert len(valid) == 227 and valid[:5] == ["10000", "10017", "10034", "10054", "10102"]
 
 
 def test_shared_inspired(shared_data):
