@@ -44,10 +44,18 @@ def rec_cases(ds: Dataset, sids: SemanticIDs, split: str = "test", fmt: str = "g
               limit: int | None = None, seed: int = 0) -> list[serialize.Example]:
     """Recommendation instances of ``split`` (a seeded random sample of ``limit`` if given)."""
     cases = [ex for ex in serialize.serialize_all(ds[split], sids, fmt) if ex.mode == "rec"]
-    if limit is not None and limit < len(cases):
-        cases = sorted(random.Random(seed).sample(cases, limit),
-                       key=lambda e: (e.dialog_id, e.turn_index))
-    return cases
+    return [cases[j] for j in sample_indices(cases, limit, seed)]
+
+
+def sample_indices(cases: Sequence[serialize.Example], limit: int | None = None,
+                   seed: int = 0) -> list[int]:
+    """Positions in ``cases`` of :func:`rec_cases`' seeded sample of ``limit`` (all when
+    ``limit`` is None or not smaller), in its order: so a result over all cases can be cut to
+    exactly the cases a sampled result scored (``case_ranks`` are in this order)."""
+    if limit is None or limit >= len(cases):
+        return list(range(len(cases)))
+    picked = random.Random(seed).sample(range(len(cases)), limit)
+    return sorted(picked, key=lambda j: (cases[j].dialog_id, cases[j].turn_index))
 
 
 def _rank_of(items: Sequence[str | None], gold: str) -> int | None:

@@ -392,6 +392,37 @@ def reported_rows(table: str, metrics: Sequence[str]) -> list[dict]:
     return rows
 
 
+def on_same_cases(profile: str, dataset: str, ranker: str, reference: str,
+                  protocol: str = "paper", data_root=None) -> dict:
+    """``ranker``'s saved ``protocol`` result cut to the cases of ``reference``'s result, when
+    the reference scored a seeded sample (``limit``) and ``ranker`` scored every case: metrics
+    and intervals recomputed from ``ranker``'s own per-case ranks (nothing is re-scored), so a
+    sampled run and the baselines are compared on exactly the same cases. Both must use the
+    same semantic IDs (the cases are defined by them)."""
+    from crslib import data, evaluate as ev_mod, run
+    ref, full = (load_result(profile, dataset, x, protocol) for x in (reference, ranker))
+    for name, r in ((reference, ref), (ranker, full)):
+        if r is None:
+            raise FileNotFoundError(f"no {protocol} result of {name!r} for {profile}/{dataset}")
+    if full["split"] != ref["split"]:
+        raise ValueError(f"{ranker!r} was scored on {full['split']}, {reference!r} on "
+                         f"{ref['split']}: not the same cases")
+    ds = data.load(dataset, data_root)
+    sids = (run.prepare_sids(config(profile, dataset), ds.catalog) if reference in BASELINES
+            else SemanticIDs.load(run_dir(profile, dataset, reference) / "sids.json"))
+    cases = ev_mod.rec_cases(ds, sids, ref["split"], run.VARIANT_FORMATS.get(reference, "gcrs"))
+    if len(cases) != len(full["case_ranks"]):
+        raise ValueError(f"{ranker!r} must be scored on every {ref['split']} case: it scored "
+                         f"{len(full['case_ranks'])}, the reference's SIDs give {len(cases)}")
+    idx = ev_mod.sample_indices(cases, ref.get("limit"))
+    ranks = [full["case_ranks"][j] for j in idx]
+    out = ev_mod.ranking_result(ranks, protocol, dataset=dataset, split=ref["split"],
+                                profile=profile, variant=ranker)
+    out.update({"limit": ref.get("limit"), "cases_of": reference, "case_ranks": ranks,
+                "model_hash": full.get("model_hash"), "config_hash": full.get("config_hash")})
+    return out
+
+
 def relative_improvement(ours: float, best_other: float) -> float:
     """The paper's relative improvement, (ours - best baseline) / best baseline."""
     if best_other == 0:

@@ -19,6 +19,20 @@ def test_baseline_result_is_saved_and_reused(shared_data, tmp_path, monkeypatch)
         experiments.evaluate("smoke", "inspired", "repeat", "dialog", shared_data)
 
 
+def test_a_full_result_cut_to_a_sample_equals_scoring_the_sample(shared_data, tmp_path,
+                                                                   monkeypatch):
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    experiments.evaluate("smoke", "inspired", "repeat", "paper", shared_data, limit=40)
+    experiments.evaluate("smoke", "inspired", "popularity", "paper", shared_data, limit=10**6)
+    cut = experiments.on_same_cases("smoke", "inspired", "popularity", "repeat", "paper", shared_data)
+    direct = experiments.evaluate("smoke", "inspired", "popularity", "paper", shared_data,
+                                  limit=40, save=False)
+    assert cut["n_cases"] == 40 and cut["case_ranks"] == direct["case_ranks"]
+    assert cut["metrics"] == direct["metrics"] and cut["ci95"] == direct["ci95"]
+    with pytest.raises(ValueError, match="every test case"):  # a sample cannot be cut further
+        experiments.on_same_cases("smoke", "inspired", "repeat", "popularity", "paper", shared_data)
+
+
 def test_rows_and_relative_improvement(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     report.write_json({"n_cases": 10, "metrics": {"recall@1": 0.1234, "ppl": 12.5},
