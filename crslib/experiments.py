@@ -423,6 +423,39 @@ def on_same_cases(profile: str, dataset: str, ranker: str, reference: str,
     return out
 
 
+def backbone_table(profile: str, datasets: Sequence[str], pretrained: Sequence[str],
+                   others: Sequence[str] = ("gcrs", "popularity", "repeat"),
+                   data_root=None) -> list[dict]:
+    """Table 6 in miniature: one row per dataset and ranker, the ``pretrained`` runs beside the
+    compact ``gcrs`` and the baselines, every ranker on the cases the pretrained run scored
+    (:func:`on_same_cases`: a seeded ReDial sample, all INSPIRED cases), with the dialog
+    metrics of the runs that write responses. Recall and NDCG in percent."""
+    rows = []
+    for ds in datasets:
+        for ref in pretrained:
+            for name in [ref, *others]:
+                r = (load_result(profile, ds, ref, "paper") if name == ref
+                     else on_same_cases(profile, ds, name, ref, "paper", data_root))
+                if r is None:
+                    raise FileNotFoundError(f"no paper result of {ref!r} for {profile}/{ds}")
+                dial = load_result(profile, ds, name, "dialog") if name not in BASELINES else None
+                d = dial["metrics"] if dial else {}
+                model = (config(profile, ds, name)["model"] if name not in BASELINES else {})
+                lo, hi = r["ci95"]["recall@10"]
+                rows.append({
+                    "dataset": ds, "cases of": ref, "model": name,
+                    "backbone": model.get("name") or (
+                        f"compact {model['layers']}x{model['hidden']}" if model else "-"),
+                    "cases": r["n_cases"],
+                    **{k: round(100 * r["metrics"][k], 2) for k in ("recall@1", "recall@10")},
+                    "recall@10 95% CI": f"[{100 * lo:.2f}, {100 * hi:.2f}]",
+                    "ndcg@10": round(100 * r["metrics"]["ndcg@10"], 2),
+                    **{k: (round(d[k], 4 if k.startswith("distinct") else 2) if k in d else None)
+                       for k in ("ppl", "ppl_full_vocab", "bleu", "distinct@2", "intent_f1",
+                                 "looping_share")}})
+    return rows
+
+
 def relative_improvement(ours: float, best_other: float) -> float:
     """The paper's relative improvement, (ours - best baseline) / best baseline."""
     if best_other == 0:

@@ -29,6 +29,9 @@ def test_a_full_result_cut_to_a_sample_equals_scoring_the_sample(shared_data, tm
                                   limit=40, save=False)
     assert cut["n_cases"] == 40 and cut["case_ranks"] == direct["case_ranks"]
     assert cut["metrics"] == direct["metrics"] and cut["ci95"] == direct["ci95"]
+    rows = experiments.backbone_table("smoke", ["inspired"], ["repeat"], ["popularity"], shared_data)
+    assert [(r["model"], r["cases"]) for r in rows] == [("repeat", 40), ("popularity", 40)]
+    assert rows[1]["recall@10"] == round(100 * direct["metrics"]["recall@10"], 2)
     with pytest.raises(ValueError, match="every test case"):  # a sample cannot be cut further
         experiments.on_same_cases("smoke", "inspired", "repeat", "popularity", "paper", shared_data)
 
