@@ -132,12 +132,15 @@ def runs_markdown(profile: str) -> str:
 
 
 def best_chat_run(profile: str, datasets: Sequence[str] = ("redial", "inspired"),
-                  shipped_only: bool = True) -> dict:
-    """The run the chat demo opens on: among the finished runs of ``profile`` that the
-    repository ships (:func:`shipped_runs`; all finished runs with ``shipped_only=False``),
-    write responses (the ``gcrs`` format) and have a saved ``dialog`` result for their weights,
-    the one with the highest BLEU of generated responses (then distinct@2). Returns ``{"run",
-    "dataset", "variant", "bleu", "distinct@2", "candidates"}``; raises when there is none."""
+                  shipped_only: bool = True, data_root=None) -> dict:
+    """The run the chat demo opens on, chosen on validation dialogs, never on test: among the
+    finished runs of ``profile`` that the repository ships (:func:`shipped_runs`; all finished
+    runs with ``shipped_only=False``) and write responses (the ``gcrs`` format), the one whose
+    chat decoding (:func:`chat_decoding`, computed or reused for its weights) reaches the
+    highest BLEU on its validation turns, then distinct@2. Runs that did not train on their
+    validation dialogs come first: a score on seen dialogs is no evidence against one on unseen
+    ones. Returns ``{"run", "dataset", "variant", "bleu", "distinct@2",
+    "validation_in_training", "candidates"}``; raises when there is none."""
     from crslib import run
     cands, shipped = [], shipped_runs()
     for ds in datasets:
@@ -148,15 +151,16 @@ def best_chat_run(profile: str, datasets: Sequence[str] = ("redial", "inspired")
             cfg = json.loads((folder / "config.json").read_text())
             if run.VARIANT_FORMATS.get(cfg["variant"]) != "gcrs" or cfg["variant"] == "decoupled":
                 continue
-            r = load_result(profile, ds, cfg["variant"], "dialog")
-            if r is None or r.get("model_hash") != run.model_hash(folder):
-                continue
+            dec = chat_decoding(profile, ds, cfg["variant"], data_root)
+            row = next(r for r in dec["rows"] if r["decoding"] == dec["chosen"])
             cands.append({"run": _shown(folder), "dataset": ds, "variant": cfg["variant"],
-                          "bleu": r["metrics"]["bleu"], "distinct@2": r["metrics"]["distinct@2"]})
+                          "split": dec["split"], "decoding": dec["chosen"], "bleu": row["bleu"],
+                          "distinct@2": row["distinct@2"],
+                          "validation_in_training": dec["validation_in_training"]})
     if not cands:
-        raise FileNotFoundError(f"no run of profile {profile!r} has a dialog result for its "
-                                f"weights; `make reproduce PROFILE={profile}` makes them")
-    best = max(cands, key=lambda c: (c["bleu"], c["distinct@2"]))
+        raise FileNotFoundError(f"no finished run of profile {profile!r} to chat with; "
+                                f"`make reproduce PROFILE={profile}` trains them")
+    best = max(cands, key=lambda c: (not c["validation_in_training"], c["bleu"], c["distinct@2"]))
     return {**best, "candidates": cands}
 
 

@@ -26,7 +26,7 @@ def run_all(profile: str, out: Path, only: list[str] | None = None,
             results: Path = REPO / "results") -> dict[str, float]:
     import papermill as pm
     out.mkdir(parents=True, exist_ok=True)
-    for var in ("CRSLIB_DATA", "CRSLIB_CACHE", "CRSLIB_RESULTS"):  # kernels run in notebooks/
+    for var in ("CRSLIB_DATA", "CRSLIB_CACHE", "CRSLIB_RESULTS", "CRSLIB_RUNS"):  # kernels run in notebooks/
         if os.environ.get(var):
             os.environ[var] = str(Path(os.environ[var]).resolve())
     times: dict[str, float] = {}

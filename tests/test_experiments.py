@@ -130,27 +130,37 @@ def test_runs_inventory_lists_finished_runs_and_renders(tmp_path, monkeypatch):
     assert report.REPO.joinpath("runs/cpu/redial/gcrs").resolve() in experiments.shipped_runs(report.REPO / "runs")
 
 
-def test_best_chat_run_is_chosen_by_dialog_metrics_of_its_own_weights(tmp_path, monkeypatch):
+def test_best_chat_run_is_chosen_on_validation_unseen_runs_first(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(experiments, "RUNS", tmp_path / "runs")
     from crslib import run
-    for variant, bleu in (("gcrs", 3.0), ("backbone_x", 6.0), ("sid", 9.0), ("resp", 8.0)):
+    sweeps = {"gcrs": (3.0, True), "backbone_x": (2.0, False), "backbone_y": (1.0, False),
+              "sid": (9.0, False), "resp": (8.0, False)}  # variant: validation BLEU, seen
+    for variant in sweeps:
         folder = tmp_path / "runs" / "cpu" / "inspired" / variant
         (folder / "model").mkdir(parents=True)
         (folder / "model" / "w").write_text(variant)
         (folder / "config.json").write_text(json.dumps({"variant": variant}))
         (folder / "train_summary.json").write_text("{}")
-        report.write_json({"model_hash": run.model_hash(folder), "metrics": {
-            "bleu": bleu, "distinct@2": 0.1}}, tmp_path / "results" / "cpu" / "inspired" /
-            f"{variant}.dialog.json")
-    monkeypatch.setitem(run.VARIANT_FORMATS, "backbone_x", "gcrs")
-    with pytest.raises(FileNotFoundError, match="no run"):  # none of these is shipped
+    asked = []
+
+    def fake_decoding(profile, ds, variant, data_root=None):
+        asked.append(variant)
+        bleu, seen = sweeps[variant]
+        return {"split": "dev", "chosen": "greedy", "validation_in_training": seen,
+                "rows": [{"decoding": "greedy", "bleu": bleu, "distinct@2": 0.1}]}
+    monkeypatch.setattr(experiments, "chat_decoding", fake_decoding)
+    for v in ("backbone_x", "backbone_y"):
+        monkeypatch.setitem(run.VARIANT_FORMATS, v, "gcrs")
+    with pytest.raises(FileNotFoundError, match="no finished run"):  # none of these is shipped
         experiments.best_chat_run("cpu", ["inspired"])
     best = experiments.best_chat_run("cpu", ["inspired"], shipped_only=False)
-    assert (best["variant"], best["bleu"]) == ("backbone_x", 6.0)  # sid/resp: not the gcrs format
-    (tmp_path / "runs" / "cpu" / "inspired" / "backbone_x" / "model" / "w").write_text("retrained")
-    assert experiments.best_chat_run("cpu", ["inspired"], False)["variant"] == "gcrs"  # stale
-    with pytest.raises(FileNotFoundError, match="no run"):
+    # unseen validation first, then BLEU; sid/resp write no gcrs response and are not asked
+    assert (best["variant"], best["bleu"], best["split"]) == ("backbone_x", 2.0, "dev")
+    assert sorted(asked) == ["backbone_x", "backbone_y", "gcrs"]
+    sweeps["backbone_x"] = sweeps["backbone_y"] = (2.0, True)
+    assert experiments.best_chat_run("cpu", ["inspired"], False)["variant"] == "gcrs"
+    with pytest.raises(FileNotFoundError, match="no finished run"):
         experiments.best_chat_run("cpu", ["redial"], shipped_only=False)
 
 

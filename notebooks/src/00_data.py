@@ -1,4 +1,4 @@
-# %%
+# %% tags=["parameters"]
 profile = "smoke"  # smoke | cpu | paper: which run profile (data loading is the same for all)
 data_root = None  # folder with redial/ and inspired/; None: $CRSLIB_DATA, else data/ in the repo
 

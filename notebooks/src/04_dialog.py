@@ -1,4 +1,4 @@
-# %%
+# %% tags=["parameters"]
 profile = "smoke"  # smoke | cpu | paper: which runs are scored
 data_root = None  # folder with redial/ and inspired/; None: $CRSLIB_DATA, else data/ in the repo
 datasets = ["redial", "inspired"]  # Table 3 has both

@@ -1,4 +1,4 @@
-# %%
+# %% tags=["parameters"]
 profile = "smoke"  # smoke | cpu | paper: which runs and configs
 data_root = None  # folder with redial/ and inspired/; None: $CRSLIB_DATA, else data/ in the repo
 datasets = ["inspired"]  # cpu: INSPIRED (budget); paper: ["redial", "inspired"]
@@ -37,6 +37,7 @@ for ds in datasets:
     for v in variants:
         experiments.evaluate(profile, ds, v, "paper", data_root)
         experiments.evaluate(profile, ds, v, "dialog", data_root)
+
 
 # %%
 def row(ds, v, kind):

@@ -1,4 +1,4 @@
-# %%
+# %% tags=["parameters"]
 profile = "cpu"  # cpu | paper: whose committed runs to choose from (smoke runs are for tests only)
 run_dir = None  # a run folder to chat with; None: the best run of the profile by dialog metrics
 data_root = None  # folder with redial/ and inspired/; None: $CRSLIB_DATA, else data/ in the repo
@@ -23,7 +23,8 @@ data_root = None  # folder with redial/ and inspired/; None: $CRSLIB_DATA, else 
 # again (the widget's "recommend titles I named" box allows them).
 #
 # This notebook never trains: it opens on a run the repository ships, the best of its profile
-# by the BLEU of its generated test responses (`experiments.best_chat_run`), and says which.
+# on validation turns (`experiments.best_chat_run`: runs that never saw their validation
+# dialogs first, then the BLEU of their chosen decoding), and says which.
 
 # %%
 import json
@@ -40,19 +41,22 @@ from crslib.generation import ResponseDecoding
 torch.set_num_threads(1)
 transformers.utils.logging.disable_progress_bar()
 if run_dir is None:
-    best = experiments.best_chat_run(profile)
+    best = experiments.best_chat_run(profile, data_root=data_root)
     folder = experiments.RUNS.parent / best["run"]
     dataset, variant = best["dataset"], best["variant"]
-    print(f"chatting with {best['run']}: the highest BLEU of generated test responses among "
-          + ", ".join(f"{c['run']} ({c['bleu']:.2f})" for c in best["candidates"]))
+    print(f"chatting with {best['run']}: chosen on validation turns (unseen in training first, "
+          "then BLEU) among " + ", ".join(
+              f"{c['run']} ({c['split']} BLEU {c['bleu']:.2f}"
+              + (", seen in training)" if c["validation_in_training"] else ")")
+              for c in best["candidates"]))
 else:
     folder = Path(run_dir)
     cfg = json.loads((folder / "config.json").read_text())
     dataset, variant = cfg["dataset"], cfg["variant"]
 
 # %% [markdown]
-# How the response is decoded was chosen on validation dialogs (INSPIRED `dev`, a seeded sample
-# of turns; never the test split): greedy, greedy without a repeated 3-gram, with a repetition
+# How the response is decoded was chosen on validation dialogs (INSPIRED `dev`, ReDial `valid`:
+# a seeded sample of turns; never the test split): greedy, greedy without a repeated 3-gram, with a repetition
 # penalty, and seeded nucleus sampling, each scored by BLEU, distinct-n and the share of
 # responses that repeat a word 3-gram (a loop); `experiments.chat_decoding` states the rule.
 

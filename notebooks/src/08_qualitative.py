@@ -1,4 +1,4 @@
-# %%
+# %% tags=["parameters"]
 profile = "smoke"  # smoke | cpu | paper: whose runs answer (smoke: trained here in seconds)
 data_root = None  # folder with redial/ and inspired/; None: $CRSLIB_DATA, else data/ in the repo
 dataset = "inspired"  # inspired | redial: the test split the cases come from

@@ -1,4 +1,4 @@
-# %%
+# %% tags=["parameters"]
 profile = "smoke"  # smoke | cpu | paper: which runs and configs (smoke: toy sizes, seconds)
 data_root = None  # folder with redial/ and inspired/; None: $CRSLIB_DATA, else data/ in the repo
 dataset = "inspired"  # the cold-start configs exist for INSPIRED only
