@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from crslib import encode
 from crslib.data import Catalog, Dialog
 from crslib.semantic_ids import SemanticIDs
 from crslib.serialize import Example, display_text
@@ -96,8 +97,7 @@ class TextRetrieval:
 
     def describe(self) -> dict:
         """What a result file records about this ranker."""
-        from crslib.encode import DEFAULT_ENCODER
-        return {"encoder": self.encoder or DEFAULT_ENCODER,
+        return {"encoder": self.encoder or encode.DEFAULT_ENCODER,
                 "max_context_turns": self.max_context_turns,
                 "context": "last turns, 'User: '/'Assistant: ' lines, mentions as titles",
                 "score": "cosine(context, Item.text()); ties and empty context: popularity"}
@@ -142,7 +142,6 @@ class TextRetrieval:
         if self.encode is not None:
             x = self.encode(texts)
         else:
-            from crslib import encode
             x = encode.encode_texts(texts, self.encoder or encode.DEFAULT_ENCODER)
         x = np.asarray(x, dtype=np.float32)
         if x.shape[0] != len(texts):

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 
 from crslib import data, serialize, trie
+from crslib.pretrained import load_backbone
+from crslib.run import load_run
 from crslib.semantic_ids import SemanticIDs
 
 
@@ -74,12 +76,9 @@ def bench_decode(dataset: str = "redial", backbone: str = "tiny", n_prompts: int
                  dtype: str = "float32", run: str | None = None,
                  max_context_tokens: int = 768) -> dict:
     """Run the decode benchmark and return its JSON-able report (module docstring)."""
-    from crslib.model import load_backbone
-
     if threads:
         torch.set_num_threads(threads)
     if run:
-        from crslib.run import load_run
         model, tokenizer, sids, cfg = load_run(run)
         if cfg["dataset"] != dataset:
             raise ValueError(f"{run} was trained on {cfg['dataset']}, not {dataset}")

@@ -38,7 +38,7 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 
 import torch
 
-from crslib import chat, evaluate, freemode, serialize, trie
+from crslib import chat, evaluate, experiments, freemode, run, serialize, trie
 from crslib.data import Catalog, Dataset
 from crslib.semantic_ids import SemanticIDs
 
@@ -108,7 +108,6 @@ def baseline_ranks(name: str, cfg: dict, ds: Dataset, cases: Sequence[serialize.
     """Gold ranks of a baseline (``popularity``, ``repeat``; ``text-retrieval`` needs
     ``sids``) fitted exactly as ``experiments.evaluate`` fits it (the config's training
     splits), on ``cases``."""
-    from crslib import experiments
     return evaluate.baseline_ranks(experiments._baseline(name, cfg, ds, sids), cases)
 
 
@@ -145,7 +144,6 @@ class CaseRunner:
     def from_run(cls, path, catalog: Catalog | None = None, **kwargs) -> "CaseRunner":
         """The run folder ``path`` (``run.load_run``), loaded once: its format, evaluation
         context length and beam width, and its restricted output vocabulary if it has one."""
-        from crslib import run
         model, tok, sids, cfg = run.load_run(path)
         if cfg["variant"] == "decoupled":
             raise ValueError(f"{path}: the decoupled baseline is no language model; it has no "

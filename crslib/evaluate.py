@@ -33,9 +33,9 @@ import torch
 from crslib import metrics, packing, report, serialize, train, trie
 from crslib.data import Dataset
 from crslib.generation import GREEDY, ResponseDecoding, turn_end_ids
+from crslib.metrics import PROTOCOLS
 from crslib.semantic_ids import SemanticIDs
 
-PROTOCOLS = ("paper", "community", "dedup")
 PAPER_KS = dict(recall_ks=(1, 5, 10, 20), cut_ks=(5, 10, 20))
 COMMUNITY_KS = dict(recall_ks=(1, 10, 50), cut_ks=(10,))
 
@@ -126,7 +126,6 @@ def dialog_scores(model, tokenizer, sids: SemanticIDs, dialogs, max_context_toke
     """
     if fmt in ("sid", "tiger"):
         raise ValueError(f"format {fmt!r} writes no response: no dialog metrics")
-    from crslib.train import make_batches
     resp = tokenizer.convert_tokens_to_ids(serialize.RESP)
     rec, chat = (tokenizer.convert_tokens_to_ids(t) for t in (serialize.MODE_REC, serialize.MODE_CHAT))
     windows = [w for d in dialogs for w in packing.pack_dialog(d, sids, tokenizer, fmt,
@@ -135,7 +134,7 @@ def dialog_scores(model, tokenizer, sids: SemanticIDs, dialogs, max_context_toke
     head = None if head_ids is None else torch.tensor(sorted(head_ids))
     decoder, out_w = model.get_decoder(), model.get_output_embeddings().weight
     nll, nll_full, n_tok, gold, pred = 0.0, 0.0, 0, [], []
-    for b in make_batches(windows, batch_tokens, 0):
+    for b in train.make_batches(windows, batch_tokens, 0):
         ws = [windows[i] for i in b]
         batch = packing.collate(ws, tokenizer.pad_token_id or 0)
         h = decoder(input_ids=batch["input_ids"], position_ids=batch["position_ids"],

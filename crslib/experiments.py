@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from crslib import report
+from crslib import baselines, data, evaluate as ev_mod, report, run
 from crslib.semantic_ids import SemanticIDs
 
 BASELINES = ("popularity", "repeat", "text-retrieval")
@@ -38,7 +38,6 @@ def run_dir(profile: str, dataset: str, variant: str) -> Path:
 
 
 def config(profile: str, dataset: str, variant: str = "gcrs") -> dict:
-    from crslib import run
     return run.load_config(run.config_path(profile, dataset, variant))
 
 
@@ -46,7 +45,6 @@ def train(profile: str, dataset: str, variant: str = "gcrs", data_root=None,
           progress: bool = False) -> dict:
     """Train (or reuse) ``runs/<profile>/<dataset>/<variant>``; the training summary. Says
     which it did (a notebook shows whether its numbers come from a run trained just now)."""
-    from crslib import run
     cfg, folder = config(profile, dataset, variant), run_dir(profile, dataset, variant)
     reused = run.is_finished(cfg, folder)
     summary = run.train_run(cfg, folder, data_root, progress=progress)
@@ -78,7 +76,6 @@ def train_many(profile: str, jobs: Sequence[tuple[str, str]], data_root=None,
         return {(j[1], j[2]): train(*j) for j in todo}
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
-    from crslib import run
     reused = {j: run.is_finished(config(*j[:3]), run_dir(*j[:3])) for j in todo}
     with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("spawn")) as pool:
         out = {(j[1], j[2]): r for j, r in zip(todo, pool.map(_train_job, todo))}
@@ -141,7 +138,6 @@ def best_chat_run(profile: str, datasets: Sequence[str] = ("redial", "inspired")
     validation dialogs come first: a score on seen dialogs is no evidence against one on unseen
     ones. Returns ``{"run", "dataset", "variant", "bleu", "distinct@2",
     "validation_in_training", "candidates"}``; raises when there is none."""
-    from crslib import run
     cands, shipped = [], shipped_runs()
     for ds in datasets:
         for summary in sorted((RUNS / profile / ds).glob("*/train_summary.json")):
@@ -173,7 +169,6 @@ def chat_decoding(profile: str, dataset: str, variant: str, data_root=None, limi
     The result says whether the run trained on those dialogs (``validation_in_training``): runs
     that follow the paper's INSPIRED recipe train on ``dev`` too, so for them the choice is made
     on seen dialogs, and says so."""
-    from crslib import data, evaluate as ev_mod, run
     folder = run_dir(profile, dataset, variant)
     cfg = json.loads((folder / "config.json").read_text())
     ds = data.load(dataset, data_root)
@@ -205,7 +200,6 @@ def training_log(profile: str, dataset: str, variant: str = "gcrs") -> list[dict
 
 
 def _baseline(name: str, cfg: dict, ds, sids):
-    from crslib import baselines
     if name == "text-retrieval":  # the encoder the SIDs were built with
         obj = baselines.TextRetrieval(ds.catalog, sids, cfg["sids"].get("encoder"))
     else:
@@ -230,7 +224,6 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
     (``case_ranks``, in :func:`crslib.evaluate.rec_cases` order); ``dedup`` is computed from the
     ``community`` ranks.
     """
-    from crslib import data, evaluate as ev_mod, run
     if run_path is None and ranker in BASELINES:
         if not (profile and dataset):
             raise ValueError(f"baseline {ranker!r} needs a profile and a dataset")
@@ -310,7 +303,6 @@ def identity(cfg: dict, run_path=None) -> dict:
     """What a result is tied to: the config hash and, for a trained ranker (``run_path``), the
     hash of the weights on disk (:func:`crslib.run.model_hash`); a baseline has no weights
     (``model_hash`` None: it is fitted from the data by its config, deterministically)."""
-    from crslib import run
     return {"config_hash": run.config_hash(cfg),
             "model_hash": run.model_hash(run_path) if run_path is not None else None}
 
@@ -340,7 +332,6 @@ def _shown(path: Path) -> str:
 
 def _dialog_result(model, tok, sids, ds, ev: dict, split: str, limit, meta: dict, head_ids,
                    fmt: str) -> dict:
-    from crslib import evaluate as ev_mod
     ctx = ev.get("max_context_tokens", 768)
     scores = ev_mod.dialog_scores(model, tok, sids, ds[split], ctx, head_ids, fmt=fmt)
     gen = ev_mod.generate_responses(model, tok, sids, ds[split], ds.catalog, ctx,
@@ -357,7 +348,6 @@ def _dialog_result(model, tok, sids, ds, ev: dict, split: str, limit, meta: dict
 
 # ----------------------------------------------------------------------------- tables
 def load_result(profile: str, dataset: str, ranker: str, protocol: str) -> dict | None:
-    from crslib import evaluate as ev_mod
     path = ev_mod.result_path(profile, dataset, ranker, protocol)
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -403,7 +393,6 @@ def on_same_cases(profile: str, dataset: str, ranker: str, reference: str,
     and intervals recomputed from ``ranker``'s own per-case ranks (nothing is re-scored), so a
     sampled run and the baselines are compared on exactly the same cases. Both must use the
     same semantic IDs (the cases are defined by them)."""
-    from crslib import data, evaluate as ev_mod, run
     ref, full = (load_result(profile, dataset, x, protocol) for x in (reference, ranker))
     for name, r in ((reference, ref), (ranker, full)):
         if r is None:

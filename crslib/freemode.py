@@ -25,7 +25,7 @@ from typing import Sequence
 
 import torch
 
-from crslib import evaluate, metrics, report, serialize, trie
+from crslib import data, evaluate, experiments, metrics, report, run, serialize, trie
 
 
 # ----------------------------------------------------------------------------- mode choice
@@ -92,7 +92,6 @@ def evaluate_free(profile: str, dataset: str, variant: str = "gcrs", data_root=N
     ``experiments.evaluate``), saved as ``results/<profile>/<dataset>/<variant>.freemode.json``
     with ``metrics = {"forced": {...}, "free": {..., "rec_share"}}`` and ``ci95`` alike. A saved
     result with the same config hash, split and limit is reused."""
-    from crslib import data, experiments, run
     folder = experiments.run_dir(profile, dataset, variant)
     if not (folder / "train_summary.json").is_file():
         raise FileNotFoundError(f"{folder}: not a finished run; train it first "
@@ -175,7 +174,6 @@ def cost_row(profile: str, dataset: str, variant: str, data_root=None, n: int = 
     seconds / steps / tokens per second / peak RSS (``train_summary.json``; ``peak_rss_mb`` is
     the training *process*'s maximum so far, so runs trained one after another in one process
     report a running maximum), and :func:`latency` on ``n`` seeded rec cases of ``split``."""
-    from crslib import data, experiments, run
     folder = experiments.run_dir(profile, dataset, variant)
     summary = json.loads((folder / "train_summary.json").read_text())
     model, tok, sids, cfg = run.load_run(folder)

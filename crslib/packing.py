@@ -29,7 +29,7 @@ import torch
 
 from crslib.data import Dialog
 from crslib.semantic_ids import SemanticIDs
-from crslib.serialize import serialize, render_text
+from crslib.serialize import prompt_ids, render_text, serialize
 
 PACKABLE = ("gcrs", "resp", "mode_resp", "sid", "tiger")
 
@@ -109,7 +109,6 @@ def pack_examples(examples, tokenizer, max_context_tokens: int = 768) -> list[Pa
     """One window per example: its prompt (truncated as :func:`crslib.serialize.prompt_ids`
     does) as plain tokens and its target + EOS as the only branch — what
     :func:`crslib.serialize.encode` gives, in the packed layout."""
-    from crslib.serialize import prompt_ids
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     windows = []
     for ex in examples:

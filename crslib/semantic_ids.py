@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from crslib import encode, quantize
+
 LEVEL_NAMES = string.ascii_lowercase
 
 
@@ -152,8 +154,6 @@ def build_semantic_ids(items, method: str = "rqvae", levels: int = 4, codebook_s
     ``method="atomic"`` is no quantizer: :func:`atomic_ids` (one new token per item).
     """
     import time
-
-    from crslib import encode, quantize
 
     items = list(items)
     if method == "atomic":

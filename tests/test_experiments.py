@@ -176,7 +176,8 @@ def test_chat_decoding_is_chosen_on_dev_and_reused(shared_data, tmp_path, monkey
     assert out["split"] == "dev" and out["limit"] == 4 and len(out["rows"]) == len(
         evaluate.DECODING_CANDIDATES)
     assert out["chosen"] in [r["decoding"] for r in out["rows"]]
-    assert out["validation_in_training"] is True  # the paper's INSPIRED recipe trains on dev too
+    # the smoke config keeps the first 40 dialogs of train + dev: all from train, none of dev
+    assert out["validation_in_training"] is False
     assert (tmp_path / "results" / "smoke" / "inspired" / "gcrs.decoding.json").is_file()
     monkeypatch.setattr(evaluate, "decoding_sweep", lambda *a, **k: pytest.fail("recomputed"))
     assert experiments.chat_decoding("smoke", "inspired", "gcrs", shared_data, limit=4) == out

@@ -223,8 +223,8 @@ def test_embedding_map_by_hand():
 def test_bag_encoder_is_the_mean_token_embedding(tmp_path, monkeypatch):
     import numpy as np
     import torch
-    from crslib import encode, model as M
-    monkeypatch.setattr(M, "load_backbone", lambda name, seed=0: _tiny())
+    from crslib import encode, pretrained
+    monkeypatch.setattr(pretrained, "load_backbone", lambda name, seed=0: _tiny())
     texts = ["a quiet night", "space cats"]
     got = encode.encode_texts(texts, "smollm2-135m-bag", cache_file=tmp_path / "c.npz",
                               progress=False)
@@ -234,7 +234,8 @@ def test_bag_encoder_is_the_mean_token_embedding(tmp_path, monkeypatch):
                      for t in texts])
     assert np.allclose(got, want, atol=1e-6)
     # cached: a second call loads nothing
-    monkeypatch.setattr(M, "load_backbone", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setattr(pretrained, "load_backbone",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError))
     assert np.array_equal(encode.encode_texts(texts, "smollm2-135m-bag",
                                               cache_file=tmp_path / "c.npz"), got)
 
