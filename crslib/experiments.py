@@ -527,7 +527,22 @@ CLAIMS = (  # (what is claimed, dataset, a, b, metric, protocol)
      "redial", "gcrs", "repeat", "recall@10", "paper"),
     ("GCRS beats popularity on ReDial Recall@10 without repeats (dedup)",
      "redial", "gcrs", "popularity", "recall@10", "dedup"),
+    ("a pretrained backbone beats the compact one (Table 6 in miniature, INSPIRED Recall@10)",
+     "inspired", "backbone_smollm2_135m", "gcrs", "recall@10", "paper"),
+    ("SmolLM2 GCRS beats popularity on INSPIRED Recall@10",
+     "inspired", "backbone_smollm2_135m", "popularity", "recall@10", "paper"),
+    ("SmolLM2 GCRS beats repeat on INSPIRED Recall@10",
+     "inspired", "backbone_smollm2_135m", "repeat", "recall@10", "paper"),
 )
+
+
+def table6_markdown(profile: str) -> str:
+    """The README's Table 6 in miniature, from ``results/<profile>/table6_miniature.json``
+    (notebook 06)."""
+    path = report.RESULTS / profile / "table6_miniature.json"
+    if not path.is_file():
+        return f"(not run yet: notebook 06 writes {_shown(path)})\n"
+    return report.markdown_table(json.loads(path.read_text())["rows"])
 
 
 def claims_markdown(profile: str) -> str:

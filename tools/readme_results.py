@@ -2,7 +2,8 @@
 
 Usage: python tools/readme_results.py [--profile cpu]
 Replaces the blocks between ``<!-- headline:start -->`` / ``<!-- headline:end -->`` and
-``<!-- claims:start -->`` / ``<!-- claims:end -->`` and ``<!-- runs:start -->`` /
+``<!-- claims:start -->`` / ``<!-- claims:end -->``, ``<!-- table6:start -->`` /
+``<!-- table6:end -->`` (notebook 06's Table 6 in miniature) and ``<!-- runs:start -->`` /
 ``<!-- runs:end -->`` (the run inventory of notebook 09).
 """
 import argparse
@@ -19,5 +20,6 @@ if __name__ == "__main__":
     text = experiments.replace_block(README.read_text(),
                                      experiments.headline_markdown(args.profile), "headline")
     text = experiments.replace_block(text, experiments.claims_markdown(args.profile), "claims")
+    text = experiments.replace_block(text, experiments.table6_markdown(args.profile), "table6")
     text = experiments.replace_block(text, experiments.runs_markdown(args.profile), "runs")
     README.write_text(text)

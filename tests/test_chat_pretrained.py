@@ -1,0 +1,44 @@
+"""The chat a person meets: the committed SmolLM2 INSPIRED run plays the scripted conversation
+(chat.SCRIPT) with the decoding chosen on validation turns, and reads like a recommender: no
+loops, no digit babble, each turn ends, recommendations are titles the user did not name and
+the assistant did not already show. Skipped when the run or the data is absent."""
+import json
+import re
+
+import pytest
+import torch
+
+from crslib import chat, report
+from crslib.generation import ResponseDecoding
+
+RUN = report.REPO / "runs" / "cpu" / "inspired" / "backbone_smollm2_135m"
+DECODING = report.REPO / "results" / "cpu" / "inspired" / "backbone_smollm2_135m.decoding.json"
+
+
+@pytest.fixture(scope="module")
+def transcript(shared_data):
+    if not (RUN / "train_summary.json").is_file() or not DECODING.is_file():
+        pytest.skip(f"{RUN} or its decoding result is not here")
+    torch.set_num_threads(1)
+    setting = json.loads(DECODING.read_text())["chosen_setting"]
+    session = chat.ChatSession.from_run(RUN, shared_data, decoding=ResponseDecoding(**setting))
+    return session, chat.run_script(session, chat.SCRIPT["inspired"])
+
+
+def test_responses_do_not_loop_or_babble(transcript):
+    _, rows = transcript
+    for r in rows:
+        assert r["assistant"].strip(), r
+        assert not r["repeats_3gram"], r["assistant"]
+        assert r["longest_digit_run"] <= 4, r["assistant"]
+        assert "\n" not in r["assistant"] and not re.search(r"(User|Assistant):", r["assistant"])
+
+
+def test_it_recommends_new_titles_each_time(transcript):
+    session, rows = transcript
+    rec = [r for r in rows if r["intent"] == "rec"]
+    assert len(rec) >= 3, [r["intent"] for r in rows]
+    firsts = [r["recommended"][0] for r in rec]
+    assert len(set(firsts)) == len(firsts), firsts  # never the same top title twice
+    named = {session.title(i) for i in session.named_items()}
+    assert named and not named & {t for r in rec for t in r["recommended"]}
