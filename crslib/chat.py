@@ -121,6 +121,41 @@ class ResponseGrammar(LogitsProcessor):
         return scores
 
 
+class NoMentionOf(LogitsProcessor):
+    """Chat only: an item mention in a response may not complete to one of ``items`` (the
+    items the user named or the assistant already showed, :meth:`ChatSession.excluded_items`).
+
+    Stateless: a row whose last L tokens are ``<BOI>`` and the first L-1 codes of an excluded
+    item loses that item's last code. Should that leave the row nothing (every completion
+    excluded), the row is left as it was: the mention stays well-formed.
+    """
+
+    def __init__(self, vocab: trie.SIDVocab, sids: SemanticIDs, items: Sequence[str]):
+        self.vocab, self.L = vocab, sids.levels
+        self.last: dict[tuple[int, ...], list[int]] = {}
+        for item in items:
+            codes = sids.code_of(item)
+            self.last.setdefault(tuple(codes[:-1]), []).append(
+                int(vocab.level_tokens[self.L - 1, codes[-1]]))
+
+    def __call__(self, input_ids, scores):
+        if not self.last:
+            return scores
+        tail = input_ids[:, -self.L:].cpu()
+        for row in range(tail.shape[0]):
+            toks = tail[row].tolist()
+            if toks[0] != self.vocab.boi:
+                continue
+            prefix = tuple(int(self.vocab.code_of[t]) for t in toks[1:])
+            if prefix not in self.last:
+                continue
+            kept = scores[row].clone()
+            kept[self.last[prefix]] = float("-inf")
+            if bool(torch.isfinite(kept).any()):
+                scores[row] = kept
+        return scores
+
+
 @dataclass(eq=False, repr=False)
 class ChatSession:
     """A conversation with a GCRS model; see the module docstring.
@@ -292,7 +327,8 @@ class ChatSession:
                                  "conversation; allow named titles to see them again.")
             item_id = recs[0].item_id
         prefix = self._prefix(intent, item_id)
-        generated, truncated = self._generate(prompt + prefix)
+        generated, truncated = self._generate(prompt + prefix,
+                                              self.excluded_items(turns) - {item_id})
         serialized, mentions = self._response_text(generated)
         tokens = tuple(prefix + generated)
         out = Reply(mode, intent, recs, item_id,
@@ -353,13 +389,16 @@ class ChatSession:
         return (last == self.vocab.boi) | (
             self.vocab.level_of[last.clamp(0, len(self.vocab.level_of) - 1)] >= 0)
 
-    def _generate(self, ids: list[int]) -> tuple[list[int], bool]:
+    def _generate(self, ids: list[int], excluded: set[str] = frozenset()
+                  ) -> tuple[list[int], bool]:
         """Continuation of ``ids`` (``self.decoding``) up to the end of the turn (dropped) or
         ``max_new_tokens``; an item mention cut off by the limit is dropped."""
         config = self.decoding.generation_config(self.max_new_tokens, self._pad, self._turn_end)
         device = self.model.get_output_embeddings().weight.device
         input_ids = torch.tensor([ids], device=device)
         procs = self._processors + self.decoding.processors(len(ids), self._inside_mention)
+        if excluded:  # a response does not bring back what the user named or was shown
+            procs.append(NoMentionOf(self.vocab, self.sids, sorted(excluded)))
         with trie._neutral_generation_config(self.model):
             out = self.decoding.generate(self.model, input_ids=input_ids,
                                          attention_mask=torch.ones_like(input_ids),
@@ -394,9 +433,14 @@ class ChatSession:
                 k += 1
                 continue
             flush()
+            if parts and parts[-1][-1:].isalnum():  # the tokenizer drops the space before
+                parts[-1] += " "                    # <BOI>: "recommend" + title, spaced
             parts.append(serialize.mention(item, self.sids))
             mentions.append(item)
             k += L + 2
+            after = self.tokenizer.decode(ids[k:k + 1], skip_special_tokens=True)
+            if after[:1].isalnum():
+                parts.append(" ")
         flush()
         return "".join(parts), tuple(mentions)
 

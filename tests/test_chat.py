@@ -267,3 +267,24 @@ def test_enter_sends(world):
     assert len(s.turns) == 2 and w.text.value == ""
     w.allow_named.value = True
     assert s.exclude_named is False
+
+
+def test_no_mention_of_excluded_items_unless_nothing_else_is_left(world):
+    _, tok, sids, _, _ = world
+    s = session(world)
+    v, L = s.vocab, sids.levels
+    item = "103"
+    codes = sids.code_of(item)
+    siblings = [i for i in ITEMS if sids.code_of(i)[:-1] == codes[:-1]]
+    ids = torch.tensor([[5, v.boi] + [int(v.level_tokens[lv, c]) for lv, c in enumerate(codes[:-1])]])
+    allowed = torch.full((1, len(tok)), float("-inf"))
+    for i in siblings:  # what the SID constraint leaves: the completions to real items
+        allowed[0, int(v.level_tokens[L - 1, sids.code_of(i)[-1]])] = 0.0
+    out = chat.NoMentionOf(v, sids, [item])(ids, allowed.clone())
+    assert torch.isinf(out[0, int(v.level_tokens[L - 1, codes[-1]])])
+    if len(siblings) > 1:
+        assert torch.isfinite(out).sum() == len(siblings) - 1
+    everything = chat.NoMentionOf(v, sids, siblings)(ids, allowed.clone())
+    assert torch.equal(everything, allowed)  # nothing would be left: the row stays as it was
+    elsewhere = torch.tensor([[5, 6, 7, 8]])  # not inside a mention: untouched
+    assert torch.equal(chat.NoMentionOf(v, sids, [item])(elsewhere, allowed.clone()), allowed)

@@ -36,9 +36,11 @@ def test_responses_do_not_loop_or_babble(transcript):
 
 def test_it_recommends_new_titles_each_time(transcript):
     session, rows = transcript
-    rec = [r for r in rows if r["intent"] == "rec"]
-    assert len(rec) >= 3, [r["intent"] for r in rows]
+    rec = [r for r in rows if r["intent"] == "rec"]  # free mode: the model picks the intent
+    assert rec, [r["intent"] for r in rows]
     firsts = [r["recommended"][0] for r in rec]
     assert len(set(firsts)) == len(firsts), firsts  # never the same top title twice
     named = {session.title(i) for i in session.named_items()}
     assert named and not named & {t for r in rec for t in r["recommended"]}
+    for r in rows:  # nor do the responses bring back a title the user named
+        assert not any(t in r["assistant"] for t in named if t not in r["user"]), r
