@@ -62,12 +62,17 @@ def free_ranks(forced_ranks: Sequence[int | None], margins: Sequence[float]) -> 
 
 def forced_vs_free(model, tokenizer, sids, cases: Sequence[serialize.Example],
                    max_context_tokens: int = 768, num_beams: int = 50,
-                   batch_size: int = 16) -> dict:
+                   batch_size: int = 16, forced: Sequence[int | None] | None = None) -> dict:
     """Paper-protocol metrics of ``cases`` with the mode forced and chosen by the model:
     ``{"forced": {metrics, ci95}, "free": {metrics, ci95}, "rec_share", "rec_share_ci95",
-    "ranks": {"forced", "free"}}`` (``rec_share``: cases where the model chose REC)."""
-    forced = evaluate.model_ranks(model, tokenizer, sids, cases, "paper", max_context_tokens,
-                                  num_beams, batch_size)
+    "ranks": {"forced", "free"}}`` (``rec_share``: cases where the model chose REC).
+    ``forced``: the paper-protocol ranks of these cases when already scored (by the same
+    weights), so only the mode choice is computed."""
+    if forced is None:
+        forced = evaluate.model_ranks(model, tokenizer, sids, cases, "paper", max_context_tokens,
+                                      num_beams, batch_size)
+    elif len(forced) != len(cases):
+        raise ValueError(f"{len(forced)} forced ranks for {len(cases)} cases")
     margins = rec_margin(model, tokenizer, cases, max_context_tokens, batch_size)
     free = free_ranks(forced, margins)
     chose = [float(m > 0) for m in margins]
@@ -110,8 +115,11 @@ def evaluate_free(profile: str, dataset: str, variant: str = "gcrs", data_root=N
     model, tok, sids, cfg = run.load_run(folder)
     ds = data.load(dataset, data_root)
     cases = evaluate.rec_cases(ds, sids, split, "gcrs", limit=limit)
+    paper = experiments.saved_result(evaluate.result_path(profile, dataset, variant, "paper"),
+                                     who, limit, split, say=lambda _: None)  # its ranks, if any
     r = forced_vs_free(model, tok, sids, cases, ev.get("max_context_tokens", 768),
-                       ev.get("num_beams", 50), ev.get("batch_size", 16))
+                       ev.get("num_beams", 50), ev.get("batch_size", 16),
+                       forced=paper["case_ranks"] if paper else None)
     result = {"dataset": dataset, "split": split, "profile": profile, "variant": variant,
               "protocol": "freemode", "seeds": [cfg["train"].get("seed", 0)], **who,
               "n_cases": len(cases),

@@ -67,6 +67,13 @@ def test_forced_ranks_are_the_paper_protocol_and_rec_choices_keep_them(world, mo
     assert r["ranks"]["forced"] == evaluate.model_ranks(model, tok, sids, cases, "paper",
                                                         num_beams=len(ITEMS))
     assert r["ranks"]["free"] == [f if c > 0 else None for f, c in zip(r["ranks"]["forced"], choice)]
+    # ranks already scored are reused as they are: the same result, no second beam search
+    monkeypatch.setattr(evaluate, "model_ranks", lambda *a, **k: pytest.fail("re-scored"))
+    again = freemode.forced_vs_free(model, tok, sids, cases, num_beams=len(ITEMS),
+                                    forced=r["ranks"]["forced"])
+    assert again == r
+    with pytest.raises(ValueError, match="forced ranks"):
+        freemode.forced_vs_free(model, tok, sids, cases, forced=[1])
 
 
 def test_latency_reports_what_it_measured(world):
