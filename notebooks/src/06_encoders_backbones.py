@@ -7,6 +7,7 @@ backbones = ["backbone_4layers"]  # swaps beside gcrs; paper: ["backbone_llama31
 pretrained = None  # Table 6 in miniature; None: ["backbone_smollm2_135m"] on cpu (shipped runs), none otherwise
 pretrained_datasets = ["inspired"]  # + "redial" once its SmolLM2 run is shipped (training: 220 steps, about 3 h here)
 redial_sample = 1000  # ReDial cases the pretrained run scores (a seeded sample; the others are cut to it)
+community_sample = 100  # cases of the pretrained run's exact all-item scoring (community/dedup): ~10 s a case here
 
 # %% [markdown]
 # # 06 — Encoders and backbones: Tables 5 and 6
@@ -96,7 +97,7 @@ for ds in pretrained_datasets if pretrained_runs else []:
         limit = redial_sample if ds == "redial" else None
         experiments.evaluate(profile, ds, v, "paper", data_root, limit=limit)
         experiments.evaluate(profile, ds, v, "dialog", data_root)
-        experiments.evaluate(profile, ds, v, "dedup", data_root)
+        experiments.evaluate(profile, ds, v, "dedup", data_root, limit=community_sample)
         if ds == "inspired":
             freemode.evaluate_free(profile, ds, v, data_root)
         for other in ("gcrs", "popularity", "repeat"):  # every case, to cut to the sample
