@@ -116,8 +116,10 @@ def dialog_scores(model, tokenizer, sids: SemanticIDs, dialogs, max_context_toke
 
     PPL counts the response tokens (after ``<RESP>``) and EOS of the first instance of each
     assistant turn, gold mode and item given. With ``head_ids`` (a model trained with a
-    restricted output vocabulary) the softmax of ``ppl`` runs over those tokens, as in training;
-    ``ppl_full_vocab`` always runs over the whole vocabulary (the paper's definition).
+    restricted output vocabulary) the softmax of ``ppl`` runs over those tokens, as in training,
+    and counts only gold tokens among them (``ppl_tokens_outside_head`` says how many are not);
+    ``ppl_full_vocab`` runs over the whole vocabulary and counts every token (the paper's
+    definition).
     Intent: the model's choice between ``<MODE=REC>`` and ``<MODE=CHAT>`` right after
     ``Assistant:``; gold is REC when the turn mentions an item.
 
@@ -133,7 +135,7 @@ def dialog_scores(model, tokenizer, sids: SemanticIDs, dialogs, max_context_toke
     has_mode = fmt != "resp"
     head = None if head_ids is None else torch.tensor(sorted(head_ids))
     decoder, out_w = model.get_decoder(), model.get_output_embeddings().weight
-    nll, nll_full, n_tok, gold, pred = 0.0, 0.0, 0, [], []
+    nll, nll_full, n_tok, n_head, gold, pred = 0.0, 0.0, 0, 0, [], []
     for b in train.make_batches(windows, batch_tokens, 0):
         ws = [windows[i] for i in b]
         batch = packing.collate(ws, tokenizer.pad_token_id or 0)
@@ -146,9 +148,11 @@ def dialog_scores(model, tokenizer, sids: SemanticIDs, dialogs, max_context_toke
         idx = tgt if head is None else torch.searchsorted(head, tgt).clamp(max=len(head) - 1)
         tok_lp = logp.gather(1, idx[:, None])[:, 0]
         counted = _first_branch_response_mask(ws, resp if has_mode else None)
-        nll -= float(tok_lp[counted].sum())
+        in_head = counted if head is None else counted & (head[idx] == tgt)
+        nll -= float(tok_lp[in_head].sum())  # a token outside the head has no restricted prob
         n_tok += int(counted.sum())
-        if head is not None:  # the same tokens over the whole vocabulary, as the paper counts
+        n_head += int(in_head.sum())
+        if head is not None:  # every counted token over the whole vocabulary, as the paper counts
             full = (hs[counted] @ out_w.T).float().log_softmax(-1)
             nll_full -= float(full.gather(1, tgt[counted][:, None]).sum())
         if not has_mode:
@@ -158,7 +162,8 @@ def dialog_scores(model, tokenizer, sids: SemanticIDs, dialogs, max_context_toke
         mode_scores = (hs[first] @ out_w[[rec, chat]].T)
         pred += ["rec" if s[0] > s[1] else "chat" for s in mode_scores.tolist()]
         gold += ["rec" if t == rec else "chat" for t in tgt[first].tolist()]
-    out = {"ppl": metrics.perplexity(nll, n_tok), "ppl_tokens": n_tok,
+    out = {"ppl": metrics.perplexity(nll, n_head), "ppl_tokens": n_tok,
+           "ppl_tokens_outside_head": n_tok - n_head,
            "ppl_full_vocab": metrics.perplexity(nll if head is None else nll_full, n_tok)}
     if has_mode:
         out.update(metrics.intent_metrics(gold, pred))

@@ -444,7 +444,7 @@ def backbone_table(profile: str, datasets: Sequence[str], pretrained: Sequence[s
                     "recall@10 95% CI": f"[{100 * lo:.2f}, {100 * hi:.2f}]",
                     "ndcg@10": round(100 * r["metrics"]["ndcg@10"], 2),
                     **{k: (round(d[k], 4 if k.startswith("distinct") else 2) if k in d else None)
-                       for k in ("ppl", "ppl_full_vocab", "bleu", "distinct@2", "intent_f1",
+                       for k in ("ppl_full_vocab", "bleu", "distinct@2", "intent_f1",
                                  "looping_share")}})
     return rows
 

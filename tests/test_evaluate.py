@@ -73,6 +73,16 @@ def test_dialog_scores_ppl_and_intent(trained):
     s = evaluate.dialog_scores(model, tok, sids, ds["test"], head_ids=head)
     assert 1.0 <= s["ppl"] < 3.0 and s["ppl_tokens"] > 0
     assert s["intent_accuracy"] > 0.9 and s["intent_f1"] > 0.9
+    assert s["ppl_tokens_outside_head"] == 0  # the test responses use only training tokens
+    full = evaluate.dialog_scores(model, tok, sids, ds["test"])
+    assert full["ppl"] == full["ppl_full_vocab"] == pytest.approx(s["ppl_full_vocab"], rel=1e-5)
+    # a head without some gold tokens: they leave the restricted ppl (no restricted probability
+    # to score them with), never scored as another token; the full-vocabulary ppl is unchanged
+    gold = sorted(set(tok.encode(" ".join(t.text for d in ds["test"] for t in d.turns))) & set(head))
+    small = evaluate.dialog_scores(model, tok, sids, ds["test"], head_ids=sorted(set(head) - set(gold[:5])))
+    assert small["ppl_tokens_outside_head"] > 0 and small["ppl_tokens"] == s["ppl_tokens"]
+    assert small["ppl_full_vocab"] == pytest.approx(s["ppl_full_vocab"], rel=1e-5)
+    assert 1.0 <= small["ppl"] < float("inf")
 
 
 def test_save_load_gives_identical_predictions(trained, tmp_path):
