@@ -214,7 +214,8 @@ def load_model(folder, cfg: dict):
     if (folder / "adapter_config.json").is_file():
         from peft import PeftModel
         from safetensors.torch import load_file
-        base, _ = load_backbone(cfg["model"]["name"])
+        # the base as built for training: a seeded random one (``tiny``) depends on the seed
+        base, _ = load_backbone(cfg["model"]["name"], seed=cfg["train"].get("seed", 0))
         first = base.get_input_embeddings().num_embeddings
         base.resize_token_embeddings(len(tok))
         rows = load_file(str(folder / "new_embeddings.safetensors"))
