@@ -51,10 +51,11 @@ smoke: ## run the notebooks with profile=smoke (seconds, toy sizes) -> notebooks
 # Every `paper` config through every notebook, made small by crslib.run.DryRun (tiny random
 # backbone, MiniLM encoder, a few steps and cases, one thread): the GPU pipeline executed on a CPU
 # in minutes. It starts from nothing each time so that every step runs (the cache of item
-# embeddings and SIDs is kept); nothing it writes is committed (.gitignore).
+# embeddings and SIDs is kept); nothing it writes is committed (.gitignore). One process, one
+# thread: a run takes seconds, less than starting a worker process for it (imports, tokenizer).
 paper-dry: ## the paper profile's pipeline, dry (tiny sizes, minutes on a CPU) -> notebooks/executed/paper-dry, results/paper-dry
 	rm -rf runs/paper-dry results/paper-dry figures/paper-dry
-	OMP_NUM_THREADS=1 $(BIN)/python -m crslib notebooks --profile paper-dry --out notebooks/executed/paper-dry
+	OMP_NUM_THREADS=1 CRSLIB_WORKERS=1 $(BIN)/python -m crslib notebooks --profile paper-dry --out notebooks/executed/paper-dry
 
 reproduce: ## run every notebook in order with PROFILE (cpu default; paper on a GPU); refresh results/ and figures/
 	$(BIN)/python -m crslib notebooks --profile $(PROFILE) --out notebooks/executed/$(PROFILE)

@@ -76,7 +76,7 @@ class DryRun:
     dialog_limit: int = 4           # generated turns, dialog protocol
     ppl_dialogs: int = 6            # test dialogs whose turns the perplexity and intent read
     coldstart_limit: int = 40       # cases of the cold-start study
-    decoding_limit: int = 4         # validation turns of the chat's decoding sweep
+    decoding_limit: int = 2         # validation turns of the chat's decoding sweep
     threads: int = 1
     time_limit_minutes: float = 10.0  # safety stop only
 
