@@ -4,6 +4,7 @@ loading of the trained weights.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -151,6 +152,13 @@ def save_model(model, folder) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "peft_config"):
         model.save_pretrained(folder)
+        # peft writes the resolved target modules ("all-linear") from a set, in an order that
+        # changes from process to process; sorted, equal weights give equal files (model_hash)
+        config = folder / "adapter_config.json"
+        adapter = json.loads(config.read_text())
+        if isinstance(adapter.get("target_modules"), list):
+            adapter["target_modules"] = sorted(adapter["target_modules"])
+            config.write_text(json.dumps(adapter, indent=2, sort_keys=True) + "\n")
         base = model.get_base_model()
         first = _new_rows_start(base)
         rows = {"input": base.get_input_embeddings().weight[first:].detach().contiguous()}
