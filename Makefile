@@ -19,7 +19,7 @@ ifdef CRSLIB_DATA
 export CRSLIB_DATA := $(abspath $(CRSLIB_DATA))
 endif
 
-.PHONY: help setup data test notebooks smoke reproduce bench clean-results
+.PHONY: help setup data test notebooks smoke paper-dry reproduce bench clean-results
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -35,17 +35,27 @@ setup: ## create .venv, install torch (CPU wheel by default) and crslib with its
 data: ## download the official ReDial and INSPIRED files into CRSLIB_DATA (default: data/)
 	$(BIN)/python -m crslib data download --dataset all
 
-test: ## unit tests, real-data checks (skipped without data) and nbval on the executed smoke notebooks
+test: ## unit tests, real-data checks (skipped without data), nbval on the executed smoke notebooks, the paper-dry pipeline
 	$(BIN)/python -m pytest -q tests
 	@if $(BIN)/python -c "import sys, crslib.data as d; sys.exit(not d.has_data())"; then \
-	  $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider $(NBVAL_NOTEBOOKS); \
-	else echo "nbval on notebooks skipped: no data under CRSLIB_DATA (run make data)"; fi
+	  $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider $(NBVAL_NOTEBOOKS) && \
+	  $(MAKE) --no-print-directory paper-dry; \
+	else echo "nbval and paper-dry skipped: no data under CRSLIB_DATA (run make data)"; fi
 
 notebooks: ## after editing notebooks/src/NN_*.py (or a notebook), bring each pair in step (jupytext)
 	cd notebooks && ../$(BIN)/jupytext --sync [0-9]*.ipynb
 
 smoke: ## run the notebooks with profile=smoke (seconds, toy sizes) -> notebooks/executed/smoke (nbval's reference)
 	$(BIN)/python -m crslib notebooks --profile smoke --out notebooks/executed/smoke --only $(SMOKE_NOTEBOOKS)
+
+# Every `paper` config through every notebook, made small by crslib.run.DryRun (tiny random
+# backbone, MiniLM encoder, a few steps and cases, one thread): the GPU pipeline executed on a CPU
+# in minutes. It starts from nothing each time so that every step runs (the cache of item
+# embeddings and SIDs is kept); nothing it writes is committed (.gitignore). One process, one
+# thread: a run takes seconds, less than starting a worker process for it (imports, tokenizer).
+paper-dry: ## the paper profile's pipeline, dry (tiny sizes, minutes on a CPU) -> notebooks/executed/paper-dry, results/paper-dry
+	rm -rf runs/paper-dry results/paper-dry figures/paper-dry
+	OMP_NUM_THREADS=1 CRSLIB_WORKERS=1 $(BIN)/python -m crslib notebooks --profile paper-dry --out notebooks/executed/paper-dry
 
 reproduce: ## run every notebook in order with PROFILE (cpu default; paper on a GPU); refresh results/ and figures/
 	$(BIN)/python -m crslib notebooks --profile $(PROFILE) --out notebooks/executed/$(PROFILE)

@@ -502,13 +502,29 @@ def load_inspired(root: str | os.PathLike | None = None,
     return Dataset("inspired", catalog, out, report)
 
 
+_LOADED: dict[tuple, Dataset] = {}  # load()'s datasets in this process, by key (see there)
+
+
 def load(dataset: str, root: str | os.PathLike | None = None, strict: bool = False) -> Dataset:
-    """Load ``redial`` (train, test) or ``inspired`` (train, dev, test)."""
-    if dataset == "redial":
-        return load_redial(root, strict=strict)
-    if dataset == "inspired":
-        return load_inspired(root, strict=strict)
-    raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
+    """Load ``redial`` (train, test) or ``inspired`` (train, dev, test).
+
+    Parsed once per process: a later call for the same dataset, data root and ``strict``,
+    while the dataset's files are unchanged (names, sizes, modification times), returns the
+    same object — a notebook that trains and scores dozens of runs reads ReDial once instead
+    of every time (about a second each). Treat it as read-only, as every crslib caller does.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose from {DATASETS}")
+    folder = data_root(root).resolve() / dataset
+    files = tuple(sorted((p.name, st.st_size, st.st_mtime_ns) for p in folder.glob("*")
+                         if p.is_file() and (st := p.stat()))) if folder.is_dir() else ()
+    key = (dataset, str(folder), strict, files)
+    if key not in _LOADED:
+        for old in [k for k in _LOADED if k[:3] == key[:3]]:  # the files changed since
+            del _LOADED[old]
+        loader = load_redial if dataset == "redial" else load_inspired
+        _LOADED[key] = loader(root, strict=strict)
+    return _LOADED[key]
 
 
 def mention_parts(text: str) -> list[str | tuple[str]]:

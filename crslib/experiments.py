@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 from pathlib import Path
 from typing import Sequence
@@ -38,7 +39,9 @@ def run_dir(profile: str, dataset: str, variant: str) -> Path:
 
 
 def config(profile: str, dataset: str, variant: str = "gcrs") -> dict:
-    return run.load_config(run.config_path(profile, dataset, variant))
+    """The config of ``variant`` on ``dataset`` under ``profile`` (a derived profile such as
+    ``paper-dry``: its base profile's file, transformed; :func:`crslib.run.load_config`)."""
+    return run.load_config(run.config_path(profile, dataset, variant), profile=profile)
 
 
 def train(profile: str, dataset: str, variant: str = "gcrs", data_root=None,
@@ -160,17 +163,19 @@ def best_chat_run(profile: str, datasets: Sequence[str] = ("redial", "inspired")
     return {**best, "candidates": cands}
 
 
-def chat_decoding(profile: str, dataset: str, variant: str, data_root=None, limit: int = 60,
-                  reuse: bool = True) -> dict:
+def chat_decoding(profile: str, dataset: str, variant: str, data_root=None,
+                  limit: int | None = None, reuse: bool = True) -> dict:
     """The chat's response decoding for a run, chosen on validation dialogs by
     :func:`crslib.evaluate.decoding_sweep` (a seeded sample of ``limit`` turns of the dataset's
-    validation split, :data:`crslib.data.VALIDATION`: INSPIRED ``dev``, ReDial ``valid``), saved
+    validation split, :data:`crslib.data.VALIDATION`: INSPIRED ``dev``, ReDial ``valid``;
+    default: the config's ``eval.decoding_limit``, else 60), saved
     as ``results/<profile>/<dataset>/<variant>.decoding.json`` and reused for the same weights.
     The result says whether the run trained on those dialogs (``validation_in_training``): runs
     that follow the paper's INSPIRED recipe train on ``dev`` too, so for them the choice is made
     on seen dialogs, and says so."""
     folder = run_dir(profile, dataset, variant)
     cfg = json.loads((folder / "config.json").read_text())
+    limit = cfg["eval"].get("decoding_limit", 60) if limit is None else limit
     ds = data.load(dataset, data_root)
     who, split = identity(cfg, folder), data.VALIDATION[dataset]
     path = ev_mod.result_path(profile, dataset, variant, "decoding")
@@ -332,8 +337,13 @@ def _shown(path: Path) -> str:
 
 def _dialog_result(model, tok, sids, ds, ev: dict, split: str, limit, meta: dict, head_ids,
                    fmt: str) -> dict:
+    """PPL and intent over every dialog of ``split`` (``eval.ppl_dialogs``: a seeded sample of
+    that many dialogs, in split order), generated-text metrics over a seeded sample of turns."""
     ctx = ev.get("max_context_tokens", 768)
-    scores = ev_mod.dialog_scores(model, tok, sids, ds[split], ctx, head_ids, fmt=fmt)
+    dialogs, n_ppl = ds[split], ev.get("ppl_dialogs")
+    if n_ppl is not None and n_ppl < len(dialogs):
+        dialogs = [dialogs[j] for j in sorted(random.Random(0).sample(range(len(dialogs)), n_ppl))]
+    scores = ev_mod.dialog_scores(model, tok, sids, dialogs, ctx, head_ids, fmt=fmt)
     gen = ev_mod.generate_responses(model, tok, sids, ds[split], ds.catalog, ctx,
                                     head_ids=head_ids, fmt=fmt,
                                     limit=limit or ev.get("generate_limit", 500))
@@ -341,7 +351,10 @@ def _dialog_result(model, tok, sids, ds, ev: dict, split: str, limit, meta: dict
     return {**meta, "protocol": "dialog", "n_cases": gen.pop("n_turns"),
             "ppl_tokens": scores.pop("ppl_tokens"), "metrics": {**scores, **gen}, "ci95": {},
             "examples": examples,
-            "note": "ppl over all test turns; generated-text metrics over a seeded sample of "
+            **({"ppl_dialogs": len(dialogs)} if n_ppl is not None else {}),
+            "note": ("ppl over all test turns" if n_ppl is None else
+                     "ppl over the turns of a seeded sample of ppl_dialogs test dialogs")
+                    + "; generated-text metrics over a seeded sample of "
                     "n_cases turns; distinct@n = unique/total word n-grams, "
                     "distinct_per_response@n = unique n-grams / responses"}
 

@@ -4,6 +4,7 @@ loading of the trained weights.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -151,6 +152,13 @@ def save_model(model, folder) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "peft_config"):
         model.save_pretrained(folder)
+        # peft writes the resolved target modules ("all-linear") from a set, in an order that
+        # changes from process to process; sorted, equal weights give equal files (model_hash)
+        config = folder / "adapter_config.json"
+        adapter = json.loads(config.read_text())
+        if isinstance(adapter.get("target_modules"), list):
+            adapter["target_modules"] = sorted(adapter["target_modules"])
+            config.write_text(json.dumps(adapter, indent=2, sort_keys=True) + "\n")
         base = model.get_base_model()
         first = _new_rows_start(base)
         rows = {"input": base.get_input_embeddings().weight[first:].detach().contiguous()}
@@ -214,7 +222,8 @@ def load_model(folder, cfg: dict):
     if (folder / "adapter_config.json").is_file():
         from peft import PeftModel
         from safetensors.torch import load_file
-        base, _ = load_backbone(cfg["model"]["name"])
+        # the base as built for training: a seeded random one (``tiny``) depends on the seed
+        base, _ = load_backbone(cfg["model"]["name"], seed=cfg["train"].get("seed", 0))
         first = base.get_input_embeddings().num_embeddings
         base.resize_token_embeddings(len(tok))
         rows = load_file(str(folder / "new_embeddings.safetensors"))

@@ -10,7 +10,10 @@ Run folder layout (standard Hugging Face files where they exist)::
     runs/NAME/train_summary.json steps, epochs, tokens/s, seconds, final loss
     runs/NAME/log.jsonl          training curve
 
-Config files live in ``crslib/configs/<profile>-<dataset>-<variant>.json``. Variant
+Config files live in ``crslib/configs/<profile>-<dataset>-<variant>.json``. A *derived*
+profile has no files of its own: ``paper-dry`` is every ``paper`` config passed through one
+transform, :class:`DryRun` (:data:`DERIVED_PROFILES`; :func:`config_path` and
+:func:`load_config` resolve it). Variant
 ``decoupled`` (an item-classification head on the backbone) is trained, saved and loaded by
 :mod:`crslib.decoupled`; :func:`train_run` and :func:`load_run` hand it over. What both kinds
 of run share (config hash, SIDs, backbone, training dialogs, lock, save, finish) is
@@ -18,12 +21,14 @@ of run share (config hash, SIDs, backbone, training dialogs, lock, save, finish)
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
-from crslib import data, decoupled, model as backbones, train
+from crslib import data, decoupled, encode, model as backbones, train
 from crslib.runbase import (REPO, RunLocked, build_model, config_hash, finish_run,  # noqa: F401
                             is_finished, model_hash, peak_rss_mb, prepare_sids, run_lock,
                             save_run, training_dialogs)
@@ -41,11 +46,99 @@ VARIANT_FORMATS = {"gcrs": "gcrs", "resp": "resp", "mode_resp": "mode_resp", "si
                    "coldstart_gcrs": "gcrs", "coldstart_atomic": "gcrs"}  # crslib.coldstart
 
 
+@dataclass(frozen=True)
+class DryRun:
+    """A ``paper`` config cut down to run on a CPU in seconds: the ``paper-dry`` profile, which
+    sends every ``paper`` config through the same notebooks (``make paper-dry``, part of
+    ``make test``) so that the GPU pipeline is executed, end to end, without a GPU.
+
+    What decides *which code runs* stays the paper's: variant, SID method and shape (levels,
+    codebook size), target format, hold-out, LoRA adapters (r, alpha, dropout), which embedding
+    rows train, the full-vocabulary softmax, learning rates, context lengths, beam width. What
+    only decides *how big* it is becomes small: the backbone is ``tiny`` (a random 2-layer
+    Llama with the SmolLM2 tokenizer, :mod:`crslib.pretrained`), the item-text encoder the
+    offline MiniLM (:data:`crslib.encode.DEFAULT_ENCODER`), training a handful of steps over a
+    few dialogs with one thread, and every evaluation a seeded sample of a few cases
+    (``eval.limit``, the ``eval.<protocol>_limit`` keys, ``eval.ppl_dialogs``). ``qlora`` is
+    dropped: 4-bit loading needs CUDA and bitsandbytes. The replaced values are kept under
+    ``dry_run.replaced``, so a saved run says what it stands in for. Its numbers mean nothing;
+    that every step runs does.
+    """
+    name: str = "paper-dry"
+    of: str = "paper"               # the profile whose config files are transformed
+    backbone: str = "tiny"
+    encoder: str = encode.DEFAULT_ENCODER
+    max_steps: int = 3              # optimizer steps (the paper: 240 to 1,800)
+    warmup_steps: int = 1
+    batch_tokens: int = 1536        # padded tokens per step (the paper: 55,296)
+    max_dialogs: int = 16           # training dialogs (enough for the steps above)
+    limit: int = 12                 # cases per ranking protocol (paper, community, dedup)
+    dialog_limit: int = 4           # generated turns, dialog protocol
+    ppl_dialogs: int = 6            # test dialogs whose turns the perplexity and intent read
+    coldstart_limit: int = 40       # cases of the cold-start study
+    decoding_limit: int = 2         # validation turns of the chat's decoding sweep
+    threads: int = 1
+    time_limit_minutes: float = 10.0  # safety stop only
+
+    def apply(self, cfg: dict) -> dict:
+        """The dry config of ``cfg`` (a loaded ``paper`` config; not modified)."""
+        if cfg["profile"] != self.of:
+            raise ValueError(f"{self.name} transforms {self.of!r} configs, not "
+                             f"{cfg['profile']!r} ones")
+        dry = copy.deepcopy(cfg)
+        lora = {k: v for k, v in cfg["model"].get("lora", {}).items() if k != "qlora"}
+        dry["profile"] = self.name
+        dry["model"] = {"kind": "hf", "name": self.backbone, **({"lora": lora} if lora else {})}
+        dry["sids"]["encoder"] = self.encoder
+        dry["max_dialogs"] = self.max_dialogs
+        dry["train"].update(max_steps=self.max_steps, warmup_steps=self.warmup_steps,
+                            batch_tokens=self.batch_tokens, threads=self.threads,
+                            time_limit_minutes=self.time_limit_minutes, log_every=1)
+        dry["eval"] = {**cfg.get("eval", {}), "limit": self.limit,
+                       "dialog_limit": self.dialog_limit, "ppl_dialogs": self.ppl_dialogs,
+                       "coldstart_limit": self.coldstart_limit,
+                       "decoding_limit": self.decoding_limit}
+        dry["dry_run"] = {"of": f"{self.of}-{cfg['dataset']}-{cfg['variant']}.json",
+                          "replaced": _replaced(cfg, dry)}
+        return dry
+
+
+def _replaced(before: dict, after: dict, prefix: str = "") -> dict:
+    """``{dotted key: value in before}`` for every leaf that ``after`` changes or drops."""
+    out = {}
+    for k, v in before.items():
+        if isinstance(v, dict) and isinstance(after.get(k), dict):
+            out.update(_replaced(v, after[k], f"{prefix}{k}."))
+        elif k not in after or after[k] != v:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+DERIVED_PROFILES: dict[str, DryRun] = {d.name: d for d in (DryRun(),)}
+
+
+def base_profile(profile: str) -> str:
+    """The profile whose config files ``profile`` reads (itself, unless it is derived)."""
+    return DERIVED_PROFILES[profile].of if profile in DERIVED_PROFILES else profile
+
+
 def config_path(profile: str, dataset: str, variant: str = "gcrs") -> Path:
-    return CONFIGS / f"{profile}-{dataset}-{variant}.json"
+    """The config file of ``variant`` on ``dataset``; a derived profile reads its base's file
+    (load it with ``load_config(path, profile=...)`` to apply the transform)."""
+    return CONFIGS / f"{base_profile(profile)}-{dataset}-{variant}.json"
 
 
-def load_config(path: str | os.PathLike, **overrides) -> dict:
+def variants(profile: str, dataset: str) -> list[str]:
+    """The variants ``profile`` has a config for on ``dataset``, sorted."""
+    prefix = f"{base_profile(profile)}-{dataset}-"
+    return sorted(p.stem[len(prefix):] for p in CONFIGS.glob(f"{prefix}*.json"))
+
+
+def load_config(path: str | os.PathLike, profile: str | None = None, **overrides) -> dict:
+    """The config in ``path``, checked, with ``overrides`` merged into its blocks. ``profile``:
+    load it as that profile — its own (the default), or one derived from it
+    (:data:`DERIVED_PROFILES`, e.g. ``paper-dry`` from a ``paper`` file), whose transform is
+    applied before the overrides."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such config; configs are in {CONFIGS}")
@@ -56,6 +149,11 @@ def load_config(path: str | os.PathLike, **overrides) -> dict:
     if cfg["variant"] not in VARIANT_FORMATS:
         raise ValueError(f"{path}: unknown variant {cfg['variant']!r}; choose from "
                          f"{sorted(VARIANT_FORMATS)}")
+    if profile in DERIVED_PROFILES:
+        cfg = DERIVED_PROFILES[profile].apply(cfg)
+    elif profile is not None and profile != cfg["profile"]:
+        raise ValueError(f"{path} is a {cfg['profile']!r} config, not {profile!r} (derived "
+                         f"profiles: {sorted(DERIVED_PROFILES)})")
     for k, v in overrides.items():
         cfg[k] = {**cfg[k], **v} if isinstance(v, dict) else v
     return cfg

@@ -14,6 +14,8 @@ import os
 import shutil
 from pathlib import Path
 
+import torch
+
 from crslib import data, model as backbones, semantic_ids, serialize, train
 from crslib.semantic_ids import SemanticIDs
 
@@ -84,7 +86,9 @@ def build_model(cfg: dict, sids: SemanticIDs, catalog: data.Catalog):
         net.config.gcrs_compact["embeddings_trained"] = cfg["train"].get("embeddings") == "all"
     backbones.init_new_rows(net, tok, sids, catalog, seed)
     if m.get("lora"):
-        net = backbones.add_lora(net, **m["lora"])
+        with torch.random.fork_rng(devices=[]):  # peft draws the adapters' initial weights
+            torch.manual_seed(seed)              # from the global generator: seed them
+            net = backbones.add_lora(net, **m["lora"])
     return net, tok, sorted(new.values())
 
 

@@ -140,6 +140,17 @@ def test_redial_hf_parquet_roundtrip(tmp_path):
     assert d == ds["train"][0]
 
 
+def test_load_parses_once_until_a_file_changes(tmp_path):
+    write_redial(tmp_path, [json.dumps(GOOD)])
+    first = data.load("redial", tmp_path)
+    assert data.load("redial", tmp_path) is first  # the same files: not parsed again
+    assert data.load("redial", tmp_path, strict=True) is not first
+    other = redial_record("8", [msg(1, "hello"), msg(2, "try @111")])
+    write_redial(tmp_path, [json.dumps(GOOD), json.dumps(other)])
+    again = data.load("redial", tmp_path)
+    assert again is not first and [d.id for d in again["train"]] == ["7", "8"]
+
+
 def test_missing_file_says_what_to_do(tmp_path):
     with pytest.raises(DataError, match=r"movies_with_mentions.csv: file not found.*make data"):
         data.load_redial(tmp_path)

@@ -1,5 +1,5 @@
 # %% tags=["parameters"]
-profile = "smoke"  # smoke | cpu | paper: which run profile (data loading is the same for all)
+profile = "smoke"  # smoke | cpu | paper | paper-dry: which run profile (data loading is the same for all)
 data_root = None  # folder with redial/ and inspired/; None: $CRSLIB_DATA, else data/ in the repo
 
 # %% [markdown]

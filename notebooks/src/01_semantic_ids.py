@@ -1,5 +1,5 @@
 # %% tags=["parameters"]
-profile = "smoke"  # smoke | cpu | paper: which run profile (its configs pick quantizer, encoder)
+profile = "smoke"  # smoke | cpu | paper | paper-dry: which run profile (its configs pick quantizer, encoder)
 data_root = None  # folder with redial/ and inspired/; None: $CRSLIB_DATA, else data/ in the repo
 
 # %% [markdown]
@@ -21,7 +21,7 @@ import seaborn as sns
 from crslib import data, encode, report, run, semantic_ids
 
 datasets = {name: data.load(name, data_root) for name in data.DATASETS}
-configs = {name: run.load_config(run.config_path(profile, name)) for name in datasets}
+configs = {name: run.load_config(run.config_path(profile, name), profile=profile) for name in datasets}
 sids = {name: run.prepare_sids(configs[name], ds.catalog) for name, ds in datasets.items()}
 rows = [{"dataset": name, **semantic_ids.describe(s)} for name, s in sids.items()]
 report.save_table(rows, "semantic_ids", profile,

@@ -1,5 +1,5 @@
 # %% tags=["parameters"]
-profile = "smoke"  # smoke | cpu | paper: which config files (crslib/configs/<profile>-*.json) train
+profile = "smoke"  # smoke | cpu | paper | paper-dry: which config files (crslib/configs/<profile>-*.json) train
 data_root = None  # folder with redial/ and inspired/; None: $CRSLIB_DATA, else data/ in the repo
 datasets = ["redial", "inspired"]  # which datasets get a GCRS model
 

@@ -1,5 +1,5 @@
 # %% tags=["parameters"]
-profile = "smoke"  # smoke | cpu | paper: which runs and configs are scored
+profile = "smoke"  # smoke | cpu | paper | paper-dry: which runs and configs are scored
 data_root = None  # folder with redial/ and inspired/; None: $CRSLIB_DATA, else data/ in the repo
 datasets = ["redial", "inspired"]  # Tables 1 (ReDial) and 2 (INSPIRED)
 trained = ["gcrs", "tiger", "decoupled"]  # variants trained here (GCRS and the model baselines)
@@ -76,7 +76,9 @@ for ds in tables:
             best = ours.drop(index="gcrs")[k].max()
             imp.append({"dataset": ds, "metric": k, "who": f"ours ({profile})",
                         "gcrs": ours.loc["gcrs", k], "best other": best,
-                        "relative improvement": round(experiments.relative_improvement(ours.loc["gcrs", k], best), 3)})
+                        # undefined (None) when every other ranker scores 0, as on a few cases
+                        "relative improvement": round(experiments.relative_improvement(ours.loc["gcrs", k], best), 3)
+                        if best else None})
         best = reported.drop(index="GCRS")[k].max()
         imp.append({"dataset": ds, "metric": k, "who": "reported in the paper",
                     "gcrs": reported.loc["GCRS", k], "best other": best,

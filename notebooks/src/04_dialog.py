@@ -1,5 +1,5 @@
 # %% tags=["parameters"]
-profile = "smoke"  # smoke | cpu | paper: which runs are scored
+profile = "smoke"  # smoke | cpu | paper | paper-dry: which runs are scored
 data_root = None  # folder with redial/ and inspired/; None: $CRSLIB_DATA, else data/ in the repo
 datasets = ["redial", "inspired"]  # Table 3 has both
 

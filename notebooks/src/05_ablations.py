@@ -1,7 +1,7 @@
 # %% tags=["parameters"]
-profile = "smoke"  # smoke | cpu | paper: which runs and configs
+profile = "smoke"  # smoke | cpu | paper | paper-dry: which runs and configs
 data_root = None  # folder with redial/ and inspired/; None: $CRSLIB_DATA, else data/ in the repo
-datasets = ["inspired"]  # cpu: INSPIRED only (the grid does not fit the budget twice); paper: both
+datasets = None  # None: both for paper and paper-dry; INSPIRED only for cpu and smoke (the grid does not fit the budget twice)
 variants = ["sid3x64", "sid5x64", "sid4x32", "sid4x128", "resp", "mode_resp", "sid",
             "all_embeddings", "gcrs"]  # Table 4 rows; configs from tools/make_configs.py
 
@@ -23,9 +23,13 @@ import pandas as pd
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-from crslib import experiments, report
+from crslib import experiments, report, run
 
 experiments.quiet()
+# defaults that depend on the profile are resolved here: papermill injects `profile` after the
+# parameters cell. paper-dry reads the paper's configs (run.base_profile), so it runs its grid
+if datasets is None:
+    datasets = ["redial", "inspired"] if run.base_profile(profile) == "paper" else ["inspired"]
 
 experiments.train_many(profile, [(ds, v) for ds in datasets for v in variants], data_root)
 for ds in datasets:

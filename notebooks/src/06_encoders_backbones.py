@@ -1,9 +1,9 @@
 # %% tags=["parameters"]
-profile = "smoke"  # smoke | cpu | paper: which runs and configs
+profile = "smoke"  # smoke | cpu | paper | paper-dry: which runs and configs
 data_root = None  # folder with redial/ and inspired/; None: $CRSLIB_DATA, else data/ in the repo
-datasets = ["inspired"]  # cpu: INSPIRED (budget); paper: ["redial", "inspired"]
-encoders = ["encoder_smollm2bag"]  # swaps beside gcrs; paper: ["encoder_e5", "encoder_mxbai", "encoder_bge" or "encoder_sentence_t5"]
-backbones = ["backbone_4layers"]  # swaps beside gcrs; paper: ["backbone_llama31_8b", "backbone_qwen3_8b", "backbone_mistral_7b", "backbone_ministral_8b"]
+datasets = None  # None: ["redial", "inspired"] for paper and paper-dry; ["inspired"] for cpu and smoke (budget)
+encoders = None  # encoder swaps beside gcrs; None: the profile's encoder_* configs of each dataset (paper: E5, mxbai, and BGE or Sentence-T5, whichever is not the dataset's gcrs encoder; cpu, smoke: encoder_smollm2bag)
+backbones = None  # backbone swaps beside gcrs; None: the profile's backbone_* configs but the pretrained one below (paper: Llama-3.1-8B, Qwen3-8B, Mistral-7B, Ministral-8B; cpu, smoke: backbone_4layers)
 pretrained = None  # Table 6 in miniature; None: ["backbone_smollm2_135m"] on cpu (shipped runs), none otherwise
 pretrained_datasets = ["inspired"]  # + "redial" once its SmolLM2 run is shipped (training: 220 steps, about 3 h here)
 redial_sample = 1000  # ReDial cases the pretrained run scores (a seeded sample; the others are cut to it)
@@ -28,16 +28,28 @@ community_sample = 100  # cases of the pretrained run's exact all-item scoring (
 # %%
 import pandas as pd
 
-from crslib import experiments, report
+from crslib import experiments, report, run
 
 experiments.quiet()
-
-variants = ["gcrs"] + encoders + backbones
-experiments.train_many(profile, [(ds, v) for ds in datasets for v in variants], data_root)
+# defaults that depend on the profile are resolved here: papermill injects `profile` after the
+# parameters cell. paper-dry reads the paper's configs (run.base_profile), so it runs its grid;
+# the swaps are the variants with a config file (tools/make_configs.py), per dataset
+if datasets is None:
+    datasets = ["redial", "inspired"] if run.base_profile(profile) == "paper" else ["inspired"]
+PRETRAINED = {"backbone_smollm2_135m"}  # section 2 (Table 6 in miniature), not a Table 5 row
+swaps = {ds: {"encoder": encoders if encoders is not None else
+              [v for v in run.variants(profile, ds) if v.startswith("encoder_")],
+              "backbone": backbones if backbones is not None else
+              [v for v in run.variants(profile, ds) if v.startswith("backbone_") and v not in PRETRAINED]}
+         for ds in datasets}
+variants = {ds: ["gcrs"] + swaps[ds]["encoder"] + swaps[ds]["backbone"] for ds in datasets}
+experiments.train_many(profile, [(ds, v) for ds in datasets for v in variants[ds]], data_root)
 for ds in datasets:
-    for v in variants:
+    for v in variants[ds]:
         experiments.evaluate(profile, ds, v, "paper", data_root)
         experiments.evaluate(profile, ds, v, "dialog", data_root)
+pd.DataFrame([{"dataset": ds, "swap": kind, "variants": ", ".join(vs)}
+              for ds in datasets for kind, vs in swaps[ds].items()]).set_index(["dataset", "swap"])
 
 
 # %%
@@ -54,8 +66,8 @@ def row(ds, v, kind):
             "bleu": round(dial["bleu"], 2), "distinct@2": round(dial["distinct@2"], 4),
             "intent_f1": round(dial["intent_f1"], 3)}
 
-rows = [row(ds, v, "encoder") for ds in datasets for v in ["gcrs"] + encoders]
-rows += [row(ds, v, "backbone") for ds in datasets for v in ["gcrs"] + backbones]
+rows = [row(ds, v, "encoder") for ds in datasets for v in ["gcrs"] + swaps[ds]["encoder"]]
+rows += [row(ds, v, "backbone") for ds in datasets for v in ["gcrs"] + swaps[ds]["backbone"]]
 report.save_table(rows, "tables5_6_ours", profile, meta={"units": "recall/ndcg/mrr in percent"})
 pd.DataFrame(rows).set_index(["dataset", "swap", "variant"])
 

@@ -1,7 +1,8 @@
 # %% tags=["parameters"]
-profile = "cpu"  # cpu | paper: whose committed runs to choose from (smoke runs are for tests only)
+profile = "cpu"  # cpu | paper | paper-dry: whose runs to choose from (smoke runs are for tests only)
 run_dir = None  # a run folder to chat with; None: the best run of the profile by dialog metrics
 data_root = None  # folder with redial/ and inspired/; None: $CRSLIB_DATA, else data/ in the repo
+shipped_only = None  # choose among committed runs only; None: yes when the repository ships runs of the profile (cpu), else no (paper, paper-dry)
 
 # %% [markdown]
 # # 07 — Chat with a trained run
@@ -24,7 +25,10 @@ data_root = None  # folder with redial/ and inspired/; None: $CRSLIB_DATA, else 
 #
 # This notebook never trains: it opens on a run the repository ships, the best of its profile
 # on validation turns (`experiments.best_chat_run`: runs that never saw their validation
-# dialogs first, then the BLEU of their chosen decoding), and says which.
+# dialogs first, then the BLEU of their chosen decoding), and says which. A profile whose runs
+# are never committed — `paper` (trained by `make reproduce` on a GPU) and `paper-dry` (trained
+# minutes earlier by notebooks 02–06 of the same dry run) — opens on the best run finished on
+# this machine instead, chosen by the same rule, and says so.
 
 # %%
 import json
@@ -40,12 +44,17 @@ from crslib.generation import ResponseDecoding
 
 torch.set_num_threads(1)
 transformers.utils.logging.disable_progress_bar()
+# resolved here, after papermill's injected cell: the cpu profile ships its runs, so only those
+# are chosen from; paper and paper-dry ship none (runs/ is not committed for them), so a run
+# trained on this machine is the only honest choice, and the line below says which it is
+if shipped_only is None:
+    shipped_only = bool(experiments.shipped_runs(experiments.RUNS / profile))
 if run_dir is None:
-    best = experiments.best_chat_run(profile, data_root=data_root)
+    best = experiments.best_chat_run(profile, shipped_only=shipped_only, data_root=data_root)
     folder = experiments.RUNS.parent / best["run"]
     dataset, variant = best["dataset"], best["variant"]
-    print(f"chatting with {best['run']}: chosen on validation turns (unseen in training first, "
-          "then BLEU) among " + ", ".join(
+    print(f"chatting with {best['run']} ({'shipped' if shipped_only else 'trained here, not shipped'}): "
+          "chosen on validation turns (unseen in training first, then BLEU) among " + ", ".join(
               f"{c['run']} ({c['split']} BLEU {c['bleu']:.2f}"
               + (", seen in training)" if c["validation_in_training"] else ")")
               for c in best["candidates"]))

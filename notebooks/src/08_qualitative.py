@@ -1,5 +1,5 @@
 # %% tags=["parameters"]
-profile = "smoke"  # smoke | cpu | paper: whose runs answer (smoke: trained here in seconds)
+profile = "smoke"  # smoke | cpu | paper | paper-dry: whose runs answer (smoke: trained here in seconds)
 data_root = None  # folder with redial/ and inspired/; None: $CRSLIB_DATA, else data/ in the repo
 dataset = "inspired"  # inspired | redial: the test split the cases come from
 n_per_rule = 3  # cases shown per selection rule (fewer when fewer match)

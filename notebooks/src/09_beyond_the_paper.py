@@ -1,5 +1,5 @@
 # %% tags=["parameters"]
-profile = "smoke"  # smoke | cpu | paper: which runs and configs (smoke: toy sizes, seconds)
+profile = "smoke"  # smoke | cpu | paper | paper-dry: which runs and configs (smoke: toy sizes, seconds)
 data_root = None  # folder with redial/ and inspired/; None: $CRSLIB_DATA, else data/ in the repo
 dataset = "inspired"  # the cold-start configs exist for INSPIRED only
 latency_prompts = 10  # seeded sample of test prompts timed per run (cost table)
