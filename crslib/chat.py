@@ -122,35 +122,50 @@ class ResponseGrammar(LogitsProcessor):
 
 
 class NoMentionOf(LogitsProcessor):
-    """Chat only: an item mention in a response may not complete to one of ``items`` (the
-    items the user named or the assistant already showed, :meth:`ChatSession.excluded_items`).
+    """Chat only: an item mention in a response may not spell one of ``items`` (the items the
+    user named or the assistant already showed, :meth:`ChatSession.excluded_items`).
 
-    Stateless: a row whose last L tokens are ``<BOI>`` and the first L-1 codes of an excluded
-    item loses that item's last code. Should that leave the row nothing (every completion
-    excluded), the row is left as it was: the mention stays well-formed.
+    Stateless: in a row inside a mention (``<BOI>`` and k < L codes so far), every next code
+    whose whole subtree holds only excluded items loses its score, so the mention turns to an
+    item still allowed as early as it must (most SID prefixes lead to one item only). Should
+    that leave the row nothing, it is left as it was: the mention stays well-formed.
     """
 
     def __init__(self, vocab: trie.SIDVocab, sids: SemanticIDs, items: Sequence[str]):
         self.vocab, self.L = vocab, sids.levels
-        self.last: dict[tuple[int, ...], list[int]] = {}
-        for item in items:
-            codes = sids.code_of(item)
-            self.last.setdefault(tuple(codes[:-1]), []).append(
-                int(vocab.level_tokens[self.L - 1, codes[-1]]))
+        total: dict[tuple[int, ...], int] = {}
+        for item in sids.item_ids:
+            codes = tuple(int(c) for c in sids.code_of(item))
+            for k in range(1, self.L + 1):
+                total[codes[:k]] = total.get(codes[:k], 0) + 1
+        out: dict[tuple[int, ...], int] = {}
+        for item in set(items):
+            codes = tuple(int(c) for c in sids.code_of(item))
+            for k in range(1, self.L + 1):
+                out[codes[:k]] = out.get(codes[:k], 0) + 1
+        self.banned: dict[tuple[int, ...], list[int]] = {}  # prefix -> token ids of next codes
+        for prefix, n in out.items():
+            if n == total[prefix]:  # nothing allowed below: ban it at its parent
+                level = len(prefix) - 1
+                self.banned.setdefault(prefix[:-1], []).append(
+                    int(vocab.level_tokens[level, prefix[-1]]))
 
     def __call__(self, input_ids, scores):
-        if not self.last:
+        if not self.banned:
             return scores
-        tail = input_ids[:, -self.L:].cpu()
-        for row in range(tail.shape[0]):
-            toks = tail[row].tolist()
-            if toks[0] != self.vocab.boi:
+        tail = input_ids[:, -self.L:].cpu().tolist()
+        for row, toks in enumerate(tail):
+            if self.vocab.boi not in toks:
                 continue
-            prefix = tuple(int(self.vocab.code_of[t]) for t in toks[1:])
-            if prefix not in self.last:
+            after = toks[len(toks) - 1 - toks[::-1].index(self.vocab.boi) + 1:]
+            if len(after) >= self.L or any(int(self.vocab.level_of[t]) != k
+                                            for k, t in enumerate(after)):
+                continue
+            ban = self.banned.get(tuple(int(self.vocab.code_of[t]) for t in after))
+            if not ban:
                 continue
             kept = scores[row].clone()
-            kept[self.last[prefix]] = float("-inf")
+            kept[ban] = float("-inf")
             if bool(torch.isfinite(kept).any()):
                 scores[row] = kept
         return scores
@@ -400,7 +415,8 @@ class ChatSession:
         if excluded:  # a response does not bring back what the user named or was shown
             procs.append(NoMentionOf(self.vocab, self.sids, sorted(excluded)))
         with trie._neutral_generation_config(self.model):
-            out = self.decoding.generate(self.model, input_ids=input_ids,
+            out = self.decoding.generate(self.model, offset=len(self.replies),
+                                         input_ids=input_ids,
                                          attention_mask=torch.ones_like(input_ids),
                                          generation_config=config,
                                          logits_processor=LogitsProcessorList(procs))

@@ -64,12 +64,13 @@ class ResponseDecoding:
             return []
         return [NoRepeatResponseNGram(self.no_repeat_ngram_size, prompt_len, skip_row)]
 
-    def generate(self, model, **kwargs):
-        """``model.generate(**kwargs)``, seeded when sampling (the global RNG is restored)."""
+    def generate(self, model, offset: int = 0, **kwargs):
+        """``model.generate(**kwargs)``, seeded with ``seed + offset`` when sampling (the global
+        RNG is restored); a chat passes its turn number, so turns do not share one stream."""
         if self.top_p is None:
             return model.generate(**kwargs)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
+            torch.manual_seed(self.seed + offset)
             return model.generate(**kwargs)
 
 

@@ -269,22 +269,27 @@ def test_enter_sends(world):
     assert s.exclude_named is False
 
 
-def test_no_mention_of_excluded_items_unless_nothing_else_is_left(world):
+def test_no_mention_of_excluded_items_is_banned_at_the_first_level_it_decides(world):
     _, tok, sids, _, _ = world
     s = session(world)
     v, L = s.vocab, sids.levels
-    item = "103"
-    codes = sids.code_of(item)
-    siblings = [i for i in ITEMS if sids.code_of(i)[:-1] == codes[:-1]]
-    ids = torch.tensor([[5, v.boi] + [int(v.level_tokens[lv, c]) for lv, c in enumerate(codes[:-1])]])
-    allowed = torch.full((1, len(tok)), float("-inf"))
-    for i in siblings:  # what the SID constraint leaves: the completions to real items
-        allowed[0, int(v.level_tokens[L - 1, sids.code_of(i)[-1]])] = 0.0
-    out = chat.NoMentionOf(v, sids, [item])(ids, allowed.clone())
-    assert torch.isinf(out[0, int(v.level_tokens[L - 1, codes[-1]])])
-    if len(siblings) > 1:
-        assert torch.isfinite(out).sum() == len(siblings) - 1
-    everything = chat.NoMentionOf(v, sids, siblings)(ids, allowed.clone())
-    assert torch.equal(everything, allowed)  # nothing would be left: the row stays as it was
+    excluded = ITEMS[:6]
+    proc = chat.NoMentionOf(v, sids, excluded)
+    codes = {i: tuple(int(c) for c in sids.code_of(i)) for i in ITEMS}
+    # brute force: walk every SID prefix and compare with "some allowed item lies below"
+    for item in ITEMS:
+        for k in range(L):
+            prefix = codes[item][:k]
+            ids = torch.tensor([[5, v.boi] + [int(v.level_tokens[lv, c]) for lv, c in enumerate(prefix)]])
+            scores = torch.full((1, len(tok)), float("-inf"))
+            children = {codes[i][k] for i in ITEMS if codes[i][:k] == prefix}
+            for c in children:
+                scores[0, int(v.level_tokens[k, c])] = 0.0
+            out = proc(ids, scores.clone())
+            allowed = {c for c in children if any(codes[i][:k + 1] == prefix + (c,)
+                                                  for i in ITEMS if i not in excluded)}
+            kept = {c for c in children if torch.isfinite(out[0, int(v.level_tokens[k, c])])}
+            assert kept == (allowed or children), (item, k)  # nothing allowed: left as it was
     elsewhere = torch.tensor([[5, 6, 7, 8]])  # not inside a mention: untouched
-    assert torch.equal(chat.NoMentionOf(v, sids, [item])(elsewhere, allowed.clone()), allowed)
+    scores = torch.zeros(1, len(tok))
+    assert torch.equal(proc(elsewhere, scores.clone()), scores)
