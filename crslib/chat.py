@@ -123,45 +123,52 @@ class ResponseGrammar(LogitsProcessor):
 
 class NoMentionOf(LogitsProcessor):
     """Chat only: an item mention in a response may not spell one of ``items`` (the items the
-    user named or the assistant already showed, :meth:`ChatSession.excluded_items`).
+    user named or the assistant already showed, :meth:`ChatSession.excluded_items`), nor an
+    item the response already mentioned (positions from ``prompt_len`` on).
 
-    Stateless: in a row inside a mention (``<BOI>`` and k < L codes so far), every next code
-    whose whole subtree holds only excluded items loses its score, so the mention turns to an
-    item still allowed as early as it must (most SID prefixes lead to one item only). Should
-    that leave the row nothing, it is left as it was: the mention stays well-formed.
+    In a row inside a mention (``<BOI>`` and k < L codes so far), every next code whose whole
+    subtree holds only excluded items loses its score, so the mention turns to an item still
+    allowed as early as it must (most SID prefixes lead to one item only). Should that leave
+    the row nothing, it is left as it was: the mention stays well-formed.
     """
 
-    def __init__(self, vocab: trie.SIDVocab, sids: SemanticIDs, items: Sequence[str]):
-        self.vocab, self.L = vocab, sids.levels
-        total: dict[tuple[int, ...], int] = {}
+    def __init__(self, vocab: trie.SIDVocab, sids: SemanticIDs, items: Sequence[str],
+                 prompt_len: int | None = None):
+        self.vocab, self.L, self.prompt_len = vocab, sids.levels, prompt_len
+        self.total: dict[tuple[int, ...], int] = {}
         for item in sids.item_ids:
             codes = tuple(int(c) for c in sids.code_of(item))
             for k in range(1, self.L + 1):
-                total[codes[:k]] = total.get(codes[:k], 0) + 1
-        out: dict[tuple[int, ...], int] = {}
-        for item in set(items):
-            codes = tuple(int(c) for c in sids.code_of(item))
-            for k in range(1, self.L + 1):
-                out[codes[:k]] = out.get(codes[:k], 0) + 1
-        self.banned: dict[tuple[int, ...], list[int]] = {}  # prefix -> token ids of next codes
-        for prefix, n in out.items():
-            if n == total[prefix]:  # nothing allowed below: ban it at its parent
-                level = len(prefix) - 1
-                self.banned.setdefault(prefix[:-1], []).append(
-                    int(vocab.level_tokens[level, prefix[-1]]))
+                self.total[codes[:k]] = self.total.get(codes[:k], 0) + 1
+        self.items = {tuple(int(c) for c in sids.code_of(i)) for i in items}
+
+    def _said(self, toks: list[int]) -> set[tuple[int, ...]]:
+        """Codes of the complete mentions in the generated part of a row."""
+        v, L, out = self.vocab, self.L, set()
+        for k, t in enumerate(toks):
+            if t == v.boi and k + L < len(toks) and all(
+                    int(v.level_of[x]) == lv for lv, x in enumerate(toks[k + 1:k + 1 + L])):
+                out.add(tuple(int(v.code_of[x]) for x in toks[k + 1:k + 1 + L]))
+        return out
 
     def __call__(self, input_ids, scores):
-        if not self.banned:
-            return scores
-        tail = input_ids[:, -self.L:].cpu().tolist()
-        for row, toks in enumerate(tail):
-            if self.vocab.boi not in toks:
+        v, L = self.vocab, self.L
+        rows = input_ids.cpu().tolist()
+        for row, toks in enumerate(rows):
+            tail = toks[-L:]
+            if v.boi not in tail:
                 continue
-            after = toks[len(toks) - 1 - toks[::-1].index(self.vocab.boi) + 1:]
-            if len(after) >= self.L or any(int(self.vocab.level_of[t]) != k
-                                            for k, t in enumerate(after)):
+            after = tail[len(tail) - tail[::-1].index(v.boi):]
+            if len(after) >= L or any(int(v.level_of[t]) != k for k, t in enumerate(after)):
                 continue
-            ban = self.banned.get(tuple(int(self.vocab.code_of[t]) for t in after))
+            prefix = tuple(int(v.code_of[t]) for t in after)
+            said = self._said(toks[self.prompt_len:]) if self.prompt_len is not None else set()
+            excluded = [c for c in self.items | said if c[:len(prefix)] == prefix]
+            below: dict[int, int] = {}
+            for c in excluded:
+                below[c[len(prefix)]] = below.get(c[len(prefix)], 0) + 1
+            ban = [int(v.level_tokens[len(prefix), c]) for c, n in below.items()
+                   if n == self.total[prefix + (c,)]]
             if not ban:
                 continue
             kept = scores[row].clone()
@@ -412,8 +419,8 @@ class ChatSession:
         device = self.model.get_output_embeddings().weight.device
         input_ids = torch.tensor([ids], device=device)
         procs = self._processors + self.decoding.processors(len(ids), self._inside_mention)
-        if excluded:  # a response does not bring back what the user named or was shown
-            procs.append(NoMentionOf(self.vocab, self.sids, sorted(excluded)))
+        # a response does not bring back what the user named or was shown, nor repeat itself
+        procs.append(NoMentionOf(self.vocab, self.sids, sorted(excluded), prompt_len=len(ids)))
         with trie._neutral_generation_config(self.model):
             out = self.decoding.generate(self.model, offset=len(self.replies),
                                          input_ids=input_ids,

@@ -293,3 +293,20 @@ def test_no_mention_of_excluded_items_is_banned_at_the_first_level_it_decides(wo
     elsewhere = torch.tensor([[5, 6, 7, 8]])  # not inside a mention: untouched
     scores = torch.zeros(1, len(tok))
     assert torch.equal(proc(elsewhere, scores.clone()), scores)
+    # an item the response already mentioned (after the prompt) is not spelled again
+    said = ITEMS[10]
+    mention = [v.boi] + [int(v.level_tokens[lv, c]) for lv, c in enumerate(codes[said])] + [v.eoi]
+    open_ = [v.boi] + [int(v.level_tokens[lv, c]) for lv, c in enumerate(codes[said][:-1])]
+    scores = torch.full((1, len(tok)), float("-inf"))
+    siblings = {codes[i][-1] for i in ITEMS if codes[i][:-1] == codes[said][:-1]}
+    for c in siblings:
+        scores[0, int(v.level_tokens[L - 1, c])] = 0.0
+    again = chat.NoMentionOf(v, sids, [], prompt_len=1)(torch.tensor([[5] + mention + [9] + open_]),
+                                                       scores.clone())
+    last = int(v.level_tokens[L - 1, codes[said][-1]])
+    assert torch.isinf(again[0, last]) or siblings == {codes[said][-1]}
+    if len(siblings) > 1:
+        assert torch.isinf(again[0, last])
+    in_prompt = chat.NoMentionOf(v, sids, [], prompt_len=len(mention) + 2)(
+        torch.tensor([[5] + mention + [9] + open_]), scores.clone())
+    assert torch.equal(in_prompt, scores)  # a mention in the prompt is no repetition
