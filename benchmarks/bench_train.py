@@ -11,6 +11,7 @@ loop. Tokens are unpadded tokens, as the loop counts them. ``--quick``: 40 dialo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -21,7 +22,7 @@ import time
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from crslib import data, packing, run, train
+    from crslib import config, data, run, train
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default=str(run.config_path("cpu", "redial")))
@@ -38,9 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     ds = data.load(cfg["dataset"])
     sids = run.prepare_sids(cfg, ds.catalog)
     dialogs = ds["train"][: args.dialogs]
-    tcfg = train.TrainConfig.from_dict({**cfg["train"], "max_steps": args.steps,
-                                        "checkpoint_every": 10_000, "threads": args.threads,
-                                        "fmt": run.VARIANT_FORMATS[cfg["variant"]]})
+    tcfg = dataclasses.replace(config.resolve(cfg).train, max_steps=args.steps,
+                               checkpoint_every=10_000, threads=args.threads)
 
     # the bare side: same windows, batches, restricted head and trainable parameters
     net, tok, new_ids = run.build_model(cfg, sids, ds.catalog)
@@ -48,11 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     head = (torch.tensor(train.target_vocab(windows, new_ids, tok.eos_token_id))
             if tcfg.output_vocab == "targets" else None)
     groups = train.make_batches(windows, tcfg.batch_tokens, tcfg.seed)[: args.steps]
-    micro = tcfg.micro_batch_tokens or 10 ** 9  # the loop's micro-batches, collated up front
-    batches = [[packing.collate(part, tok.pad_token_id or 0)
-                for part in train.split_windows([windows[i] for i in b], micro)] for b in groups]
     real = [sum(len(windows[i]) for i in b) for b in groups]
     emb = train.Embeddings(net, None if tcfg.embeddings == "all" else new_ids)
+    objective = train.TokenObjective(windows, head, tok.pad_token_id or 0, emb.first,
+                                     tcfg.new_token_loss_weight)
+    lengths = [len(w) for w in windows]  # the loop's micro-batches, collated up front
+    parts_of = [train.split_step(b, lengths, tcfg.micro_batch_tokens) for b in groups]
+    batches = [[objective.batch(g) for g in parts] for parts in parts_of]
+    part_weights = [[objective.weight(g) for g in parts] for parts in parts_of]
     params = [p for p in net.parameters() if p.requires_grad]
     params += [p for p in (emb.inp_rows, emb.out_rows) if p is not None]
     opt = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
@@ -62,9 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     def bare_steps(ks) -> None:
         t0 = time.perf_counter()
         for k in ks:
-            parts = batches[k % len(batches)]
-            weights = [train.target_weight(p["loss_tgt"], emb.first, tcfg.new_token_loss_weight)
-                       for p in parts]
+            parts, weights = batches[k % len(batches)], part_weights[k % len(batches)]
             opt.zero_grad(set_to_none=True)
             for b, w in zip(parts, weights):
                 loss, _ = train.packed_loss(net, emb, b, head, tcfg.new_token_loss_weight)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from crslib import data, serialize, trie
+from crslib.config import resolve
 from crslib.pretrained import load_backbone
 from crslib.run import load_run
 from crslib.semantic_ids import SemanticIDs
@@ -83,7 +84,7 @@ def bench_decode(dataset: str = "redial", backbone: str = "tiny", n_prompts: int
         if cfg["dataset"] != dataset:
             raise ValueError(f"{run} was trained on {cfg['dataset']}, not {dataset}")
         backbone, sids_path = f"run {run}", f"{run}/sids.json"
-        max_context_tokens = cfg.get("eval", {}).get("max_context_tokens", max_context_tokens)
+        max_context_tokens = resolve(cfg).eval.max_context_tokens
     loader = {"redial": data.load_redial, "inspired": data.load_inspired}[dataset]
     ds = loader(data_root, splits=("test",))
     if not run:

@@ -39,6 +39,7 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 import torch
 
 from crslib import chat, evaluate, experiments, freemode, run, serialize, trie
+from crslib.config import resolve
 from crslib.data import Catalog, Dataset
 from crslib.semantic_ids import SemanticIDs
 
@@ -145,15 +146,14 @@ class CaseRunner:
         """The run folder ``path`` (``run.load_run``), loaded once: its format, evaluation
         context length and beam width, and its restricted output vocabulary if it has one."""
         model, tok, sids, cfg = run.load_run(path)
-        if cfg["variant"] == "decoupled":
+        rc = resolve(cfg)
+        if rc.ranker != "generative":
             raise ValueError(f"{path}: the decoupled baseline is no language model; it has no "
                              "answers to show")
-        ev = cfg.get("eval", {})
         vocab_file = Path(path) / "output_vocab.json"
-        kwargs = {"fmt": run.VARIANT_FORMATS[cfg["variant"]], "name": cfg["variant"],
-                  "max_context_tokens": ev.get("max_context_tokens", serialize.MAX_CONTEXT_TOKENS),
-                  "num_beams": ev.get("num_beams", trie.DEFAULT_BEAM),
-                  "batch_size": ev.get("batch_size", 16),
+        kwargs = {"fmt": rc.format, "name": rc.variant,
+                  "max_context_tokens": rc.eval.max_context_tokens,
+                  "num_beams": rc.eval.num_beams, "batch_size": rc.eval.batch_size,
                   "head_ids": json.loads(vocab_file.read_text()) if vocab_file.is_file() else None,
                   **kwargs}
         return cls(model, tok, sids, catalog=catalog, **kwargs)

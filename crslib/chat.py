@@ -49,6 +49,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from crslib import data, evaluate, run, serialize, trie
+from crslib.config import resolve
 from crslib.generation import GREEDY, ResponseDecoding, turn_end_ids
 from crslib.metrics import repeats_ngram
 from crslib.semantic_ids import SemanticIDs
@@ -236,12 +237,11 @@ class ChatSession:
         model, tok, sids, cfg = run.load_run(path)
         vocab_file = Path(path) / "output_vocab.json"
         head_ids = json.loads(vocab_file.read_text()) if vocab_file.is_file() else None
-        ctx = (cfg.get("eval", {}).get("max_context_tokens")
-               or cfg.get("train", {}).get("max_context_tokens") or serialize.MAX_CONTEXT_TOKENS)
-        kwargs = {"head_ids": head_ids, "max_context_tokens": ctx,  # a person never sees loops:
-                  "decoding": ResponseDecoding(no_repeat_ngram_size=3),  # no 3-gram twice
-                  "template": cfg.get("template", "plain"), **kwargs}
-        return cls(model, tok, sids, load_catalog(cfg["dataset"], data_root), **kwargs)
+        rc = resolve(cfg)
+        kwargs = {"head_ids": head_ids, "max_context_tokens": rc.eval.max_context_tokens,
+                  "decoding": ResponseDecoding(no_repeat_ngram_size=3),  # a person never sees
+                  "template": rc.template, **kwargs}                     # loops: no 3-gram twice
+        return cls(model, tok, sids, load_catalog(rc.dataset, data_root), **kwargs)
 
     # ------------------------------------------------------------------ state
     def reset(self) -> None:

@@ -78,10 +78,12 @@ def cmd_ids(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from crslib import run
+    from crslib import model as backbones, run
     overrides = {"train": {"threads": args.threads}} if args.threads else {}
     cfg = run.load_config(args.config, **overrides)
-    _print(run.train_run(cfg, args.out, args.data_root, progress=not args.quiet))
+    summary = run.train_run(cfg, args.out, args.data_root, progress=not args.quiet)
+    if backbones.process_state().is_main_process:  # one summary under accelerate launch
+        _print(summary)
     return 0
 
 

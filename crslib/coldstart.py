@@ -20,10 +20,10 @@ unseen item's token never occurs in a training target). Ranks are the paper prot
 """
 from __future__ import annotations
 
-import json
 from typing import Iterable, Sequence
 
 from crslib import data, evaluate, experiments, report, run, serialize
+from crslib.config import resolve
 # the hold-out itself is data-level (crslib.data); its names are reached here too
 from crslib.data import Dataset, holdout_items, mentioned_items, remove_items, target_items
 
@@ -33,11 +33,11 @@ GROUPS = ("heldout", "seen", "unseen")
 def holdout_summary(cfg: dict, ds: Dataset) -> dict:
     """What a run's ``holdout`` did: held-out items, candidate items, dialogs removed from the
     training pool (before ``max_dialogs``), dialogs trained on."""
-    h = cfg.get("holdout")
-    splits = cfg.get("train_splits", ["train", "dev"] if cfg["dataset"] == "inspired" else ["train"])
-    pool = [d for s in splits for d in ds[s]]
-    held = holdout_items(ds, **h) if h else frozenset()
-    return {"fraction": h["fraction"] if h else 0.0, "seed": h.get("seed", 0) if h else None,
+    rc = resolve(cfg)
+    h = rc.holdout
+    pool = [d for s in rc.splits for d in ds[s]]
+    held = holdout_items(ds, h.fraction, h.seed) if h else frozenset()
+    return {"fraction": h.fraction if h else 0.0, "seed": h.seed if h else None,
             "candidate_items": len(target_items(ds)), "heldout_items": len(held),
             "pool_dialogs": len(pool), "removed_dialogs": len(pool) - len(remove_items(pool, held)),
             "train_dialogs": len(run.training_dialogs(cfg, ds))}
@@ -98,12 +98,13 @@ def evaluate_split(profile: str, dataset: str, variant: str, data_root=None,
     is reused.
     """
     folder = experiments.run_dir(profile, dataset, variant)
-    cfg = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else None
+    cfg = run.saved_config(folder) if (folder / "config.json").is_file() else None
     if cfg is None or not (folder / "train_summary.json").is_file():
         raise FileNotFoundError(f"{folder}: not a finished run; train it first "
                                 f"(crslib.experiments.train({profile!r}, {dataset!r}, {variant!r}))")
-    ev = cfg.get("eval", {})
-    limit = ev.get("coldstart_limit") if limit is None else limit
+    rc = resolve(cfg)
+    ev = rc.eval
+    limit = ev.coldstart_limit if limit is None else limit
     who = experiments.identity(cfg, folder)
     path = result_path(profile, dataset, variant)
     old = experiments.saved_result(path, who, limit, split) if reuse and save else None
@@ -111,19 +112,19 @@ def evaluate_split(profile: str, dataset: str, variant: str, data_root=None,
         return old
     model, tok, sids, cfg = run.load_run(folder)
     ds = data.load(dataset, data_root)
-    held = holdout_items(ds, **cfg["holdout"]) if cfg.get("holdout") else frozenset()
-    trained = set().union(*map(mentioned_items, run.training_dialogs(cfg, ds)))
-    cases = evaluate.rec_cases(ds, sids, split, run.VARIANT_FORMATS[cfg["variant"]], limit=limit)
-    ranks = evaluate.model_ranks(model, tok, sids, cases, "paper",
-                                 ev.get("max_context_tokens", 768), ev.get("num_beams", 50),
-                                 ev.get("batch_size", 16))
+    held = (holdout_items(ds, rc.holdout.fraction, rc.holdout.seed) if rc.holdout
+            else frozenset())
+    trained = set().union(*map(mentioned_items, run.training_dialogs(rc, ds)))
+    cases = evaluate.rec_cases(ds, sids, split, rc.format, limit=limit)
+    ranks = evaluate.model_ranks(model, tok, sids, cases, "paper", ev.max_context_tokens,
+                                 ev.num_beams, ev.batch_size)
     groups = split_ranks(cases, ranks, held, trained)
     everything = evaluate.ranking_result(ranks, "paper")
     repeats = sum(ex.item in ex.context_items for ex in cases) / len(cases) if cases else None
     groups = {"all": {"n_cases": len(ranks), "metrics": everything["metrics"],
                       "ci95": everything["ci95"], "repeat_share": repeats}, **groups}
     result = {"dataset": dataset, "split": split, "profile": profile, "variant": variant,
-              "protocol": "paper", "seeds": [cfg["train"].get("seed", 0)], **who,
+              "protocol": "paper", "seeds": [rc.train.seed], **who,
               "n_cases": len(cases),
               "metrics": {g: {"n_cases": v["n_cases"], **v["metrics"]} for g, v in groups.items()},
               "ci95": {g: v["ci95"] for g, v in groups.items()},

@@ -13,8 +13,9 @@ the hidden state at its ``src`` — the last prompt token, which sees exactly th
 classified; its label is the item spelled by the branch's SID tokens (read back with
 :func:`crslib.serialize.parse`). Loss: cross-entropy over all items. What trains: the
 transformer, the head, and the new tokens' embedding rows (``embeddings="new"``, as GCRS;
-``"all"``: every row). AdamW, linear warm-up then cosine decay over the step budget
-(:func:`crslib.train._lr_lambda`). Of :class:`crslib.train.TrainConfig`, ``output_vocab`` and
+``"all"``: every row). The loss is :class:`ItemHeadObjective`; the loop is GCRS's own,
+:func:`crslib.train.fit` (optimizer, schedule, processes, checkpoints). Of
+:class:`crslib.train.TrainConfig`, ``output_vocab`` and
 ``new_token_loss_weight`` have no effect (there is no token head). An interrupted run resumes
 from ``OUT/work/checkpoint`` with the same config, as GCRS runs do.
 
@@ -28,20 +29,18 @@ miss, as outside a width-50 beam). Equal scores are ordered by catalog order.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 import os
 import shutil
-import time
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from crslib import data, model as backbones, packing, runbase, serialize, train
+from crslib import config, data, model as backbones, packing, runbase, serialize, train
 from crslib.metrics import PROTOCOLS
 from crslib.semantic_ids import SemanticIDs
 
@@ -140,110 +139,69 @@ def branch_items(w: packing.Packed, tokenizer, sids: SemanticIDs) -> list[tuple[
 def packed_states(rec: DecoupledRecommender, windows, labels, embed=None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hidden states at every branch's ``src`` of one collated batch, and the item labels."""
-    device = rec.head.weight.device
-    batch = packing.collate(windows, rec.tokenizer.pad_token_id or 0)
-    ids = batch["input_ids"].to(device)
-    x = embed(ids) if embed is not None else rec.lm.get_input_embeddings()(ids)
-    h = rec.hidden(inputs_embeds=x, position_ids=batch["position_ids"].to(device),
-                   attention_mask=batch["attention_mask"].to(device))
-    rows = torch.tensor([r for r, lab in enumerate(labels) for _ in lab], device=device)
-    src = torch.tensor([s for lab in labels for s, _ in lab], device=device)
-    y = torch.tensor([i for lab in labels for _, i in lab], device=device)
-    return h[rows, src], y
+    objective = ItemHeadObjective(windows, labels, rec.tokenizer.pad_token_id or 0)
+    batch = {k: v.to(rec.head.weight.device)
+             for k, v in objective.batch(range(len(windows))).items()}
+    return objective.states(rec, embed, batch), batch["y"]
 
 
-# ----------------------------------------------------------------------------- loop
-@train.flush_denormals()
+@dataclass
+class ItemHeadObjective:
+    """The decoupled baseline's :class:`crslib.train.Objective`: cross-entropy over all items
+    of the item head at each recommendation branch's ``src``, the mean over the step's
+    branches. ``labels[k]``: the ``(src, item index)`` of window ``k``'s branches."""
+    windows: Sequence[packing.Packed]
+    labels: Sequence[Sequence[tuple[int, int]]]
+    pad_id: int
+    head_ids: None = None  # no token head (the copy warm-up then scores the added tokens only)
+
+    def weight(self, idx: Sequence[int]) -> float:
+        return float(self.count(idx))
+
+    def count(self, idx: Sequence[int]) -> int:
+        return sum(len(self.labels[i]) for i in idx)
+
+    def batch(self, idx: Sequence[int]) -> dict[str, torch.Tensor]:
+        idx = list(idx)
+        batch = packing.collate([self.windows[i] for i in idx], self.pad_id)
+        labels = [self.labels[i] for i in idx]
+        batch["rows"] = torch.tensor([r for r, lab in enumerate(labels) for _ in lab],
+                                     dtype=torch.long)
+        batch["src"] = torch.tensor([s for lab in labels for s, _ in lab], dtype=torch.long)
+        batch["y"] = torch.tensor([i for lab in labels for _, i in lab], dtype=torch.long)
+        return batch
+
+    @staticmethod
+    def states(rec: DecoupledRecommender, embed, batch: dict) -> torch.Tensor:
+        ids = batch["input_ids"]
+        x = embed(ids) if embed is not None else rec.lm.get_input_embeddings()(ids)
+        h = rec.hidden(inputs_embeds=x, position_ids=batch["position_ids"],
+                       attention_mask=batch["attention_mask"])
+        return h[batch["rows"], batch["src"]]
+
+    def loss(self, rec: DecoupledRecommender, emb: train.Embeddings, batch: dict) -> torch.Tensor:
+        device = rec.head.weight.device
+        batch = {k: v.to(device) for k, v in batch.items()}
+        return F.cross_entropy(rec.head(self.states(rec, emb.embed, batch)).float(), batch["y"])
+
+
+# ----------------------------------------------------------------------------- training
 def fit(rec: DecoupledRecommender, sids: SemanticIDs, dialogs, cfg: train.TrainConfig,
         out: str | os.PathLike, new_ids: Sequence[int], extra_config: dict | None = None,
         progress: bool = True) -> dict:
-    """Train ``rec`` in place (checkpoint and ``log.jsonl`` in ``out``); return a summary."""
-    with train.num_threads(cfg.threads):
-        return _fit(rec, sids, dialogs, cfg, Path(out), new_ids, extra_config, progress)
-
-
-def _fit(rec, sids, dialogs, cfg: train.TrainConfig, out: Path, new_ids, extra_config,
-         progress: bool) -> dict:
-    from tqdm.auto import tqdm
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.embeddings not in ("new", "all"):
-        raise ValueError(f"embeddings must be 'new' or 'all', not {cfg.embeddings!r}")
-    train.seed_everything(cfg.seed)
-    full_config = {"train": asdict(cfg), **(extra_config or {})}
-    train._check_resume_config(out, full_config)
+    """Train ``rec`` in place with :func:`crslib.train.fit` (checkpoint and ``log.jsonl`` in
+    ``out``); return a summary."""
     if cfg.aux_formats:
         raise ValueError("the decoupled baseline trains an item head only: aux_formats must be "
                          f"empty, not {list(cfg.aux_formats)}")
-    windows, labels = build_windows(dialogs, sids, rec.tokenizer, cfg.max_context_tokens)
+    with train.num_threads(cfg.threads):
+        windows, labels = build_windows(dialogs, sids, rec.tokenizer, cfg.max_context_tokens)
     if not windows:
         raise ValueError("no training instances: the dialogs recommend no item with a SID")
     emb = train.Embeddings(rec.lm, None if cfg.embeddings == "all" else new_ids)
-    body = [p for p in rec.parameters() if p.requires_grad]  # transformer + head
-    rows = [p for p in (emb.inp_rows, emb.out_rows) if p is not None]
-    groups = [{"params": body, "lr": cfg.lr}]
-    if rows:
-        groups.append({"params": rows, "lr": cfg.new_rows_lr or cfg.lr})
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    per_epoch = len(train.make_batches(windows, cfg.batch_tokens, cfg.seed))
-    total = cfg.max_steps or max(1, int(math.ceil(cfg.epochs * per_epoch)))
-    state = train.TrainState()
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, train._lr_lambda(cfg, total))
-    train._load_checkpoint(out, rec, emb, opt, sched, state)
-    n_inst = sum(len(lab) for lab in labels)
-    train.write_config(out, {**full_config, "steps_total": total, "steps_per_epoch": per_epoch,
-                             "windows": len(windows), "instances": n_inst})
-    rec.train()
-    warm = train.copy_warmup_once(out, rec.lm, emb, None, new_ids, cfg, state)  # same backbone
-    bar = tqdm(total=total, initial=state.step, disable=not progress, desc="train decoupled")
-    t_start = time.perf_counter() - state.seconds
-    examples, seconds0 = 0, state.seconds  # examples/s counts this session (resume-safe)
-    log = (out / "log.jsonl").open("a")
-    stop = False
-    while state.step < total and not stop:
-        batches = train.make_batches(windows, cfg.batch_tokens, cfg.seed + state.epoch)
-        for b in batches[max(0, state.step - state.epoch * per_epoch):]:
-            h, y = packed_states(rec, [windows[i] for i in b], [labels[i] for i in b], emb.embed)
-            loss = F.cross_entropy(rec.head(h).float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(body + rows, cfg.grad_clip)
-            opt.step()
-            sched.step()
-            state.step += 1
-            state.tokens += int(sum(len(windows[i]) for i in b))
-            examples += len(y)
-            state.seconds = time.perf_counter() - t_start
-            state.losses.append(float(loss.detach()))
-            bar.update(1)
-            if state.step % cfg.log_every == 0 or state.step == total:
-                entry = {"step": state.step, "epoch": state.epoch,
-                         "loss": float(np.mean(state.losses[-cfg.log_every:])),
-                         "examples_per_s": examples / max(state.seconds - seconds0, 1e-9),
-                         "tokens_per_s": state.tokens / max(state.seconds, 1e-9),
-                         "lr": sched.get_last_lr()[0], "seconds": round(state.seconds, 1)}
-                log.write(json.dumps(entry) + "\n")
-                log.flush()
-                bar.set_postfix(loss=f"{entry['loss']:.3f}", ex_s=f"{entry['examples_per_s']:.0f}")
-            over = bool(cfg.time_limit_minutes and state.seconds > 60 * cfg.time_limit_minutes)
-            if state.step % cfg.checkpoint_every == 0 or (over and state.step < total):
-                train._save_checkpoint(out, rec, emb, opt, sched, state)
-                train.check_time_limit(cfg, state, out, total)
-            if state.step >= total:
-                stop = True
-                break
-        else:
-            state.epoch += 1
-    bar.close()
-    log.close()
-    train._save_checkpoint(out, rec, emb, opt, sched, state)
-    emb.merge()
-    rec.eval()
-    return {"steps": state.step, "epochs": state.step / per_epoch, "tokens": state.tokens,
-            "seconds": round(state.seconds, 1), "copy_warmup": warm,
-            "tokens_per_s": state.tokens / max(state.seconds, 1e-9),
-            "examples_per_s": examples / max(state.seconds - seconds0, 1e-9),
-            "final_loss": float(np.mean(state.losses[-cfg.log_every:])) if state.losses else None,
-            "windows": len(windows), "instances": n_inst, "steps_total": total}
+    objective = ItemHeadObjective(windows, labels, rec.tokenizer.pad_token_id or 0)
+    return train.fit(rec, emb, objective, cfg, out, new_ids, extra_config, progress,
+                     desc="train decoupled")
 
 
 # ----------------------------------------------------------------------------- run folder
@@ -251,7 +209,7 @@ def train_run(cfg: dict, out: str | os.PathLike, data_root=None, progress: bool 
     """:func:`crslib.run.train_run` for ``variant="decoupled"``: same data, SIDs and backbone,
     then :func:`fit` and :func:`save_decoupled`; a finished run with the same config is reused."""
     out = Path(out)
-    cfg = {**cfg, "config_hash": runbase.config_hash(cfg)}
+    cfg = {**config.resolve(cfg).to_dict(), "config_hash": runbase.config_hash(cfg)}
     if runbase.is_finished(cfg, out):
         return json.loads((out / "train_summary.json").read_text())
     with runbase.run_lock(out):
@@ -259,20 +217,20 @@ def train_run(cfg: dict, out: str | os.PathLike, data_root=None, progress: bool 
 
 
 def _train_run(cfg: dict, out: Path, data_root, progress: bool) -> dict:
-    ds = data.load(cfg["dataset"], data_root)
-    sids = runbase.prepare_sids(cfg, ds.catalog, progress)
-    lm, tok, new_ids = runbase.build_model(cfg, sids, ds.catalog)
-    rec = DecoupledRecommender(lm, tok, sids.item_ids,
-                               cfg.get("eval", {}).get("max_context_tokens", 768),
-                               cfg["train"].get("seed", 0))
-    tcfg = train.TrainConfig.from_dict({**cfg["train"], "fmt": "sid"})
-    dialogs = runbase.training_dialogs(cfg, ds)
+    rc = config.resolve(cfg)
+    ds = data.load(rc.dataset, data_root)
+    sids = runbase.prepare_sids(rc, ds.catalog, progress)
+    lm, tok, new_ids = runbase.build_model(rc, sids, ds.catalog)
+    rec = DecoupledRecommender(lm, tok, sids.item_ids, rc.eval.max_context_tokens, rc.train.seed)
+    tcfg = dataclasses.replace(rc.train, fmt="sid")  # the head learns from the recommendations
+    dialogs = runbase.training_dialogs(rc, ds)
     work = out / f"work-{cfg['config_hash']}"  # per config, as in crslib.run.train_run
     summary = fit(rec, sids, dialogs, tcfg, work, new_ids, extra_config=cfg, progress=progress)
-    summary["peak_rss_mb"] = runbase.peak_rss_mb()
-    save_decoupled(out, rec, sids, cfg)
-    shutil.copyfile(work / "log.jsonl", out / "log.jsonl")
-    return runbase.finish_run(out, summary)
+
+    def save():
+        save_decoupled(out, rec, sids, cfg)
+        shutil.copyfile(work / "log.jsonl", out / "log.jsonl")
+    return runbase.save_and_finish(out, summary, save)
 
 
 def save_decoupled(out: str | os.PathLike, rec: DecoupledRecommender, sids: SemanticIDs,
@@ -289,17 +247,21 @@ def save_decoupled(out: str | os.PathLike, rec: DecoupledRecommender, sids: Sema
     os.replace(tmp, out / "head.safetensors")
 
 
-def load_decoupled(path: str | os.PathLike):
-    """``(recommender, tokenizer, sids, config)`` of a saved decoupled run, in eval mode."""
+def load_decoupled(path: str | os.PathLike, device=None):
+    """``(recommender, tokenizer, sids, config)`` of a saved decoupled run, in eval mode on
+    ``device`` (default: the CPU)."""
     from safetensors.torch import load_file
     path = Path(path)
     if not (path / "head.safetensors").is_file() or not (path / "model").is_dir():
         raise FileNotFoundError(f"{path}: not a finished decoupled run (no head.safetensors "
                                 "or model/)")
-    cfg = json.loads((path / "config.json").read_text())
+    file = path / "config.json"
+    stored = json.loads(file.read_text())
+    cfg = {**config.resolve(stored, str(file)).to_dict(), "config_hash": stored.get("config_hash")}
     sids = SemanticIDs.load(path / "sids.json")
-    lm, tok = backbones.load_model(path / "model", cfg)
+    lm, tok = backbones.load_model(path / "model", cfg, device)
     rec = DecoupledRecommender(lm, tok, sids.item_ids,
-                               cfg.get("eval", {}).get("max_context_tokens", 768))
+                               config.resolve(cfg).eval.max_context_tokens)
     rec.head.load_state_dict(load_file(str(path / "head.safetensors")))
+    rec.head.to(lm.device)
     return rec.eval(), tok, sids, cfg

@@ -133,12 +133,13 @@ def dialog_scores(model, tokenizer, sids: SemanticIDs, dialogs, max_context_toke
     windows = [w for d in dialogs for w in packing.pack_dialog(d, sids, tokenizer, fmt,
                                                                max_context_tokens)]
     has_mode = fmt != "resp"
-    head = None if head_ids is None else torch.tensor(sorted(head_ids))
     decoder, out_w = model.get_decoder(), model.get_output_embeddings().weight
+    head = None if head_ids is None else torch.tensor(sorted(head_ids), device=out_w.device)
     nll, nll_full, n_tok, n_head, gold, pred = 0.0, 0.0, 0, 0, [], []
     for b in train.make_batches(windows, batch_tokens, 0):
         ws = [windows[i] for i in b]
-        batch = packing.collate(ws, tokenizer.pad_token_id or 0)
+        batch = {k: v.to(out_w.device)
+                 for k, v in packing.collate(ws, tokenizer.pad_token_id or 0).items()}
         h = decoder(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
                     attention_mask=batch["attention_mask"]).last_hidden_state
         rows, src, tgt = batch["loss_rows"], batch["loss_src"], batch["loss_tgt"]
@@ -213,7 +214,7 @@ def generate_responses(model, tokenizer, sids: SemanticIDs, dialogs, catalog=Non
     for k in range(0, len(turns), batch_size):
         chunk = turns[k:k + batch_size]
         ids = [serialize.prompt_ids(ex, tokenizer, max_context_tokens) for ex in chunk]
-        input_ids, mask = trie._left_pad(ids, config.pad_token_id)
+        input_ids, mask = trie._left_pad(ids, config.pad_token_id, model.device)
         extra = decoding.processors(input_ids.shape[1])
         with trie._neutral_generation_config(model):
             out = decoding.generate(model, input_ids=input_ids, attention_mask=mask,

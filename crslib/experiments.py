@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 from crslib import baselines, data, evaluate as ev_mod, report, run
+from crslib.config import EvalConfig, resolve
 from crslib.semantic_ids import SemanticIDs
 
 BASELINES = ("popularity", "repeat", "text-retrieval")
@@ -147,9 +148,10 @@ def best_chat_run(profile: str, datasets: Sequence[str] = ("redial", "inspired")
             folder = summary.parent
             if shipped_only and folder.resolve() not in shipped:
                 continue
-            cfg = json.loads((folder / "config.json").read_text())
-            if run.VARIANT_FORMATS.get(cfg["variant"]) != "gcrs" or cfg["variant"] == "decoupled":
+            rc = resolve(run.saved_config(folder))
+            if rc.format != "gcrs" or rc.ranker != "generative":  # it must talk
                 continue
+            cfg = rc.to_dict()
             dec = chat_decoding(profile, ds, cfg["variant"], data_root)
             row = next(r for r in dec["rows"] if r["decoding"] == dec["chosen"])
             cands.append({"run": _shown(folder), "dataset": ds, "variant": cfg["variant"],
@@ -174,8 +176,8 @@ def chat_decoding(profile: str, dataset: str, variant: str, data_root=None,
     that follow the paper's INSPIRED recipe train on ``dev`` too, so for them the choice is made
     on seen dialogs, and says so."""
     folder = run_dir(profile, dataset, variant)
-    cfg = json.loads((folder / "config.json").read_text())
-    limit = cfg["eval"].get("decoding_limit", 60) if limit is None else limit
+    cfg = run.saved_config(folder)
+    limit = resolve(cfg).eval.decoding_limit if limit is None else limit
     ds = data.load(dataset, data_root)
     who, split = identity(cfg, folder), data.VALIDATION[dataset]
     path = ev_mod.result_path(profile, dataset, variant, "decoding")
@@ -185,7 +187,7 @@ def chat_decoding(profile: str, dataset: str, variant: str, data_root=None,
     model, tok, sids, _ = run.load_run(folder)
     head = folder / "output_vocab.json"
     sweep = ev_mod.decoding_sweep(model, tok, sids, ds[split], catalog=ds.catalog,
-                                  max_context_tokens=cfg["eval"].get("max_context_tokens", 768),
+                                  max_context_tokens=resolve(cfg).eval.max_context_tokens,
                                   head_ids=json.loads(head.read_text()) if head.is_file() else None,
                                   limit=limit)
     seen = {d.id for d in run.training_dialogs(cfg, ds)} & {d.id for d in ds[split]}
@@ -206,11 +208,10 @@ def training_log(profile: str, dataset: str, variant: str = "gcrs") -> list[dict
 
 def _baseline(name: str, cfg: dict, ds, sids):
     if name == "text-retrieval":  # the encoder the SIDs were built with
-        obj = baselines.TextRetrieval(ds.catalog, sids, cfg["sids"].get("encoder"))
+        obj = baselines.TextRetrieval(ds.catalog, sids, resolve(cfg).sids.encoder)
     else:
         obj = {"popularity": baselines.Popularity, "repeat": baselines.Repeat}[name](ds.catalog.ids)
-    splits = cfg.get("train_splits", ["train", "dev"] if cfg["dataset"] == "inspired" else ["train"])
-    return obj.fit(d for s in splits for d in ds[s])
+    return obj.fit(d for s in resolve(cfg).splits for d in ds[s])
 
 
 def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str = "gcrs",
@@ -240,12 +241,12 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
         if not (run_path / "config.json").is_file():
             raise FileNotFoundError(f"{run_path}: not a finished run (no config.json); train it "
                                     "first")
-        cfg = json.loads((run_path / "config.json").read_text())
+        cfg = run.saved_config(run_path)
         variant = cfg["variant"]
-    profile, dataset = cfg["profile"], cfg["dataset"]
-    ev = cfg.get("eval", {})
+    rc = resolve(cfg)
+    profile, dataset, ev = rc.profile, rc.dataset, rc.eval
     if limit is None:  # dedup is drawn from the community sample
-        limit = ev.get(f"{'community' if protocol == 'dedup' else protocol}_limit", ev.get("limit"))
+        limit = ev.protocol_limit(protocol)
     who = identity(cfg, None if variant in BASELINES else run_path)
     path = Path(out) if out else ev_mod.result_path(profile, dataset, variant, protocol)
     old = saved_result(path, who, limit, split) if reuse and save else None
@@ -254,8 +255,8 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
     t0 = time.perf_counter()
     ds = data.load(dataset, data_root)
     meta = {"dataset": dataset, "split": split, "profile": profile, "variant": variant,
-            "seeds": [cfg["train"].get("seed", 0)], **who}
-    fmt = run.VARIANT_FORMATS.get(variant, "gcrs") if variant not in BASELINES else "gcrs"
+            "seeds": [rc.train.seed], **who}
+    fmt = rc.format  # a baseline reads the gcrs config's cases
     if protocol == "dedup":  # the community ranks without the repeated items: no new scoring
         full = evaluate(profile, dataset, ranker, "community", data_root, limit, split, save,
                         reuse, run_path)
@@ -277,7 +278,7 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
     else:
         model, tok, sids, _ = run.load_run(run_path)
     if protocol == "dialog":
-        if variant == "decoupled":
+        if rc.ranker == "item_head":
             raise ValueError("the decoupled baseline only ranks (its responses come from a "
                              "separate generator); use paper, community or dedup")
         head = run_path / "output_vocab.json"
@@ -287,12 +288,11 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
         cases = ev_mod.rec_cases(ds, sids, split, fmt, limit=limit)
         if variant in BASELINES:
             ranks = ev_mod.baseline_ranks(obj, cases)
-        elif variant == "decoupled":  # an item head: every item scored exactly
-            ranks = model.ranks(cases, protocol, ev.get("batch_size", 16))
+        elif rc.ranker == "item_head":  # every item scored exactly
+            ranks = model.ranks(cases, protocol, ev.batch_size)
         else:
             ranks = ev_mod.model_ranks(model, tok, sids, cases, protocol,
-                                       ev.get("max_context_tokens", 768), ev.get("num_beams", 50),
-                                       ev.get("batch_size", 16))
+                                       ev.max_context_tokens, ev.num_beams, ev.batch_size)
         result = ev_mod.ranking_result(ranks, protocol, **meta)
         result["case_ranks"] = ranks  # 1-based, None = not ranked; in rec_cases order
         if variant in BASELINES and hasattr(obj, "describe"):
@@ -335,18 +335,18 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _dialog_result(model, tok, sids, ds, ev: dict, split: str, limit, meta: dict, head_ids,
-                   fmt: str) -> dict:
+def _dialog_result(model, tok, sids, ds, ev: EvalConfig, split: str, limit, meta: dict,
+                   head_ids, fmt: str) -> dict:
     """PPL and intent over every dialog of ``split`` (``eval.ppl_dialogs``: a seeded sample of
     that many dialogs, in split order), generated-text metrics over a seeded sample of turns."""
-    ctx = ev.get("max_context_tokens", 768)
-    dialogs, n_ppl = ds[split], ev.get("ppl_dialogs")
+    ctx = ev.max_context_tokens
+    dialogs, n_ppl = ds[split], ev.ppl_dialogs
     if n_ppl is not None and n_ppl < len(dialogs):
         dialogs = [dialogs[j] for j in sorted(random.Random(0).sample(range(len(dialogs)), n_ppl))]
     scores = ev_mod.dialog_scores(model, tok, sids, dialogs, ctx, head_ids, fmt=fmt)
     gen = ev_mod.generate_responses(model, tok, sids, ds[split], ds.catalog, ctx,
                                     head_ids=head_ids, fmt=fmt,
-                                    limit=limit or ev.get("generate_limit", 500))
+                                    limit=limit or ev.generate_limit)
     examples = gen.pop("examples")
     return {**meta, "protocol": "dialog", "n_cases": gen.pop("n_turns"),
             "ppl_tokens": scores.pop("ppl_tokens"), "metrics": {**scores, **gen}, "ci95": {},
@@ -416,7 +416,8 @@ def on_same_cases(profile: str, dataset: str, ranker: str, reference: str,
     ds = data.load(dataset, data_root)
     sids = (run.prepare_sids(config(profile, dataset), ds.catalog) if reference in BASELINES
             else SemanticIDs.load(run_dir(profile, dataset, reference) / "sids.json"))
-    cases = ev_mod.rec_cases(ds, sids, ref["split"], run.VARIANT_FORMATS.get(reference, "gcrs"))
+    fmt = "gcrs" if reference in BASELINES else resolve(config(profile, dataset, reference)).format
+    cases = ev_mod.rec_cases(ds, sids, ref["split"], fmt)
     if len(cases) != len(full["case_ranks"]):
         raise ValueError(f"{ranker!r} must be scored on every {ref['split']} case: it scored "
                          f"{len(full['case_ranks'])}, the reference's SIDs give {len(cases)}")

@@ -26,6 +26,7 @@ from typing import Sequence
 import torch
 
 from crslib import data, evaluate, experiments, metrics, report, run, serialize, trie
+from crslib.config import resolve
 
 
 # ----------------------------------------------------------------------------- mode choice
@@ -40,7 +41,7 @@ def rec_margin(model, tokenizer, cases: Sequence[serialize.Example],
     ids = [serialize.prompt_ids(ex, tokenizer, max_context_tokens) for ex in cases]
     out: list[float] = []
     for s in range(0, len(ids), batch_size):
-        input_ids, mask = trie._left_pad(ids[s:s + batch_size], pad)
+        input_ids, mask = trie._left_pad(ids[s:s + batch_size], pad, head.weight.device)
         position = (mask.cumsum(-1) - 1).clamp(min=0)
         h = decoder(input_ids=input_ids, attention_mask=mask,
                     position_ids=position).last_hidden_state[:, -1]
@@ -101,12 +102,13 @@ def evaluate_free(profile: str, dataset: str, variant: str = "gcrs", data_root=N
     if not (folder / "train_summary.json").is_file():
         raise FileNotFoundError(f"{folder}: not a finished run; train it first "
                                 f"(crslib.experiments.train({profile!r}, {dataset!r}, {variant!r}))")
-    cfg = json.loads((folder / "config.json").read_text())
-    if run.VARIANT_FORMATS.get(cfg["variant"]) != "gcrs":
+    cfg = run.saved_config(folder)
+    rc = resolve(cfg)
+    if rc.format != "gcrs" or rc.ranker != "generative":
         raise ValueError(f"{variant}: free mode needs a run in the gcrs format (mode token, then item)")
-    ev = cfg.get("eval", {})
+    ev = rc.eval
     if limit is None:
-        limit = ev.get("paper_limit", ev.get("limit"))
+        limit = ev.protocol_limit("paper")
     who = experiments.identity(cfg, folder)
     path = result_path(profile, dataset, variant)
     old = experiments.saved_result(path, who, limit, split) if reuse and save else None
@@ -117,11 +119,11 @@ def evaluate_free(profile: str, dataset: str, variant: str = "gcrs", data_root=N
     cases = evaluate.rec_cases(ds, sids, split, "gcrs", limit=limit)
     paper = experiments.saved_result(evaluate.result_path(profile, dataset, variant, "paper"),
                                      who, limit, split, say=lambda _: None)  # its ranks, if any
-    r = forced_vs_free(model, tok, sids, cases, ev.get("max_context_tokens", 768),
-                       ev.get("num_beams", 50), ev.get("batch_size", 16),
+    r = forced_vs_free(model, tok, sids, cases, ev.max_context_tokens, ev.num_beams,
+                       ev.batch_size,
                        forced=paper["case_ranks"] if paper else None)
     result = {"dataset": dataset, "split": split, "profile": profile, "variant": variant,
-              "protocol": "freemode", "seeds": [cfg["train"].get("seed", 0)], **who,
+              "protocol": "freemode", "seeds": [rc.train.seed], **who,
               "n_cases": len(cases),
               "metrics": {"forced": r["forced"]["metrics"],
                           "free": {**r["free"]["metrics"], "rec_share": r["rec_share"]}},
@@ -186,10 +188,10 @@ def cost_row(profile: str, dataset: str, variant: str, data_root=None, n: int = 
     summary = json.loads((folder / "train_summary.json").read_text())
     model, tok, sids, cfg = run.load_run(folder)
     ds = data.load(dataset, data_root)
-    ev = cfg.get("eval", {})
-    cases = evaluate.rec_cases(ds, sids, split, run.VARIANT_FORMATS[cfg["variant"]])
-    lat = latency(model, tok, sids, cases, n, seed, ev.get("max_context_tokens", 768),
-                  ev.get("num_beams", 50))
+    rc = resolve(cfg)
+    cases = evaluate.rec_cases(ds, sids, split, rc.format)
+    lat = latency(model, tok, sids, cases, n, seed, rc.eval.max_context_tokens,
+                  rc.eval.num_beams)
     return {"variant": variant,
             "ids": f"{sids.config.get('method')} {sids.levels}x{sids.codebook_size}",
             "new tokens": len(serialize.special_tokens(sids)),

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import torch
 
+from crslib import config
 from crslib.encode import cache_dir
 # the pretrained LMs by name live in crslib.pretrained; their names stay reachable here
-from crslib.pretrained import (BACKBONES, SMOLLM2_GGUF, TINY_CONFIG, load_backbone,  # noqa: F401
-                               load_tokenizer, smollm2_gguf, tiny_model)
+from crslib.pretrained import (BACKBONES, SMOLLM2_GGUF, TINY_CONFIG,  # noqa: F401
+                               default_device, load_backbone, load_tokenizer, process_state,
+                               smollm2_gguf, tiny_model)
 from crslib.semantic_ids import sid_token
 
 
@@ -100,23 +102,23 @@ def init_new_rows(model, tokenizer, sids, catalog=None, seed: int = 0) -> None:
     emb = model.get_input_embeddings().weight
     def mean_of(text: str) -> torch.Tensor:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id]
-        return emb[ids].mean(0)
+        return emb[ids].float().mean(0)
     for tok, word in _CONTROL_INIT_WORDS.items():
         emb[tokenizer.convert_tokens_to_ids(tok)] = mean_of(word)
     if catalog is None:
         return
     titles = torch.stack([mean_of(" " + catalog[i].title) for i in sids.item_ids])
-    codes = torch.as_tensor(sids.codes)
+    codes = torch.as_tensor(sids.codes, device=emb.device)
     first = tokenizer.convert_tokens_to_ids("<BOI>")
-    scale = emb[:first].norm(dim=1).median()
+    scale = emb[:first].float().norm(dim=1).median()
     gen = torch.Generator().manual_seed(seed)
     unit = lambda v: v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # noqa: E731
     for level in range(sids.levels):
         means = torch.stack([titles[codes[:, level] == c].mean(0) if (codes[:, level] == c).any()
                              else titles.mean(0) for c in range(sids.codebook_size)])
         content = unit(means - means.mean(0))
-        noise = unit(torch.randn(sids.codebook_size, emb.shape[1], generator=gen))
-        shared = 0.5 * unit(torch.randn(emb.shape[1], generator=gen))
+        noise = unit(torch.randn(sids.codebook_size, emb.shape[1], generator=gen)).to(emb.device)
+        shared = 0.5 * unit(torch.randn(emb.shape[1], generator=gen)).to(emb.device)
         rows = scale * unit(content + noise + shared)
         for c in range(sids.codebook_size):
             emb[tokenizer.convert_tokens_to_ids(sid_token(level, c))] = rows[c].to(emb.dtype)
@@ -135,7 +137,8 @@ def add_lora(model, r: int = 16, alpha: int = 32, dropout: float = 0.05,
     """
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     if qlora and getattr(model, "is_loaded_in_4bit", False):
-        model = prepare_model_for_kbit_training(model)
+        # activation checkpointing only when the config asks (train.activation_checkpointing)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
                         target_modules=target_modules, task_type="CAUSAL_LM")
     return get_peft_model(model, config)
@@ -214,8 +217,9 @@ def load_compact(folder: Path):
     return model
 
 
-def load_model(folder, cfg: dict):
-    """Inverse of :func:`save_model`: ``(model, tokenizer)``."""
+def load_model(folder, cfg: dict, device: str | torch.device | None = None):
+    """Inverse of :func:`save_model`: ``(model, tokenizer)``, the model on ``device`` (default:
+    the CPU; a QLoRA run's base is loaded in 4 bit, as it was trained)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     folder = Path(folder)
     tok = AutoTokenizer.from_pretrained(folder)
@@ -223,7 +227,9 @@ def load_model(folder, cfg: dict):
         from peft import PeftModel
         from safetensors.torch import load_file
         # the base as built for training: a seeded random one (``tiny``) depends on the seed
-        base, _ = load_backbone(cfg["model"]["name"], seed=cfg["train"].get("seed", 0))
+        rc = config.resolve(cfg)
+        base, _ = load_backbone(rc.model.name, seed=rc.train.seed, device=device,
+                                load_in_4bit=bool(rc.model.lora and rc.model.lora.qlora))
         first = base.get_input_embeddings().num_embeddings
         base.resize_token_embeddings(len(tok))
         rows = load_file(str(folder / "new_embeddings.safetensors"))
@@ -234,7 +240,8 @@ def load_model(folder, cfg: dict):
         base.config.gcrs_first_new_token = first
         model = PeftModel.from_pretrained(base, folder)
     elif (folder / COMPACT_FILE).is_file():
-        model = load_compact(folder)
+        model = load_compact(folder).to(device or "cpu")
     else:
         model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=False)
+        model = model.to(device or "cpu")
     return model.eval(), tok

@@ -10,11 +10,12 @@ Run folder layout (standard Hugging Face files where they exist)::
     runs/NAME/train_summary.json steps, epochs, tokens/s, seconds, final loss
     runs/NAME/log.jsonl          training curve
 
-Config files live in ``crslib/configs/<profile>-<dataset>-<variant>.json``. A *derived*
+Config files live in ``crslib/configs/<profile>-<dataset>-<variant>.json`` and are typed by
+:mod:`crslib.config` (the variant's ``format`` and ``ranker`` are keys there). A *derived*
 profile has no files of its own: ``paper-dry`` is every ``paper`` config passed through one
 transform, :class:`DryRun` (:data:`DERIVED_PROFILES`; :func:`config_path` and
-:func:`load_config` resolve it). Variant
-``decoupled`` (an item-classification head on the backbone) is trained, saved and loaded by
+:func:`load_config` resolve it). A run with ``ranker: "item_head"`` (the decoupled baseline: an
+item-classification head on the backbone) is trained, saved and loaded by
 :mod:`crslib.decoupled`; :func:`train_run` and :func:`load_run` hand it over. What both kinds
 of run share (config hash, SIDs, backbone, training dialogs, lock, save, finish) is
 :mod:`crslib.runbase`; its names are reached here too (``run.config_hash``, ``run.model_hash``…).
@@ -28,24 +29,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from crslib import data, decoupled, encode, model as backbones, train
+from crslib import config, data, decoupled, encode, model as backbones, train
 from crslib.runbase import (REPO, RunLocked, build_model, config_hash, finish_run,  # noqa: F401
                             is_finished, model_hash, peak_rss_mb, prepare_sids, run_lock,
-                            save_run, training_dialogs)
+                            save_and_finish, save_run, training_dialogs)
 from crslib.semantic_ids import SemanticIDs
 
 CONFIGS = Path(__file__).parent / "configs"
-VARIANT_FORMATS = {"gcrs": "gcrs", "resp": "resp", "mode_resp": "mode_resp", "sid": "sid",
-                   "all_embeddings": "gcrs", "sid3x64": "gcrs", "sid5x64": "gcrs",
-                   "sid4x32": "gcrs", "sid4x128": "gcrs", "tiger": "tiger",
-                   "encoder_smollm2bag": "gcrs", "backbone_4layers": "gcrs",
-                   **{f"backbone_{b}": "gcrs" for b in ("llama31_8b", "qwen3_8b", "mistral_7b",
-                                                         "ministral_8b", "smollm2_135m")},
-                   **{f"encoder_{e}": "gcrs" for e in ("e5", "mxbai", "bge", "sentence_t5")},
-                   "decoupled": "gcrs",  # decoupled: ranks from the gcrs prompt (crslib.decoupled)
-                   "coldstart_gcrs": "gcrs", "coldstart_atomic": "gcrs"}  # crslib.coldstart
-
-
 @dataclass(frozen=True)
 class DryRun:
     """A ``paper`` config cut down to run on a CPU in seconds: the ``paper-dry`` profile, which
@@ -54,13 +44,14 @@ class DryRun:
 
     What decides *which code runs* stays the paper's: variant, SID method and shape (levels,
     codebook size), target format, hold-out, LoRA adapters (r, alpha, dropout), which embedding
-    rows train, the full-vocabulary softmax, learning rates, context lengths, beam width. What
+    rows train, the full-vocabulary softmax, bfloat16 autocast and micro-batches, learning
+    rates, context lengths, beam width. What
     only decides *how big* it is becomes small: the backbone is ``tiny`` (a random 2-layer
     Llama with the SmolLM2 tokenizer, :mod:`crslib.pretrained`), the item-text encoder the
     offline MiniLM (:data:`crslib.encode.DEFAULT_ENCODER`), training a handful of steps over a
     few dialogs with one thread, and every evaluation a seeded sample of a few cases
     (``eval.limit``, the ``eval.<protocol>_limit`` keys, ``eval.ppl_dialogs``). ``qlora`` is
-    dropped: 4-bit loading needs CUDA and bitsandbytes. The replaced values are kept under
+    turned off: 4-bit loading needs CUDA and bitsandbytes. The replaced values are kept under
     ``dry_run.replaced``, so a saved run says what it stands in for. Its numbers mean nothing;
     that every step runs does.
     """
@@ -71,6 +62,7 @@ class DryRun:
     max_steps: int = 3              # optimizer steps (the paper: 240 to 1,800)
     warmup_steps: int = 1
     batch_tokens: int = 1536        # padded tokens per step (the paper: 55,296)
+    micro_batch_tokens: int = 512   # per forward/backward, when the paper splits (6,912)
     max_dialogs: int = 16           # training dialogs (enough for the steps above)
     limit: int = 12                 # cases per ranking protocol (paper, community, dedup)
     dialog_limit: int = 4           # generated turns, dialog protocol
@@ -86,14 +78,17 @@ class DryRun:
             raise ValueError(f"{self.name} transforms {self.of!r} configs, not "
                              f"{cfg['profile']!r} ones")
         dry = copy.deepcopy(cfg)
-        lora = {k: v for k, v in cfg["model"].get("lora", {}).items() if k != "qlora"}
+        lora = cfg["model"].get("lora")
         dry["profile"] = self.name
-        dry["model"] = {"kind": "hf", "name": self.backbone, **({"lora": lora} if lora else {})}
+        dry["model"] = {**cfg["model"], "kind": "hf", "name": self.backbone,
+                        "lora": {**lora, "qlora": False} if lora else None}
         dry["sids"]["encoder"] = self.encoder
         dry["max_dialogs"] = self.max_dialogs
         dry["train"].update(max_steps=self.max_steps, warmup_steps=self.warmup_steps,
                             batch_tokens=self.batch_tokens, threads=self.threads,
                             time_limit_minutes=self.time_limit_minutes, log_every=1)
+        if cfg["train"].get("micro_batch_tokens"):  # still split: the micro-batch path runs
+            dry["train"]["micro_batch_tokens"] = self.micro_batch_tokens
         dry["eval"] = {**cfg.get("eval", {}), "limit": self.limit,
                        "dialog_limit": self.dialog_limit, "ppl_dialogs": self.ppl_dialogs,
                        "coldstart_limit": self.coldstart_limit,
@@ -107,6 +102,8 @@ def _replaced(before: dict, after: dict, prefix: str = "") -> dict:
     """``{dotted key: value in before}`` for every leaf that ``after`` changes or drops."""
     out = {}
     for k, v in before.items():
+        if k in ("dry_run", "config_hash"):
+            continue
         if isinstance(v, dict) and isinstance(after.get(k), dict):
             out.update(_replaced(v, after[k], f"{prefix}{k}."))
         elif k not in after or after[k] != v:
@@ -135,36 +132,36 @@ def variants(profile: str, dataset: str) -> list[str]:
 
 
 def load_config(path: str | os.PathLike, profile: str | None = None, **overrides) -> dict:
-    """The config in ``path``, checked, with ``overrides`` merged into its blocks. ``profile``:
-    load it as that profile — its own (the default), or one derived from it
-    (:data:`DERIVED_PROFILES`, e.g. ``paper-dry`` from a ``paper`` file), whose transform is
-    applied before the overrides."""
+    """The config in ``path``, checked and resolved (:class:`crslib.config.RunConfig`: an
+    unknown key or a wrong type is an error naming the file and the key; every default filled
+    in), as JSON-ready data, with ``overrides`` merged into its blocks. ``profile``: load it as
+    that profile — its own (the default), or one derived from it (:data:`DERIVED_PROFILES`,
+    e.g. ``paper-dry`` from a ``paper`` file), whose transform is applied before the
+    overrides. ``config.resolve(cfg)`` gives the typed object."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such config; configs are in {CONFIGS}")
-    cfg = json.loads(path.read_text())
-    for key in ("profile", "dataset", "variant", "sids", "model", "train"):
-        if key not in cfg:
-            raise ValueError(f"{path}: config lacks the key {key!r}")
-    if cfg["variant"] not in VARIANT_FORMATS:
-        raise ValueError(f"{path}: unknown variant {cfg['variant']!r}; choose from "
-                         f"{sorted(VARIANT_FORMATS)}")
+    raw = config.load(path).to_dict()  # checked as written
     if profile in DERIVED_PROFILES:
-        cfg = DERIVED_PROFILES[profile].apply(cfg)
-    elif profile is not None and profile != cfg["profile"]:
-        raise ValueError(f"{path} is a {cfg['profile']!r} config, not {profile!r} (derived "
+        raw = DERIVED_PROFILES[profile].apply(raw)
+    elif profile is not None and profile != raw["profile"]:
+        raise ValueError(f"{path} is a {raw['profile']!r} config, not {profile!r} (derived "
                          f"profiles: {sorted(DERIVED_PROFILES)})")
     for k, v in overrides.items():
-        cfg[k] = {**cfg[k], **v} if isinstance(v, dict) else v
-    return cfg
+        raw[k] = {**raw[k], **v} if isinstance(v, dict) else v
+    return config.RunConfig.from_dict(raw, f"{path} with overrides {overrides}"
+                                      if overrides else str(path)).to_dict()
 
 
 def train_run(cfg: dict, out: str | os.PathLike, data_root=None, progress: bool = True) -> dict:
-    """Train the run ``cfg`` into ``out``; reuse it when ``out`` holds the same config, done."""
-    if cfg["variant"] == "decoupled":
+    """Train the run ``cfg`` into ``out``; reuse it when ``out`` holds the same config, done.
+    A run whose ``ranker`` is ``item_head`` (the decoupled baseline) is trained by
+    :mod:`crslib.decoupled`."""
+    rc = config.resolve(cfg)
+    if rc.ranker == "item_head":
         return decoupled.train_run(cfg, out, data_root, progress)
     out = Path(out)
-    cfg = {**cfg, "config_hash": config_hash(cfg)}
+    cfg = {**rc.to_dict(), "config_hash": config_hash(rc)}
     if is_finished(cfg, out):
         return json.loads((out / "train_summary.json").read_text())
     with run_lock(out):
@@ -172,33 +169,45 @@ def train_run(cfg: dict, out: str | os.PathLike, data_root=None, progress: bool 
 
 
 def _train_run(cfg: dict, out: Path, data_root, progress: bool) -> dict:
-    ds = data.load(cfg["dataset"], data_root)
-    sids = prepare_sids(cfg, ds.catalog, progress)
-    net, tok, new_ids = build_model(cfg, sids, ds.catalog)
-    tcfg = train.TrainConfig.from_dict({**cfg["train"],
-                                        "fmt": VARIANT_FORMATS[cfg["variant"]]})
-    dialogs = training_dialogs(cfg, ds)
+    rc = config.resolve(cfg)
+    ds = data.load(rc.dataset, data_root)
+    sids = prepare_sids(rc, ds.catalog, progress)
+    net, tok, new_ids = build_model(rc, sids, ds.catalog)
+    dialogs = training_dialogs(rc, ds)
     # one work folder per config: an interrupted run resumes; a changed config starts afresh
     # while the finished model of the old config stays until the new one replaces it
     work = out / f"work-{cfg['config_hash']}"
-    summary = train.train(net, tok, sids, dialogs, tcfg, work, new_ids, extra_config=cfg,
+    summary = train.train(net, tok, sids, dialogs, rc.train, work, new_ids, extra_config=cfg,
                           progress=progress)
-    summary["peak_rss_mb"] = peak_rss_mb()
-    save_run(out, net, tok, sids, cfg)
-    for name in ("log.jsonl", "output_vocab.json"):
-        if (work / name).is_file():
-            shutil.copyfile(work / name, out / name)
-    return finish_run(out, summary)
+
+    def save():
+        save_run(out, net, tok, sids, cfg)
+        for name in ("log.jsonl", "output_vocab.json"):
+            if (work / name).is_file():
+                shutil.copyfile(work / name, out / name)
+    return save_and_finish(out, summary, save)
 
 
-def load_run(path: str | os.PathLike):
-    """``(model, tokenizer, sids, config)`` of a saved run, model in eval mode."""
+def load_run(path: str | os.PathLike, device=None):
+    """``(model, tokenizer, sids, config)`` of a saved run, model in eval mode on ``device``
+    (default: this process's, :func:`crslib.pretrained.default_device` — the GPU when there is
+    one); ``config`` is the saved one, resolved (a dict; ``config.resolve`` types it)."""
+    device = device or backbones.default_device()
     path = Path(path)
     if not (path / "config.json").is_file() or not (path / "model").is_dir():
         raise FileNotFoundError(f"{path}: not a finished run (no config.json or model/)")
-    cfg = json.loads((path / "config.json").read_text())
-    if cfg.get("variant") == "decoupled":  # model = a DecoupledRecommender
-        return decoupled.load_decoupled(path)
+    cfg = saved_config(path)
+    if config.resolve(cfg).ranker == "item_head":  # model = a DecoupledRecommender
+        return decoupled.load_decoupled(path, device)
     sids = SemanticIDs.load(path / "sids.json")
-    net, tok = backbones.load_model(path / "model", cfg)
+    net, tok = backbones.load_model(path / "model", cfg, device)
     return net.eval(), tok, sids, cfg
+
+
+def saved_config(path: str | os.PathLike) -> dict:
+    """The config a run folder was trained from (``config.json``), checked and resolved, with
+    its ``config_hash``."""
+    file = Path(path) / "config.json"
+    stored = json.loads(file.read_text())
+    return {**config.RunConfig.from_dict(stored, str(file)).to_dict(),
+            "config_hash": stored.get("config_hash")}

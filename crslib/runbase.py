@@ -12,23 +12,21 @@ import hashlib
 import json
 import os
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from crslib import data, model as backbones, semantic_ids, serialize, train
+from crslib import config, data, model as backbones, semantic_ids, serialize
 from crslib.semantic_ids import SemanticIDs
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def config_hash(cfg: dict) -> str:
-    """Hash of what a run trains: the config without how it is executed (threads, the safety
-    time limit), so the same budget on a busier machine is the same run."""
-    keep = {k: v for k, v in cfg.items() if k not in ("config_hash", "threads")}
-    if isinstance(keep.get("train"), dict):
-        keep["train"] = {k: v for k, v in keep["train"].items() if k not in train.RUNTIME_KEYS}
-    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
+def config_hash(cfg) -> str:
+    """The run's identity (:func:`crslib.config.config_hash`: the resolved config, without how
+    it is executed), so the same budget on a busier machine is the same run."""
+    return config.config_hash(cfg)
 
 
 def model_hash(path: str | os.PathLike) -> str:
@@ -49,46 +47,47 @@ def model_hash(path: str | os.PathLike) -> str:
     return h.hexdigest()[:16]
 
 
-def prepare_sids(cfg: dict, catalog: data.Catalog, progress: bool = False) -> SemanticIDs:
+def prepare_sids(cfg, catalog: data.Catalog, progress: bool = False) -> SemanticIDs:
     """Build (or reuse from ``cache/sids/``) the SIDs the config asks for."""
-    s = cfg["sids"]
-    key = hashlib.sha256(json.dumps({"dataset": cfg["dataset"], **s}, sort_keys=True).encode())
+    rc = config.resolve(cfg)
+    s = rc.sids
+    key = hashlib.sha256(json.dumps({"dataset": rc.dataset, **asdict(s)}, sort_keys=True).encode())
     cache_root = Path(os.environ.get("CRSLIB_CACHE", REPO / "cache"))
-    path = cache_root / "sids" / f"{cfg['dataset']}-{key.hexdigest()[:12]}.json"
+    path = cache_root / "sids" / f"{rc.dataset}-{key.hexdigest()[:12]}.json"
     if path.is_file():
         sids = SemanticIDs.load(path)
         if sids.item_ids == catalog.ids:
             return sids
-    sids = semantic_ids.build_semantic_ids(catalog, s.get("method", "rqvae"), s.get("levels", 4),
-                                           s.get("codebook_size", 64), s.get("encoder"),
-                                           s.get("seed", 0), progress=progress)
-    sids.config["dataset"] = cfg["dataset"]
+    sids = semantic_ids.build_semantic_ids(catalog, s.method, s.levels, s.codebook_size,
+                                           s.encoder, s.seed, progress=progress)
+    sids.config["dataset"] = rc.dataset
     sids.save(path)
     return sids
 
 
-def build_model(cfg: dict, sids: SemanticIDs, catalog: data.Catalog):
-    """``(model, tokenizer, new_ids)`` with the GCRS tokens added and initialised."""
-    m = cfg["model"]
-    kind = m.get("kind", "compact")
-    seed = cfg["train"].get("seed", 0)
-    if kind == "compact":
-        tok = backbones.load_tokenizer(m.get("source", "smollm2-135m"))
-        net = backbones.compact_model(tok, m.get("layers", 2), m.get("hidden", 256),
-                                      m.get("heads", 4), m.get("source", "smollm2-135m"), seed)
-    elif kind == "hf":
-        net, tok = backbones.load_backbone(m["name"], seed=seed)
+def build_model(cfg, sids: SemanticIDs, catalog: data.Catalog, device=None):
+    """``(model, tokenizer, new_ids)`` with the GCRS tokens added and initialised, on
+    ``device`` (default: this process's, :func:`crslib.pretrained.default_device`)."""
+    device = device or backbones.default_device()
+    rc = config.resolve(cfg)
+    m, seed = rc.model, rc.train.seed
+    if m.kind == "compact":
+        tok = backbones.load_tokenizer(m.source)
+        net = backbones.compact_model(tok, m.layers, m.hidden, m.heads, m.source,
+                                      seed).to(device)
     else:
-        raise ValueError(f"model.kind must be 'compact' or 'hf', not {kind!r}")
+        net, tok = backbones.load_backbone(m.name, seed=seed, device=device,
+                                           load_in_4bit=bool(m.lora and m.lora.qlora))
     new = serialize.add_special_tokens(tok, net, sids)
     net.config.gcrs_first_new_token = min(new.values())
-    if kind == "compact":
-        net.config.gcrs_compact["embeddings_trained"] = cfg["train"].get("embeddings") == "all"
+    if m.kind == "compact":
+        net.config.gcrs_compact["embeddings_trained"] = rc.train.embeddings == "all"
     backbones.init_new_rows(net, tok, sids, catalog, seed)
-    if m.get("lora"):
+    if m.lora:
         with torch.random.fork_rng(devices=[]):  # peft draws the adapters' initial weights
             torch.manual_seed(seed)              # from the global generator: seed them
-            net = backbones.add_lora(net, **m["lora"])
+            net = backbones.add_lora(net, r=m.lora.r, alpha=m.lora.alpha,
+                                     dropout=m.lora.dropout, qlora=m.lora.qlora)
     return net, tok, sorted(new.values())
 
 
@@ -97,6 +96,19 @@ def is_finished(cfg: dict, out: str | os.PathLike) -> bool:
     out = Path(out)
     return (out / "train_summary.json").is_file() and (out / "config.json").is_file() and \
         json.loads((out / "config.json").read_text()).get("config_hash") == config_hash(cfg)
+
+
+def save_and_finish(out: Path, summary: dict, save) -> dict:
+    """The end of a training: on the main process, record the peak memory, ``save()`` the run
+    and mark it finished (:func:`finish_run`); every process then waits for that and returns
+    the finished summary."""
+    state = backbones.process_state()
+    if state.is_main_process:
+        summary["peak_rss_mb"] = peak_rss_mb()
+        save()
+        finish_run(out, summary)
+    state.wait_for_everyone()
+    return json.loads((out / "train_summary.json").read_text())
 
 
 def finish_run(out: Path, summary: dict) -> dict:
@@ -109,16 +121,17 @@ def finish_run(out: Path, summary: dict) -> dict:
     return summary
 
 
-def training_dialogs(cfg: dict, ds: data.Dataset) -> list[data.Dialog]:
-    """The dialogs a run trains on: its ``train_splits`` (default: INSPIRED train + dev, ReDial
-    train), minus every dialog that mentions an item held out by the config's ``holdout``
-    (``{"fraction", "seed"}``: :func:`crslib.data.holdout_items`, studied by
-    :mod:`crslib.coldstart`), then the first ``max_dialogs``."""
-    splits = cfg.get("train_splits", ["train", "dev"] if cfg["dataset"] == "inspired" else ["train"])
-    dialogs = [d for s in splits for d in ds[s]]
-    if cfg.get("holdout"):
-        dialogs = data.remove_items(dialogs, data.holdout_items(ds, **cfg["holdout"]))
-    return dialogs[: cfg.get("max_dialogs")]
+def training_dialogs(cfg, ds: data.Dataset) -> list[data.Dialog]:
+    """The dialogs a run trains on: its splits (:attr:`crslib.config.RunConfig.splits`), minus
+    every dialog that mentions an item held out by the config's ``holdout`` (``{"fraction",
+    "seed"}``: :func:`crslib.data.holdout_items`, studied by :mod:`crslib.coldstart`), then the
+    first ``max_dialogs``."""
+    rc = config.resolve(cfg)
+    dialogs = [d for s in rc.splits for d in ds[s]]
+    if rc.holdout:
+        dialogs = data.remove_items(dialogs, data.holdout_items(ds, rc.holdout.fraction,
+                                                                rc.holdout.seed))
+    return dialogs[: rc.max_dialogs]
 
 
 class RunLocked(RuntimeError):
@@ -127,9 +140,13 @@ class RunLocked(RuntimeError):
 
 @contextlib.contextmanager
 def run_lock(out: Path):
-    """Hold ``out/.lock`` (our pid) while training, so two processes never train one folder;
-    a lock left by a process that no longer exists is taken over."""
+    """Hold ``out/.lock`` (our pid) while training, so two trainings never share one folder;
+    a lock left by a process that no longer exists is taken over. Under ``accelerate launch``
+    the main process holds it for all the processes of its training."""
     out.mkdir(parents=True, exist_ok=True)
+    if not backbones.process_state().is_main_process:
+        yield
+        return
     lock = out / ".lock"
     for _ in range(2):
         try:

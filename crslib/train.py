@@ -1,6 +1,9 @@
 """Training: tree-packed dialogs (``crslib.packing``), loss only at target positions.
 
-One loop for every profile. What trains (NOTES.md §4): the transformer (LoRA adapters, or all
+One loop for every profile and every kind of run, :func:`fit`, run through ``accelerate``
+(device placement, bfloat16 autocast, data parallelism under ``accelerate launch``); what differs
+between kinds of run is their loss, an :class:`Objective` (GCRS: :class:`TokenObjective`; the
+decoupled baseline: :class:`crslib.decoupled.ItemHeadObjective`). What trains (NOTES.md §4): the transformer (LoRA adapters, or all
 weights for small models), and among the embeddings **only the new tokens' rows**, input and
 output side (``embeddings="all"`` is the paper's "all embeddings trained" ablation). The loss
 is the cross-entropy of each target token given its instance's prompt, computed only at target
@@ -23,50 +26,19 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import broadcast
 
 from crslib import packing
+from crslib.config import TrainConfig
 from crslib.data import Dialog
+from crslib.pretrained import process_state
 from crslib.semantic_ids import SemanticIDs
-
-
-@dataclass
-class TrainConfig:
-    fmt: str = "gcrs"
-    max_context_tokens: int = 768
-    batch_tokens: int = 4096          # padded tokens per optimizer step
-    micro_batch_tokens: int | None = None  # padded tokens per forward/backward (None: the
-                                      # whole step at once); the step's gradient is the same
-    lr: float = 2e-4
-    new_rows_lr: float | None = None  # learning rate of the new embedding rows (default: lr)
-    weight_decay: float = 0.0
-    warmup_steps: int = 150
-    epochs: float = 1.0
-    max_steps: int | None = None      # the budget, in optimizer steps (default: ``epochs``)
-    time_limit_minutes: float | None = None  # safety stop only: past it the run saves its
-                                      # checkpoint and raises TrainingTimeLimit (never "done")
-    new_token_loss_weight: float = 1.0  # weight of targets that are added tokens (mode, SID…)
-    aux_formats: tuple = ()           # extra training windows of these formats from the same
-                                      # dialogs (multi-task)
-    copy_warmup_steps: int = 0        # steps of the synthetic copying task first (copy_warmup)
-    embeddings: str = "new"           # "new": only new tokens' rows train; "all": every row
-    output_vocab: str = "full"        # "full" | "targets" (restricted softmax, see docstring)
-    grad_clip: float = 1.0
-    seed: int = 0
-    log_every: int = 20
-    checkpoint_every: int = 200
-    threads: int | None = None
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown train config keys {sorted(unknown)}")
-        return cls(**d)
 
 
 @dataclass
@@ -151,9 +123,10 @@ class Embeddings(torch.nn.Module):
         self.first = rows[0]
         inp.requires_grad_(False)
         out.requires_grad_(False)
-        self.inp_rows = torch.nn.Parameter(inp.data[self.first:].clone())
+        # float32 even under a bfloat16 backbone: AdamW updates of these rows need the precision
+        self.inp_rows = torch.nn.Parameter(inp.data[self.first:].float().clone())
         if not self.tied:
-            self.out_rows = torch.nn.Parameter(out.data[self.first:].clone())
+            self.out_rows = torch.nn.Parameter(out.data[self.first:].float().clone())
 
     def _weights(self):
         m = self.model[0]
@@ -167,7 +140,7 @@ class Embeddings(torch.nn.Module):
             return F.embedding(ids, inp)
         new = ids >= self.first
         x = F.embedding(ids.clamp(max=self.first - 1), inp)
-        y = F.embedding((ids - self.first).clamp(min=0), self.inp_rows)
+        y = F.embedding((ids - self.first).clamp(min=0), self.inp_rows).to(x.dtype)
         return torch.where(new[..., None], y, x)
 
     def logits(self, h: torch.Tensor, head_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -175,7 +148,7 @@ class Embeddings(torch.nn.Module):
         _, out = self._weights()
         if self.first is None:
             return h @ (out if head_ids is None else out[head_ids]).T
-        new_w = self.inp_rows if self.tied else self.out_rows
+        new_w = (self.inp_rows if self.tied else self.out_rows).to(h.dtype)
         if head_ids is None:
             return torch.cat([h @ out[:self.first].T, h @ new_w.T], dim=-1)
         old = head_ids[head_ids < self.first]
@@ -221,48 +194,122 @@ def packed_loss(model, emb: Embeddings, batch: dict, head_ids: torch.Tensor | No
     return (ce * w).sum() / w.sum(), int(len(tgt))
 
 
-def split_windows(windows: Sequence[packing.Packed], max_tokens: int) -> list[list[packing.Packed]]:
-    """Consecutive groups of ``windows`` of at most ``max_tokens`` padded tokens each (a window
-    longer than that is a group of its own)."""
+# ----------------------------------------------------------------------------- objectives
+class Objective(Protocol):
+    """What one kind of run minimises; :func:`fit` owns the rest (optimizer, schedule,
+    micro-batches, processes, checkpoints, log). A step is a list of indices into ``windows``;
+    its loss is the weighted mean over all the step's targets. RecBole's ``calculate_loss`` and
+    the ``compute_loss`` hook of HF's ``Trainer`` play this part there."""
+    windows: Sequence[packing.Packed]  # the training units, batched by length
+    head_ids: torch.Tensor | None      # the restricted output head (the copy warm-up uses it)
+
+    def weight(self, idx: Sequence[int]) -> float:
+        """The total weight of these windows' targets in a step's weighted mean."""
+
+    def count(self, idx: Sequence[int]) -> int:
+        """The training instances (examples) in these windows, for the examples/s figure."""
+
+    def batch(self, idx: Sequence[int]) -> dict[str, torch.Tensor]:
+        """These windows collated: the tensors the loss reads."""
+
+    def loss(self, net, emb: "Embeddings", batch: dict) -> torch.Tensor:
+        """The weighted mean loss of one collated batch."""
+
+
+@dataclass
+class TokenObjective:
+    """GCRS and its ablations: next-token cross-entropy at the target positions of tree-packed
+    windows (:func:`packed_loss`), over ``head_ids`` (sorted) or the whole vocabulary; targets
+    from ``first_new`` on (the added tokens) weigh ``new_token_weight``."""
+    windows: Sequence[packing.Packed]
+    head_ids: torch.Tensor | None
+    pad_id: int
+    first_new: int | None = None
+    new_token_weight: float = 1.0
+
+    def weight(self, idx: Sequence[int]) -> float:
+        tgt = [t for i in idx for t in self.windows[i].tgt]
+        if self.new_token_weight == 1.0 or self.first_new is None:
+            return float(len(tgt))
+        n_new = sum(t >= self.first_new for t in tgt)
+        return float(len(tgt) - n_new + self.new_token_weight * n_new)
+
+    def count(self, idx: Sequence[int]) -> int:
+        return sum(self.windows[i].n_branches for i in idx)
+
+    def batch(self, idx: Sequence[int]) -> dict[str, torch.Tensor]:
+        return packing.collate([self.windows[i] for i in idx], self.pad_id)
+
+    def loss(self, net, emb: "Embeddings", batch: dict) -> torch.Tensor:
+        return packed_loss(net, emb, batch, self.head_ids, self.new_token_weight)[0]
+
+
+class Trainable(torch.nn.Module):
+    """``net`` (the model, or the decoupled recommender) and the trainable embedding rows as
+    one module whose forward is the objective's loss: what ``accelerate`` places on the device
+    and, with several processes, wraps for data parallelism (its gradients are all-reduced)."""
+
+    def __init__(self, net, emb: "Embeddings", objective: Objective):
+        super().__init__()
+        self.net, self.emb, self.objective = net, emb, objective
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.objective.loss(self.net, self.emb, batch)
+
+
+def split_step(idx: Sequence[int], lengths: Sequence[int], max_tokens: int | None,
+               parts: int = 1) -> list[list[int]]:
+    """A step's windows ``idx`` in groups: consecutive groups of at most ``max_tokens`` padded
+    tokens each (a longer window is a group of its own; None: one group), then the largest
+    group halved until there are ``parts`` groups (one per process) or none can be split."""
     groups, cur, longest = [], [], 0
-    for w in windows:
-        if cur and max(longest, len(w)) * (len(cur) + 1) > max_tokens:
+    for i in idx:
+        n = lengths[i]
+        if cur and max_tokens and max(longest, n) * (len(cur) + 1) > max_tokens:
             groups.append(cur)
             cur, longest = [], 0
-        cur.append(w)
-        longest = max(longest, len(w))
-    return groups + [cur] if cur else groups
+        cur.append(i)
+        longest = max(longest, n)
+    groups = groups + [cur] if cur else groups
+    while len(groups) < parts:
+        k = max(range(len(groups)), key=lambda g: len(groups[g]))
+        if len(groups[k]) < 2:
+            break
+        half = len(groups[k]) // 2
+        groups[k:k + 1] = [groups[k][:half], groups[k][half:]]
+    return groups
 
 
-def target_weight(loss_tgt: torch.Tensor, first_new: int | None, new_token_weight: float) -> float:
-    """The total weight of these targets in :func:`packed_loss`'s weighted mean."""
-    if new_token_weight == 1.0 or first_new is None:
-        return float(len(loss_tgt))
-    n_new = int((loss_tgt >= first_new).sum())
-    return float(len(loss_tgt) - n_new + new_token_weight * n_new)
-
-
-def step_backward(model, emb: Embeddings, windows: Sequence[packing.Packed], pad_id: int,
-                  head_ids: torch.Tensor | None, cfg: TrainConfig) -> float:
+def step_backward(acc, trainable: torch.nn.Module, objective: Objective, idx: Sequence[int],
+                  cfg: TrainConfig) -> float:
     """Accumulate the gradient of one optimizer step's loss (the weighted mean over all its
-    target tokens) and return the loss. With ``cfg.micro_batch_tokens`` the windows go through
-    the model in micro-batches of at most that many padded tokens, each scaled by its share
-    of the step's target weight — the same gradient as one pass, with activation memory
-    bounded by the micro-batch (a 135M backbone at 4,096 tokens per step needs ~14 GB in one
-    pass on a CPU, ~4 GB in 1,024-token micro-batches)."""
-    if not cfg.micro_batch_tokens:
-        batch = packing.collate(windows, pad_id)
-        loss, _ = packed_loss(model, emb, batch, head_ids, cfg.new_token_loss_weight)
-        loss.backward()
-        return float(loss.detach())
-    parts = [packing.collate(p, pad_id) for p in split_windows(windows, cfg.micro_batch_tokens)]
-    weights = [target_weight(p["loss_tgt"], emb.first, cfg.new_token_loss_weight) for p in parts]
-    total, value = sum(weights), 0.0
-    for part, w in zip(parts, weights):
-        loss, _ = packed_loss(model, emb, part, head_ids, cfg.new_token_loss_weight)
-        scaled = loss * (w / total)
-        scaled.backward()
+    targets) and return the loss. The step's windows go through the model in groups
+    (:func:`split_step`): micro-batches of at most ``cfg.micro_batch_tokens`` padded tokens,
+    shared out over the ``acc.num_processes`` processes. Each group's loss is scaled by its
+    share of the step's target weight (and by the process count, which the all-reduce's mean
+    divides out), so every split gives the gradient of one pass over the whole step: the same
+    model on one process or several, with activation memory bounded by the micro-batch (a 135M
+    backbone at 4,096 tokens per step needs ~14 GB in one pass on a CPU, ~4 GB in 1,024-token
+    micro-batches). A process left without a group runs one at weight 0, as data parallelism
+    needs every process to take part in each backward pass."""
+    lengths = [len(w) for w in objective.windows]
+    groups = split_step(idx, lengths, cfg.micro_batch_tokens, acc.num_processes)
+    weights = [objective.weight(g) for g in groups]
+    total = sum(weights)
+    mine = [(groups[k], weights[k]) for k in range(acc.process_index, len(groups),
+                                                   acc.num_processes)] or [(groups[0], 0.0)]
+    autocast = torch.autocast(acc.device.type, dtype=torch.bfloat16,
+                              enabled=cfg.mixed_precision == "bf16")
+    value = 0.0
+    for j, (group, w) in enumerate(mine):
+        sync = acc.no_sync(trainable) if j < len(mine) - 1 else contextlib.nullcontext()
+        with sync:
+            with autocast:
+                scaled = trainable(objective.batch(group)) * (w / total)
+            acc.backward(scaled * acc.num_processes)
         value += float(scaled.detach())
+    if acc.num_processes > 1:
+        value = float(acc.reduce(torch.tensor(value, device=acc.device), "sum"))
     return value
 
 
@@ -325,7 +372,8 @@ def copy_warmup(model, emb: "Embeddings", head_ids: torch.Tensor | None, new_ids
 
 
 def copy_warmup_once(out: Path, model, emb: "Embeddings", head_ids: torch.Tensor | None,
-                     new_ids: Sequence[int], cfg: TrainConfig, state: "TrainState") -> dict | None:
+                     new_ids: Sequence[int], cfg: TrainConfig, state: "TrainState",
+                     write: bool = True) -> dict | None:
     """:func:`copy_warmup` at the start of a fresh run (a resumed run has it in its weights);
     its seconds count in the run's ``seconds``. Returns the warm-up record kept in
     ``out/copy_warmup.json`` (also for a resumed run), or None without a warm-up."""
@@ -333,6 +381,8 @@ def copy_warmup_once(out: Path, model, emb: "Embeddings", head_ids: torch.Tensor
     if cfg.copy_warmup_steps and state.step == 0:
         warm = copy_warmup(model, emb, head_ids, new_ids, cfg)
         state.seconds = warm["seconds"]
+        if not write:  # another process writes the record
+            return warm
         path.write_text(json.dumps(warm))
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -354,11 +404,12 @@ class TrainingTimeLimit(RuntimeError):
     finished, and running it again resumes it."""
 
 
-def check_time_limit(cfg: TrainConfig, state: "TrainState", out: Path, total: int) -> None:
+def check_time_limit(cfg: TrainConfig, state: "TrainState", out: Path, total: int,
+                     over: bool) -> None:
     """Raise :class:`TrainingTimeLimit` (naming the run and the steps done) when the safety
-    stop ``time_limit_minutes`` is set and passed; call it after saving a checkpoint."""
-    if cfg.time_limit_minutes and state.seconds > 60 * cfg.time_limit_minutes \
-            and state.step < total:
+    stop ``time_limit_minutes`` was passed (``over``, decided by the main process) before the
+    last step; call it after saving a checkpoint."""
+    if over and state.step < total:
         raise TrainingTimeLimit(
             f"{out}: stopped by the safety limit time_limit_minutes={cfg.time_limit_minutes} "
             f"after {state.step} of {total} steps ({state.seconds:.0f} s); the checkpoint is "
@@ -395,14 +446,31 @@ def flush_denormals():
 def train(model, tokenizer, sids: SemanticIDs, dialogs: Sequence[Dialog], cfg: TrainConfig,
           out: str | os.PathLike, new_ids: Sequence[int], extra_config: dict | None = None,
           progress: bool = True) -> dict:
-    """Train ``model`` in place; write the run folder ``out``; return a summary dict.
+    """Train ``model`` (GCRS, format ``cfg.fmt``) in place with :func:`fit`; write the run
+    folder ``out``; return a summary dict.
 
     ``new_ids``: ids of the added tokens (their rows train). Resumes from ``out/checkpoint``
     when it exists and its config matches.
     """
+    out = Path(out)
     with num_threads(cfg.threads):
-        return _train(model, tokenizer, sids, dialogs, cfg, Path(out), new_ids, extra_config,
-                      progress)
+        windows = build_windows(dialogs, sids, tokenizer, cfg.fmt, cfg.max_context_tokens)
+        for aux in cfg.aux_formats:
+            if aux == cfg.fmt:
+                raise ValueError(f"aux_formats repeats the main format {aux!r}")
+            windows += build_windows(dialogs, sids, tokenizer, aux, cfg.max_context_tokens)
+        if not windows:
+            raise ValueError("no training instances: the dialogs have no assistant turns")
+        head_ids = None
+        if cfg.output_vocab == "targets":
+            head_ids = torch.tensor(target_vocab(windows, new_ids, tokenizer.eos_token_id))
+            if is_main_process():
+                out.mkdir(parents=True, exist_ok=True)
+                (out / "output_vocab.json").write_text(json.dumps(head_ids.tolist()))
+        emb = Embeddings(model, None if cfg.embeddings == "all" else new_ids)
+        objective = TokenObjective(windows, head_ids, tokenizer.pad_token_id or 0, emb.first,
+                                   cfg.new_token_loss_weight)
+        return fit(model, emb, objective, cfg, out, new_ids, extra_config, progress)
 
 
 @contextlib.contextmanager
@@ -419,97 +487,132 @@ def num_threads(n: int | None):
         torch.set_num_threads(before)
 
 
-def _train(model, tokenizer, sids, dialogs, cfg: TrainConfig, out: Path, new_ids, extra_config,
-           progress: bool) -> dict:
+def is_main_process() -> bool:
+    """Is this the process that writes (the only one, or rank 0 of ``accelerate launch``)?"""
+    return process_state().is_main_process
+
+
+@flush_denormals()
+def fit(net, emb: Embeddings, objective: Objective, cfg: TrainConfig, out: str | os.PathLike,
+        new_ids: Sequence[int], extra_config: dict | None = None, progress: bool = True,
+        desc: str = "train") -> dict:
+    """The training loop of every run — GCRS, its ablations and the decoupled baseline differ
+    only in their :class:`Objective`. Trains ``net`` and ``emb`` in place, writes the work
+    folder ``out`` and returns a summary.
+
+    The loop runs through ``accelerate``: the model goes to the process's device, and under
+    ``accelerate launch`` each optimizer step's windows are shared out over the processes
+    (:func:`step_backward`), so N processes train the model one process would, N times faster;
+    only the main process writes. ``cfg.mixed_precision="bf16"`` autocasts the forward pass.
+    AdamW (the new embedding rows at ``new_rows_lr``), linear warm-up then cosine decay over
+    the step budget, gradient clipping; a checkpoint every ``checkpoint_every`` steps from which
+    an interrupted run resumes, with the same result as an uninterrupted one.
+    """
+    with num_threads(cfg.threads):
+        return _fit(net, emb, objective, cfg, Path(out), new_ids, extra_config, progress, desc)
+
+
+def _fit(net, emb, objective: Objective, cfg: TrainConfig, out: Path, new_ids, extra_config,
+         progress: bool, desc: str) -> dict:
     from tqdm.auto import tqdm
 
+    acc = Accelerator()
+    main = acc.is_main_process
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     full_config = {"train": asdict(cfg), **(extra_config or {})}
-    _check_resume_config(out, full_config)
-    windows = build_windows(dialogs, sids, tokenizer, cfg.fmt, cfg.max_context_tokens)
-    for aux in cfg.aux_formats:
-        if aux == cfg.fmt:
-            raise ValueError(f"aux_formats repeats the main format {aux!r}")
-        windows += build_windows(dialogs, sids, tokenizer, aux, cfg.max_context_tokens)
-    if not windows:
-        raise ValueError("no training instances: the dialogs have no assistant turns")
-    head_ids = None
-    if cfg.output_vocab == "targets":
-        head_ids = torch.tensor(target_vocab(windows, new_ids, tokenizer.eos_token_id))
-        (out / "output_vocab.json").write_text(json.dumps(head_ids.tolist()))
-    elif cfg.output_vocab != "full":
-        raise ValueError(f"output_vocab must be 'full' or 'targets', not {cfg.output_vocab!r}")
-    emb = Embeddings(model, None if cfg.embeddings == "all" else new_ids)
-    if cfg.embeddings not in ("new", "all"):
-        raise ValueError(f"embeddings must be 'new' or 'all', not {cfg.embeddings!r}")
-    body = [p for n, p in model.named_parameters() if p.requires_grad]
+    check_resume_config(out, full_config)
+    if cfg.activation_checkpointing:
+        emb.model[0].gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    trainable = acc.prepare_model(Trainable(net, emb, objective))
+    body = [p for p in net.parameters() if p.requires_grad]
     rows = [p for p in (emb.inp_rows, emb.out_rows) if p is not None]
     groups = [{"params": body, "lr": cfg.lr}]
     if rows:
         groups.append({"params": rows, "lr": cfg.new_rows_lr or cfg.lr})
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    windows = objective.windows
     per_epoch = len(make_batches(windows, cfg.batch_tokens, cfg.seed))
     total = cfg.max_steps or max(1, int(math.ceil(cfg.epochs * per_epoch)))
     state = TrainState()
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total))
-    _load_checkpoint(out, model, emb, opt, sched, state)
-    write_config(out, {**full_config, "steps_total": total, "steps_per_epoch": per_epoch,
-                       "windows": len(windows),
-                       "instances": sum(w.n_branches for w in windows)})
-    model.train()
-    warm = copy_warmup_once(out, model, emb, head_ids, new_ids, cfg, state)
-    bar = tqdm(total=total, initial=state.step, disable=not progress, desc="train")
+    opt = acc.prepare_optimizer(opt)  # the schedule is stepped by hand: once per global step
+    _load_checkpoint(out, net, emb, opt, sched, state)
+    n_inst = objective.count(range(len(windows)))
+    if main:
+        write_config(out, {**full_config, "steps_total": total, "steps_per_epoch": per_epoch,
+                           "windows": len(windows), "instances": n_inst})
+    trainable.train()
+    warm = copy_warmup_once(out, emb.model[0], emb, objective.head_ids, new_ids, cfg, state, main)
+    bar = tqdm(total=total, initial=state.step, disable=not (progress and main), desc=desc)
     t_start = time.perf_counter() - state.seconds
-    log = (out / "log.jsonl").open("a")
+    examples, seconds0 = 0, state.seconds  # examples/s counts this session (resume-safe)
+    log = (out / "log.jsonl").open("a") if main else None
     stop = False
     while state.step < total and not stop:
         batches = make_batches(windows, cfg.batch_tokens, cfg.seed + state.epoch)
         skip = state.step - state.epoch * per_epoch  # resume inside an epoch
         for b in batches[max(0, skip):]:
             opt.zero_grad(set_to_none=True)
-            loss = step_backward(model, emb, [windows[i] for i in b], tokenizer.pad_token_id or 0,
-                                 head_ids, cfg)
-            torch.nn.utils.clip_grad_norm_(body + rows, cfg.grad_clip)
+            loss = step_backward(acc, trainable, objective, b, cfg)
+            acc.clip_grad_norm_(body + rows, cfg.grad_clip)
             opt.step()
             sched.step()
             state.step += 1
             state.tokens += int(sum(len(windows[i]) for i in b))
+            examples += objective.count(b)
             state.seconds = time.perf_counter() - t_start
             state.losses.append(loss)
             bar.update(1)
-            if state.step % cfg.log_every == 0 or state.step == total:
+            if main and (state.step % cfg.log_every == 0 or state.step == total):
                 rec = {"step": state.step, "epoch": state.epoch, "loss": float(np.mean(
                     state.losses[-cfg.log_every:])), "tokens_per_s": state.tokens / state.seconds,
+                    "examples_per_s": examples / max(state.seconds - seconds0, 1e-9),
                     "lr": sched.get_last_lr()[0], "seconds": round(state.seconds, 1)}
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
-            over = bool(cfg.time_limit_minutes and state.seconds > 60 * cfg.time_limit_minutes)
+            over = _main_decides(acc, bool(cfg.time_limit_minutes and
+                                           state.seconds > 60 * cfg.time_limit_minutes))
             if state.step % cfg.checkpoint_every == 0 or (over and state.step < total):
-                _save_checkpoint(out, model, emb, opt, sched, state)
-                check_time_limit(cfg, state, out, total)
+                if main:
+                    _save_checkpoint(out, net, emb, opt, sched, state)
+                acc.wait_for_everyone()
+                check_time_limit(cfg, state, out, total, over)
             if state.step >= total:
                 stop = True
                 break
         else:
             state.epoch += 1
     bar.close()
-    log.close()
-    _save_checkpoint(out, model, emb, opt, sched, state)
+    if log:
+        log.close()
+    if main:
+        _save_checkpoint(out, net, emb, opt, sched, state)
+    acc.wait_for_everyone()
     emb.merge()
-    model.eval()
+    net.eval()
     loop_s = state.seconds - (warm["seconds"] if warm else 0.0)
     return {"steps": state.step, "epochs": state.step / per_epoch, "tokens": state.tokens,
             "seconds": round(state.seconds, 1), "copy_warmup": warm,
             "tokens_per_s": state.tokens / max(loop_s, 1e-9),
+            "examples_per_s": examples / max(state.seconds - seconds0, 1e-9),
             "final_loss": float(np.mean(state.losses[-cfg.log_every:])) if state.losses else None,
-            "windows": len(windows), "instances": sum(w.n_branches for w in windows),
-            "steps_total": total}
+            "windows": len(windows), "instances": n_inst, "steps_total": total,
+            "processes": acc.num_processes, "device": str(acc.device)}
+
+
+def _main_decides(acc, flag: bool) -> bool:
+    """``flag`` as the main process sees it, on every process (a decision that depends on the
+    clock must be the same everywhere, or the processes stop at different steps)."""
+    if acc.num_processes == 1:
+        return flag
+    return bool(broadcast(torch.tensor([int(flag)], device=acc.device))[0])
 
 
 # ----------------------------------------------------------------------------- persistence
-RUNTIME_KEYS = ("threads", "time_limit_minutes")  # how a run is executed, not what it trains
+RUNTIME_KEYS = TrainConfig.RUNTIME  # how a run is executed, not what it trains
 
 
 def write_config(out: Path, config: dict) -> None:
@@ -518,13 +621,18 @@ def write_config(out: Path, config: dict) -> None:
     os.replace(tmp, out / "config.json")
 
 
-def _check_resume_config(out: Path, config: dict) -> None:
+def check_resume_config(out: Path, config: dict) -> None:
+    """Refuse to resume the checkpoint in ``out`` under another training config. A key the
+    checkpoint's config lacks counts as equal when the new value is the default (a field added
+    to :class:`TrainConfig` later, set to what the old code did)."""
     path = out / "config.json"
     if (out / "checkpoint").is_dir() and path.is_file():
         old = json.loads(path.read_text())
         old_train = {k: v for k, v in old.get("train", {}).items() if k not in RUNTIME_KEYS}
+        defaults = json.loads(json.dumps(asdict(TrainConfig()), default=str))
         new_train = {k: v for k, v in json.loads(json.dumps(config["train"], default=str)).items()
-                     if k not in RUNTIME_KEYS}  # as written (tuples become lists)
+                     if k not in RUNTIME_KEYS  # as written (tuples become lists)
+                     and (k in old_train or v != defaults.get(k))}
         if old_train != new_train:
             raise ValueError(f"{out}: holds a checkpoint of a different config; use a new --out "
                              "or delete the folder")
@@ -536,10 +644,13 @@ def _save_checkpoint(out: Path, model, emb, opt, sched, state: TrainState) -> No
         shutil.rmtree(tmp)
     tmp.mkdir()
     trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
-    torch.save({"trainable": trainable, "emb": emb.state_dict(), "opt": opt.state_dict(),
-                "sched": sched.state_dict(), "state": asdict(state),
-                "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
-                        "numpy": np.random.get_state()}}, tmp / "state.pt")
+    rng = {"torch": torch.get_rng_state(), "python": random.getstate(),
+           "numpy": np.random.get_state()}
+    if torch.cuda.is_available():  # dropout on a GPU draws from its own generator
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    torch.save({"trainable": trainable, "emb": {k: v.cpu() for k, v in emb.state_dict().items()},
+                "opt": opt.state_dict(), "sched": sched.state_dict(), "state": asdict(state),
+                "rng": rng}, tmp / "state.pt")
     final = out / "checkpoint"
     old = out / "checkpoint.old"
     if final.exists():
@@ -553,7 +664,7 @@ def _load_checkpoint(out: Path, model, emb, opt, sched, state: TrainState) -> No
     path = out / "checkpoint" / "state.pt"
     if not path.is_file():
         return
-    ck = torch.load(path, weights_only=False)
+    ck = torch.load(path, weights_only=False, map_location="cpu")
     params = dict(model.named_parameters())
     with torch.no_grad():
         for n, v in ck["trainable"].items():
@@ -566,3 +677,5 @@ def _load_checkpoint(out: Path, model, emb, opt, sched, state: TrainState) -> No
     torch.set_rng_state(ck["rng"]["torch"])
     random.setstate(ck["rng"]["python"])
     np.random.set_state(ck["rng"]["numpy"])
+    if "cuda" in ck["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(ck["rng"]["cuda"])

@@ -299,7 +299,10 @@ def _batches(ids_list: list[list[int]], batch_size: int, row_bytes: int, budget:
         s = e
 
 
-def _left_pad(batch: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _left_pad(batch: list[list[int]], pad: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)`` of the prompts, left-padded, on ``device``."""
+    if device is not None and torch.device(device).type != "cpu":
+        return tuple(t.to(device) for t in _left_pad(batch, pad))
     T = max(len(ids) for ids in batch)
     input_ids = torch.full((len(batch), T), pad, dtype=torch.long)
     mask = torch.zeros((len(batch), T), dtype=torch.long)
@@ -337,7 +340,7 @@ def recommend(model, tokenizer, prompts, sids: SemanticIDs | SIDVocab, k: int = 
     out: list[Ranked] = []
     row_bytes = beams * _kv_bytes_per_token(model)
     for batch in _batches(ids_list, batch_size, row_bytes, max_cache_bytes):
-        input_ids, mask = _left_pad(batch, config.pad_token_id)
+        input_ids, mask = _left_pad(batch, config.pad_token_id, model.device)
         cache = None
         if input_ids.shape[1] > 1:  # run the prompt once; generate() then only sees <BOI>
             position = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -397,7 +400,9 @@ def sid_beam_search(model, tokenizer, prompts, sids: SemanticIDs | SIDVocab, k: 
         input_ids, mask = _left_pad(ids_list[s:s + batch_size], pad)
         B, T = input_ids.shape
         position = (mask.cumsum(-1) - 1).clamp(min=0)
-        o = decoder(input_ids=input_ids, attention_mask=mask, position_ids=position, use_cache=True)
+        dev = head.weight.device  # the bookkeeping stays on the CPU; the model's inputs go there
+        o = decoder(input_ids=input_ids.to(dev), attention_mask=mask.to(dev),
+                    position_ids=position.to(dev), use_cache=True)
         cache, h = _cache_of(o), o.last_hidden_state[:, -1:]  # (B, beams=1, d)
         node = torch.zeros(B, 1, dtype=torch.long)
         score = torch.zeros(B, 1)
@@ -405,7 +410,7 @@ def sid_beam_search(model, tokenizer, prompts, sids: SemanticIDs | SIDVocab, k: 
         visible = mask.bool()  # (B, cache length): the prompt's real tokens
         for level in range(L):
             nb = node.shape[1]
-            lp = _level_log_probs(head, h.reshape(B * nb, -1), vocab.level_tokens[level])
+            lp = _level_log_probs(head, h.reshape(B * nb, -1), vocab.level_tokens[level]).cpu()
             child = vocab.trie.children[level][node]  # (B, nb, K), -1 where no item
             cand = (score.unsqueeze(-1) + lp.view(B, nb, K)).masked_fill(child < 0, float("-inf"))
             top = cand.view(B, -1).topk(min(beams, nb * K), dim=1)
@@ -423,8 +428,8 @@ def sid_beam_search(model, tokenizer, prompts, sids: SemanticIDs | SIDVocab, k: 
             attend.scatter_(2, ancestors, True)  # own path (and itself)
             tokens = vocab.level_tokens[level][top.indices % K]
             pos = (position[:, -1:] + level + 1).expand(B, n)
-            o = decoder(input_ids=tokens, attention_mask=attend.unsqueeze(1), position_ids=pos,
-                        cache=cache, use_cache=True)
+            o = decoder(input_ids=tokens.to(dev), attention_mask=attend.unsqueeze(1).to(dev),
+                        position_ids=pos.to(dev), cache=cache, use_cache=True)
             cache, h = _cache_of(o), o.last_hidden_state
             visible = torch.cat([visible, torch.zeros(B, n, dtype=torch.bool)], dim=1)
         for b in range(B):

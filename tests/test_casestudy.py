@@ -92,7 +92,8 @@ def world(tmp_path_factory):
     model = tiny_model(len(tok), seed=0, pad_token_id=tok.pad_token_id)
     catalog = Catalog(Item(i, f"Movie {k}", str(1990 + k)) for k, i in enumerate(ITEMS))
     folder = tmp_path_factory.mktemp("run")
-    cfg = {"profile": "smoke", "dataset": "toy", "variant": "gcrs", "model": {"kind": "compact"},
+    cfg = {"profile": "smoke", "dataset": "toy", "variant": "gcrs", "format": "gcrs",
+           "model": {"kind": "compact"},
            "train": {}, "sids": {}, "eval": {"num_beams": 50, "max_context_tokens": 256}}
     run.save_run(folder, model, tok, sids, cfg)
     return model, tok, sids, catalog, folder

@@ -88,10 +88,11 @@ def test_remove_items_drops_exactly_the_dialogs_that_mention_them():
 
 def test_run_trains_without_the_held_out_items():
     ds = toy_dataset()
-    cfg = {"dataset": "toy", "train_splits": ["train"], "holdout": {"fraction": 1.0, "seed": 0}}
+    cfg = {"profile": "smoke", "dataset": "toy", "variant": "coldstart_gcrs", "format": "gcrs",
+           "train_splits": ["train"], "holdout": {"fraction": 1.0, "seed": 0}}
     assert [d.id for d in run.training_dialogs(cfg, ds)] == ["t2"]  # 10, 12, 13 held out
     assert [d.id for d in run.training_dialogs({**cfg, "max_dialogs": 0}, ds)] == []
-    plain = {"dataset": "toy", "train_splits": ["train"], "max_dialogs": 3}
+    plain = {**cfg, "holdout": None, "max_dialogs": 3}
     assert [d.id for d in run.training_dialogs(plain, ds)] == ["t0", "t1", "t2"]
     assert run.config_hash(cfg) != run.config_hash({**cfg, "holdout": {"fraction": 0.5, "seed": 0}})
     s = coldstart.holdout_summary({**cfg, "max_dialogs": None}, ds)

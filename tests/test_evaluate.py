@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from crslib import evaluate, run, serialize, train
+from crslib import config, evaluate, run, serialize, train
 from crslib.baselines import Popularity, Repeat
 from crslib.bench import random_sids
 from crslib.data import Catalog, Dataset, Item, LoadReport
@@ -87,12 +87,12 @@ def test_dialog_scores_ppl_and_intent(trained):
 
 def test_save_load_gives_identical_predictions(trained, tmp_path):
     model, tok, sids, ds, _ = trained
-    cfg = {"profile": "smoke", "dataset": "toy", "variant": "gcrs", "model": {"kind": "compact"},
-           "train": {}, "sids": {}}
+    cfg = {"profile": "smoke", "dataset": "toy", "variant": "gcrs", "format": "gcrs",
+           "model": {"kind": "compact"}, "train": {}, "sids": {}}
     run.save_run(tmp_path, model, tok, sids, cfg)
     model2, tok2, sids2, cfg2 = run.load_run(tmp_path)
     cases = evaluate.rec_cases(ds, sids)[:8]
-    assert sids2.to_dict() == sids.to_dict() and cfg2 == cfg
+    assert sids2.to_dict() == sids.to_dict() and config.resolve(cfg2) == config.resolve(cfg)
     a = evaluate.model_ranks(model, tok, sids, cases, "community")
     b = evaluate.model_ranks(model2, tok2, sids2, cases, "community")
     assert a == b

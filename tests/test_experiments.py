@@ -133,14 +133,15 @@ def test_runs_inventory_lists_finished_runs_and_renders(tmp_path, monkeypatch):
 def test_best_chat_run_is_chosen_on_validation_unseen_runs_first(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(experiments, "RUNS", tmp_path / "runs")
-    from crslib import run
     sweeps = {"gcrs": (3.0, True), "backbone_x": (2.0, False), "backbone_y": (1.0, False),
               "sid": (9.0, False), "resp": (8.0, False)}  # variant: validation BLEU, seen
     for variant in sweeps:
         folder = tmp_path / "runs" / "cpu" / "inspired" / variant
         (folder / "model").mkdir(parents=True)
         (folder / "model" / "w").write_text(variant)
-        (folder / "config.json").write_text(json.dumps({"variant": variant}))
+        cfg = {**experiments.config("cpu", "inspired"), "variant": variant,  # any name works:
+               "format": variant if variant in ("sid", "resp") else "gcrs"}  # the format decides
+        (folder / "config.json").write_text(json.dumps(cfg))
         (folder / "train_summary.json").write_text("{}")
     asked = []
 
@@ -150,8 +151,6 @@ def test_best_chat_run_is_chosen_on_validation_unseen_runs_first(tmp_path, monke
         return {"split": "dev", "chosen": "greedy", "validation_in_training": seen,
                 "rows": [{"decoding": "greedy", "bleu": bleu, "distinct@2": 0.1}]}
     monkeypatch.setattr(experiments, "chat_decoding", fake_decoding)
-    for v in ("backbone_x", "backbone_y"):
-        monkeypatch.setitem(run.VARIANT_FORMATS, v, "gcrs")
     with pytest.raises(FileNotFoundError, match="no finished run"):  # none of these is shipped
         experiments.best_chat_run("cpu", ["inspired"])
     best = experiments.best_chat_run("cpu", ["inspired"], shipped_only=False)

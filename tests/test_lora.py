@@ -20,7 +20,7 @@ def smol():
     torch.set_num_threads(1)
     sids = random_sids(ITEMS, 3, 4, 0)
     catalog = Catalog(Item(i, f"movie {i}") for i in ITEMS)
-    cfg = {"profile": "smoke", "dataset": "toy", "variant": "gcrs", "sids": {},
+    cfg = {"profile": "smoke", "dataset": "toy", "variant": "gcrs", "format": "gcrs", "sids": {},
            "model": {"kind": "hf", "name": "smollm2-135m",
                      "lora": {"r": 4, "alpha": 8, "dropout": 0.0}},
            "train": {"seed": 0}}

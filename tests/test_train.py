@@ -197,22 +197,36 @@ def test_flush_denormals_context_and_decorator_nest_and_restore():
     assert (tiny * 1.0).item() != 0.0                       # the default is back
 
 
+def test_split_step_bounds_groups_and_shares_them_out():
+    lengths = [5, 5, 5, 5, 5, 9]
+    assert train.split_step(range(6), lengths, None) == [[0, 1, 2, 3, 4, 5]]
+    assert train.split_step(range(6), lengths, 1) == [[i] for i in range(6)]  # too long: alone
+    assert train.split_step(range(6), lengths, 15) == [[0, 1, 2], [3, 4], [5]]
+    assert train.split_step([2, 4, 5], lengths, None, parts=2) == [[2], [4, 5]]
+    assert train.split_step([3], lengths, None, parts=2) == [[3]]  # cannot split one window
+
+
 def test_micro_batches_give_the_step_gradient_of_one_pass(world):
+    from accelerate import Accelerator
     sids, tok, model, new_ids = world
     net = copy.deepcopy(model)
     windows = train.build_windows(toy_world(12, 3), sids, tok, "gcrs", 768)
-    assert train.split_windows(windows, 1) == [[w] for w in windows]  # too long: one each
-    groups = train.split_windows(windows, 3 * max(map(len, windows)))
-    assert [w for g in groups for w in g] == windows and all(len(g) <= 3 for g in groups)
     emb = train.Embeddings(net, new_ids)
+    objective = train.TokenObjective(windows, None, tok.pad_token_id, emb.first, 3.0)
+    trainable = train.Trainable(net, emb, objective)
     params = [p for p in net.parameters() if p.requires_grad] + [emb.inp_rows]
+    micro_size = 3 * max(map(len, windows))
+    assert len(train.split_step(range(len(windows)), [len(w) for w in windows], micro_size)) > 2
     grads = {}
-    for micro in (None, 3 * max(map(len, windows))):
+    for micro in (None, micro_size):
         for p in params:
             p.grad = None
         cfg = train.TrainConfig(new_token_loss_weight=3.0, micro_batch_tokens=micro)
-        loss = train.step_backward(net, emb, windows, tok.pad_token_id, None, cfg)
+        loss = train.step_backward(Accelerator(), trainable, objective, range(len(windows)), cfg)
         grads[micro] = (loss, [p.grad.clone() for p in params])
     (l1, g1), (l2, g2) = grads.values()
     assert l1 == pytest.approx(l2, rel=1e-5)
     assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(g1, g2))
+    batch = objective.batch(range(len(windows)))  # the weight is packed_loss's weighted count
+    w = torch.where(batch["loss_tgt"] >= emb.first, 3.0, 1.0).sum()
+    assert objective.weight(range(len(windows))) == pytest.approx(float(w))

@@ -10,17 +10,17 @@ from pathlib import Path
 
 CONFIGS = Path(__file__).resolve().parent.parent / "crslib" / "configs"
 VARIANTS = {
-    "resp": {},                                   # format decides (crslib.run.VARIANT_FORMATS)
-    "mode_resp": {},
-    "sid": {},
+    "resp": {"format": "resp"},                   # the training sequences (crslib.serialize)
+    "mode_resp": {"format": "mode_resp"},
+    "sid": {"format": "sid"},
     "all_embeddings": {"train": {"embeddings": "all"}},
     "sid3x64": {"sids": {"levels": 3, "codebook_size": 64}},
     "sid5x64": {"sids": {"levels": 5, "codebook_size": 64}},
     "sid4x32": {"sids": {"levels": 4, "codebook_size": 32}},
     "sid4x128": {"sids": {"levels": 4, "codebook_size": 128}},
-    "tiger": {},
+    "tiger": {"format": "tiger"},
     # baselines and the cold-start study (notebooks 03, 09)
-    "decoupled": {},                              # crslib.decoupled: an item head, no LM loss
+    "decoupled": {"ranker": "item_head"},         # crslib.decoupled: an item head, no LM loss
     "coldstart_gcrs": {"holdout": {"fraction": 0.2, "seed": 0}},
     "coldstart_atomic": {"holdout": {"fraction": 0.2, "seed": 0},
                          "sids": {"method": "atomic", "levels": 1, "codebook_size": None}},
@@ -79,7 +79,7 @@ def variant_config(base: dict, variant: str) -> dict:
     cfg = copy.deepcopy(base)
     cfg["variant"] = variant
     for block, values in VARIANTS[variant].items():
-        cfg[block] = {**cfg.get(block, {}), **values}
+        cfg[block] = {**cfg.get(block, {}), **values} if isinstance(values, dict) else values
     if cfg["profile"] == "cpu" and variant == "backbone_smollm2_135m":
         cfg["model"] = copy.deepcopy(CPU_SMOLLM2["model"])  # replaces the compact block
         cfg["train"] = {**cfg["train"], **CPU_SMOLLM2["train"],
@@ -89,7 +89,8 @@ def variant_config(base: dict, variant: str) -> dict:
         cfg["train_splits"] = CPU_SMOLLM2["train_splits"][cfg["dataset"]]
     if (cfg["profile"], cfg["dataset"]) == ("cpu", "redial") and variant in ("tiger", "decoupled"):
         cfg["train"]["max_steps"] = CPU_REDIAL_BASELINE_STEPS[variant]
-    return cfg
+    head = [k for k in ("profile", "dataset", "variant", "format", "ranker") if k in cfg]
+    return {**{k: cfg[k] for k in head}, **{k: v for k, v in cfg.items() if k not in head}}
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import sys
 
 import torch
 
-from crslib import data, evaluate, experiments, report, run
+from crslib import config, data, evaluate, experiments, report, run
 
 
 def main(argv=None) -> int:
@@ -41,9 +41,9 @@ def main(argv=None) -> int:
         head = folder / "output_vocab.json"
         scores = evaluate.dialog_scores(
             model, tok, sids, ds[result["split"]],
-            cfg["eval"].get("max_context_tokens", 768),
+            config.resolve(cfg).eval.max_context_tokens,
             json.loads(head.read_text()) if head.is_file() else None,
-            fmt=run.VARIANT_FORMATS.get(result["variant"], "gcrs"))
+            fmt=config.resolve(cfg).format)
         before = {k: result["metrics"].get(k) for k in ("ppl", "ppl_full_vocab")}
         result["ppl_tokens"] = scores.pop("ppl_tokens")
         result["metrics"].update(scores)
