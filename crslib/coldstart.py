@@ -110,14 +110,13 @@ def evaluate_split(profile: str, dataset: str, variant: str, data_root=None,
     old = experiments.saved_result(path, who, limit, split) if reuse and save else None
     if old is not None:
         return old
-    model, tok, sids, cfg = run.load_run(folder)
+    rec, sids, cfg = evaluate.load_recommender(folder)
     ds = data.load(dataset, data_root)
     held = (holdout_items(ds, rc.holdout.fraction, rc.holdout.seed) if rc.holdout
             else frozenset())
     trained = set().union(*map(mentioned_items, run.training_dialogs(rc, ds)))
     cases = evaluate.rec_cases(ds, sids, split, rc.format, limit=limit)
-    ranks = evaluate.model_ranks(model, tok, sids, cases, "paper", ev.max_context_tokens,
-                                 ev.num_beams, ev.batch_size)
+    ranks = rec.ranks(cases, "paper")
     groups = split_ranks(cases, ranks, held, trained)
     everything = evaluate.ranking_result(ranks, "paper")
     repeats = sum(ex.item in ex.context_items for ex in cases) / len(cases) if cases else None

@@ -51,12 +51,13 @@ class DecoupledRecommender(torch.nn.Module):
     """``lm`` (a causal LM with the GCRS tokens; only its decoder is used) + an item head."""
 
     def __init__(self, lm, tokenizer, item_ids: Sequence[str], max_context_tokens: int = 768,
-                 seed: int = 0):
+                 seed: int = 0, batch_size: int = 16):
         super().__init__()
         self.lm = lm
         self.tokenizer = tokenizer
         self.item_ids = list(item_ids)
         self.max_context_tokens = max_context_tokens
+        self.batch_size = batch_size
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             self.head = torch.nn.Linear(lm.config.hidden_size, len(self.item_ids))
@@ -89,7 +90,7 @@ class DecoupledRecommender(torch.nn.Module):
         return out
 
     def ranks(self, cases: Sequence[serialize.Example], protocol: str = "paper",
-              batch_size: int = 16) -> list[int | None]:
+              batch_size: int | None = None) -> list[int | None]:
         """1-based rank of each case's gold item among all items (``paper``: None below the
         top 50). Prompts are the cases' own (:func:`crslib.serialize.prompt_ids`)."""
         if protocol not in PROTOCOLS:
@@ -99,7 +100,7 @@ class DecoupledRecommender(torch.nn.Module):
         for s in range(0, len(cases), 256):
             chunk = cases[s:s + 256]
             sc = self.scores([serialize.prompt_ids(ex, self.tokenizer, self.max_context_tokens)
-                              for ex in chunk], batch_size)
+                              for ex in chunk], batch_size or self.batch_size)
             gold = torch.tensor([index[ex.item] for ex in chunk])
             g = sc[torch.arange(len(chunk)), gold][:, None]
             ahead = (sc > g) | ((sc == g) & (torch.arange(sc.shape[1])[None] < gold[:, None]))

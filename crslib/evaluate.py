@@ -25,12 +25,13 @@ Every result is one JSON file ``results/<profile>/<dataset>/<variant>.<protocol>
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Protocol, Sequence
 
 import torch
 
-from crslib import metrics, packing, report, serialize, train, trie
+from crslib import config, decoupled, metrics, packing, report, run, serialize, train, trie
 from crslib.data import Dataset
 from crslib.generation import GREEDY, ResponseDecoding, turn_end_ids
 from crslib.metrics import PROTOCOLS
@@ -90,6 +91,58 @@ def baseline_ranks(ranker, cases: Sequence[serialize.Example]) -> list[int | Non
     else:
         ranked = (ranker.rank(ex.context_items) for ex in cases)
     return [_rank_of(r, ex.item) for r, ex in zip(ranked, cases)]
+
+
+# ----------------------------------------------------------------------------- recommenders
+class Recommender(Protocol):
+    """What every ranker offers the protocols: the 1-based rank of each case's gold item among
+    all items (None: not ranked — under ``paper``, outside the top 50). Implemented by GCRS, its
+    ablations and TIGER (:class:`GenerativeRecommender`), the decoupled baseline
+    (:class:`crslib.decoupled.DecoupledRecommender`), and popularity, repeat and text retrieval
+    (:class:`BaselineRecommender`); :func:`load_recommender` gives a saved run's."""
+
+    def ranks(self, cases: Sequence[serialize.Example], protocol: str) -> list[int | None]:
+        ...
+
+
+@dataclass
+class GenerativeRecommender:
+    """A language model that decodes SIDs (:func:`model_ranks`: constrained beam search under
+    ``paper``, exact scoring of every item under ``community`` and ``dedup``)."""
+    model: Any
+    tokenizer: Any
+    sids: SemanticIDs
+    max_context_tokens: int = 768
+    num_beams: int = 50
+    batch_size: int = 16
+
+    def ranks(self, cases: Sequence[serialize.Example], protocol: str) -> list[int | None]:
+        return model_ranks(self.model, self.tokenizer, self.sids, cases, protocol,
+                           self.max_context_tokens, self.num_beams, self.batch_size)
+
+
+@dataclass
+class BaselineRecommender:
+    """A fitted baseline of :mod:`crslib.baselines`: a full ranking per case, whatever the
+    protocol (:func:`baseline_ranks`)."""
+    ranker: Any
+
+    def ranks(self, cases: Sequence[serialize.Example], protocol: str) -> list[int | None]:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
+        return baseline_ranks(self.ranker, cases)
+
+
+def load_recommender(path, device=None) -> tuple[Recommender, SemanticIDs, dict]:
+    """``(recommender, sids, config)`` of the saved run folder ``path``, with its config's
+    evaluation settings (context length, beam width, batch size)."""
+    model, tok, sids, cfg = run.load_run(path, device)
+    ev = config.resolve(cfg).eval
+    if isinstance(model, decoupled.DecoupledRecommender):
+        model.batch_size = ev.batch_size
+        return model, sids, cfg
+    return (GenerativeRecommender(model, tok, sids, ev.max_context_tokens, ev.num_beams,
+                                  ev.batch_size), sids, cfg)
 
 
 def select(cases: Sequence[serialize.Example], ranks: Sequence[int | None], protocol: str):

@@ -272,31 +272,26 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
         if save:
             ev_mod.save_result(result, path)
         return result
+    if protocol == "dialog" and rc.ranker == "item_head":
+        raise ValueError("the decoupled baseline only ranks (its responses come from a "
+                         "separate generator); use paper, community or dedup")
     if variant in BASELINES:
         sids = run.prepare_sids(cfg, ds.catalog)
-        obj = _baseline(variant, cfg, ds, sids)
+        rec = ev_mod.BaselineRecommender(_baseline(variant, cfg, ds, sids))
     else:
-        model, tok, sids, _ = run.load_run(run_path)
+        rec, sids, _ = ev_mod.load_recommender(run_path)
     if protocol == "dialog":
-        if rc.ranker == "item_head":
-            raise ValueError("the decoupled baseline only ranks (its responses come from a "
-                             "separate generator); use paper, community or dedup")
         head = run_path / "output_vocab.json"
         head_ids = json.loads(head.read_text()) if head.is_file() else None
-        result = _dialog_result(model, tok, sids, ds, ev, split, limit, meta, head_ids, fmt)
+        result = _dialog_result(rec.model, rec.tokenizer, sids, ds, ev, split, limit, meta,
+                                head_ids, fmt)
     else:
         cases = ev_mod.rec_cases(ds, sids, split, fmt, limit=limit)
-        if variant in BASELINES:
-            ranks = ev_mod.baseline_ranks(obj, cases)
-        elif rc.ranker == "item_head":  # every item scored exactly
-            ranks = model.ranks(cases, protocol, ev.batch_size)
-        else:
-            ranks = ev_mod.model_ranks(model, tok, sids, cases, protocol,
-                                       ev.max_context_tokens, ev.num_beams, ev.batch_size)
+        ranks = rec.ranks(cases, protocol)  # the one scoring path of every ranker
         result = ev_mod.ranking_result(ranks, protocol, **meta)
         result["case_ranks"] = ranks  # 1-based, None = not ranked; in rec_cases order
-        if variant in BASELINES and hasattr(obj, "describe"):
-            result["ranker"] = obj.describe()
+        if hasattr(getattr(rec, "ranker", None), "describe"):
+            result["ranker"] = rec.ranker.describe()
     result["limit"] = limit
     result["seconds"] = round(time.perf_counter() - t0, 1)  # wall time of this scoring
     if save:

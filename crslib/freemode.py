@@ -114,14 +114,14 @@ def evaluate_free(profile: str, dataset: str, variant: str = "gcrs", data_root=N
     old = experiments.saved_result(path, who, limit, split) if reuse and save else None
     if old is not None:
         return old
-    model, tok, sids, cfg = run.load_run(folder)
+    rec, sids, cfg = evaluate.load_recommender(folder)
     ds = data.load(dataset, data_root)
     cases = evaluate.rec_cases(ds, sids, split, "gcrs", limit=limit)
     paper = experiments.saved_result(evaluate.result_path(profile, dataset, variant, "paper"),
                                      who, limit, split, say=lambda _: None)  # its ranks, if any
-    r = forced_vs_free(model, tok, sids, cases, ev.max_context_tokens, ev.num_beams,
-                       ev.batch_size,
-                       forced=paper["case_ranks"] if paper else None)
+    forced = paper["case_ranks"] if paper else rec.ranks(cases, "paper")
+    r = forced_vs_free(rec.model, rec.tokenizer, sids, cases, ev.max_context_tokens,
+                       ev.num_beams, ev.batch_size, forced=forced)
     result = {"dataset": dataset, "split": split, "profile": profile, "variant": variant,
               "protocol": "freemode", "seeds": [rc.train.seed], **who,
               "n_cases": len(cases),

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from crslib import config, evaluate, run, serialize, train
+from crslib import baselines, config, evaluate, run, serialize, train
 from crslib.baselines import Popularity, Repeat
 from crslib.bench import random_sids
 from crslib.data import Catalog, Dataset, Item, LoadReport
@@ -98,6 +98,25 @@ def test_save_load_gives_identical_predictions(trained, tmp_path):
     assert a == b
     with pytest.raises(FileNotFoundError, match="not a finished run"):
         run.load_run(tmp_path / "nothing")
+
+
+def test_every_ranker_is_scored_through_one_interface(trained, tmp_path):
+    model, tok, sids, ds, _ = trained
+    cfg = {"profile": "smoke", "dataset": "toy", "variant": "gcrs", "format": "gcrs",
+           "eval": {"max_context_tokens": 256, "num_beams": 20, "batch_size": 4}}
+    run.save_run(tmp_path, model, tok, sids, cfg)
+    rec, sids2, cfg2 = evaluate.load_recommender(tmp_path)
+    assert isinstance(rec, evaluate.GenerativeRecommender) and sids2.to_dict() == sids.to_dict()
+    assert (rec.max_context_tokens, rec.num_beams, rec.batch_size) == (256, 20, 4)  # its config
+    cases = evaluate.rec_cases(ds, sids)[:8]
+    for protocol in ("paper", "community"):
+        assert rec.ranks(cases, protocol) == evaluate.model_ranks(
+            model, tok, sids, cases, protocol, 256, 20, 4)
+    pop = baselines.Popularity(ds.catalog.ids).fit(ds["train"])
+    base = evaluate.BaselineRecommender(pop)
+    assert base.ranks(cases, "paper") == evaluate.baseline_ranks(pop, cases)
+    with pytest.raises(ValueError, match="unknown protocol"):
+        base.ranks(cases, "dialog")
 
 
 def test_generated_responses_follow_the_format(trained):
