@@ -113,6 +113,6 @@ def load_backbone(name: str, seed: int = 0, device: str | torch.device | None = 
             name, trust_remote_code=False, dtype=torch.bfloat16,
             device_map={"": device.index or 0}, quantization_config=quantization)
     else:
-        model = AutoModelForCausalLM.from_pretrained(name, trust_remote_code=False)
-        model = model.to(device)
+        model = AutoModelForCausalLM.from_pretrained(name, trust_remote_code=False,
+                                                     dtype=torch.float32).to(device)
     return model.eval(), tokenizer

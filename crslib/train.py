@@ -500,10 +500,10 @@ def fit(net, emb: Embeddings, objective: Objective, cfg: TrainConfig, out: str |
     only in their :class:`Objective`. Trains ``net`` and ``emb`` in place, writes the work
     folder ``out`` and returns a summary.
 
-    The loop runs through ``accelerate``: the model goes to the process's device, and under
-    ``accelerate launch`` each optimizer step's windows are shared out over the processes
-    (:func:`step_backward`), so N processes train the model one process would, N times faster;
-    only the main process writes. ``cfg.mixed_precision="bf16"`` autocasts the forward pass.
+    The loop runs through ``accelerate``: the model is on the process's device (put there by
+    :func:`crslib.runbase.build_model`), and under ``accelerate launch`` each optimizer step's
+    windows are shared out over the processes (:func:`step_backward`), so N processes train the
+    model one process would, N times faster; only the main process writes. ``cfg.mixed_precision="bf16"`` autocasts the forward pass.
     AdamW (the new embedding rows at ``new_rows_lr``), linear warm-up then cosine decay over
     the step budget, gradient clipping; a checkpoint every ``checkpoint_every`` steps from which
     an interrupted run resumes, with the same result as an uninterrupted one.
@@ -525,7 +525,9 @@ def _fit(net, emb, objective: Objective, cfg: TrainConfig, out: Path, new_ids, e
     if cfg.activation_checkpointing:
         emb.model[0].gradient_checkpointing_enable(
             gradient_checkpointing_kwargs={"use_reentrant": False})
-    trainable = acc.prepare_model(Trainable(net, emb, objective))
+    # already on the process's device (runbase.build_model: a 4-bit model is loaded there
+    # and cannot be moved), so accelerate only wraps it for data parallelism
+    trainable = acc.prepare_model(Trainable(net, emb, objective), device_placement=False)
     body = [p for p in net.parameters() if p.requires_grad]
     rows = [p for p in (emb.inp_rows, emb.out_rows) if p is not None]
     groups = [{"params": body, "lr": cfg.lr}]

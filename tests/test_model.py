@@ -68,6 +68,30 @@ def test_hf_names_never_trust_remote_code(monkeypatch, tiny):
     assert seen["name"] == "some-org/some-model" and seen["trust_remote_code"] is False
 
 
+def test_a_gpu_loads_bfloat16_and_qlora_4_bit_and_a_cpu_refuses_4_bit(monkeypatch, tiny):
+    """The GPU branch of load_backbone, checked without a GPU: what it asks transformers for."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    seen = {}
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", lambda name, **kw: tiny[1])
+
+    def fake_model(name, **kw):
+        seen.clear()
+        seen.update(kw)
+        return tiny[0]
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", fake_model)
+    M.load_backbone("some-org/some-model", device=torch.device("cuda", 1), load_in_4bit=True)
+    q = seen["quantization_config"]
+    assert seen["dtype"] == torch.bfloat16 and seen["device_map"] == {"": 1}
+    assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
+    assert q.bnb_4bit_compute_dtype == torch.bfloat16
+    M.load_backbone("some-org/some-model", device="cuda")
+    assert seen["quantization_config"] is None and seen["device_map"] == {"": 0}
+    M.load_backbone("some-org/some-model")  # a CPU: float32 (its fast path), no device map
+    assert "device_map" not in seen and seen["dtype"] == torch.float32
+    with pytest.raises(ValueError, match="4-bit loading .* needs a CUDA GPU"):
+        M.load_backbone("some-org/some-model", load_in_4bit=True)
+
+
 @pytest.mark.slow
 def test_smollm2_from_gguf():
     try:
