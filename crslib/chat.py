@@ -48,7 +48,7 @@ from typing import NamedTuple, Sequence
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from crslib import data, evaluate, run, serialize, trie
+from crslib import data, evaluate, genres, run, serialize, trie
 from crslib.config import resolve
 from crslib.generation import GREEDY, ResponseDecoding, turn_end_ids
 from crslib.metrics import repeats_ngram
@@ -488,16 +488,24 @@ SCRIPT = {
 def run_script(session: ChatSession, script: Sequence[str]) -> list[dict]:
     """Play ``script`` in free mode from a fresh conversation; one row per turn with the checks
     a person would make: a repeated word 3-gram (a loop), the longest run of digits, the
-    recommended items the user did not name, and the seconds the reply took."""
+    recommended items the user did not name, the genres the message asks for
+    (:func:`crslib.genres.asked_genres`) and how many of the recommendations carry one, and
+    the seconds the reply took."""
     session.reset()
+    vocab = genres.vocabulary(session.catalog) if session.catalog is not None else {}
     rows = []
     for text in script:
         r = session.reply(text, mode="free")
         named = session.named_items()
         new = [x.item_id for x in r.recommendations if x.item_id not in named]
+        asked = genres.asked_genres(session.turns[-2][1], vocab)  # mentions are not words
+        hits = sum(genres.carries(session.catalog, x.item_id, asked) for x in r.recommendations)
         rows.append({"user": session.history[-2][1], "intent": r.mode,
                      "p(REC)": None if r.p_rec is None else round(r.p_rec, 2),
                      "assistant": r.text, "recommended": [session.title(i) for i in new],
+                     "asked_genres": ", ".join(sorted(asked)),
+                     "with_asked_genre": (f"{hits}/{len(r.recommendations)}"
+                                          if asked and r.recommendations else ""),
                      "repeats_3gram": repeats_ngram(r.text, 3),
                      "longest_digit_run": max((len(m) for m in re.findall(r"\d+", r.text)),
                                               default=0),

@@ -108,6 +108,16 @@ class DecoupledRecommender(torch.nn.Module):
                     for r in (ahead.sum(1) + 1).tolist()]
         return out
 
+    def top(self, cases: Sequence[serialize.Example], k: int = 10) -> list[list[str]]:
+        """Each case's ``k`` best-scored items (ties in catalog order, as :meth:`ranks`)."""
+        out = []
+        for s in range(0, len(cases), 256):
+            sc = self.scores([serialize.prompt_ids(ex, self.tokenizer, self.max_context_tokens)
+                              for ex in cases[s:s + 256]], self.batch_size)
+            order = torch.sort(-sc, dim=1, stable=True).indices[:, :k]
+            out += [[self.item_ids[j] for j in row] for row in order.tolist()]
+        return out
+
 
 # ----------------------------------------------------------------------------- training data
 def build_windows(dialogs, sids: SemanticIDs, tokenizer, max_context_tokens: int
@@ -256,9 +266,7 @@ def load_decoupled(path: str | os.PathLike, device=None):
     if not (path / "head.safetensors").is_file() or not (path / "model").is_dir():
         raise FileNotFoundError(f"{path}: not a finished decoupled run (no head.safetensors "
                                 "or model/)")
-    file = path / "config.json"
-    stored = json.loads(file.read_text())
-    cfg = {**config.resolve(stored, str(file)).to_dict(), "config_hash": stored.get("config_hash")}
+    cfg = runbase.saved_config(path)
     sids = SemanticIDs.load(path / "sids.json")
     lm, tok = backbones.load_model(path / "model", cfg, device)
     rec = DecoupledRecommender(lm, tok, sids.item_ids,

@@ -86,11 +86,13 @@ def baseline_ranks(ranker, cases: Sequence[serialize.Example]) -> list[int | Non
     """1-based rank of each case's gold item in a baseline's full ranking: from
     ``ranker.rank_cases(cases)`` (whole cases, batched) if it has one, else from
     ``ranker.rank(ex.context_items)`` per case."""
+    return [_rank_of(r, ex.item) for r, ex in zip(_baseline_rankings(ranker, cases), cases)]
+
+
+def _baseline_rankings(ranker, cases: Sequence[serialize.Example]):
     if hasattr(ranker, "rank_cases"):
-        ranked = ranker.rank_cases(cases)
-    else:
-        ranked = (ranker.rank(ex.context_items) for ex in cases)
-    return [_rank_of(r, ex.item) for r, ex in zip(ranked, cases)]
+        return ranker.rank_cases(cases)
+    return (ranker.rank(ex.context_items) for ex in cases)
 
 
 # ----------------------------------------------------------------------------- recommenders
@@ -102,6 +104,10 @@ class Recommender(Protocol):
     (:class:`BaselineRecommender`); :func:`load_recommender` gives a saved run's."""
 
     def ranks(self, cases: Sequence[serialize.Example], protocol: str) -> list[int | None]:
+        ...
+
+    def top(self, cases: Sequence[serialize.Example], k: int = 10) -> list[list[str]]:
+        """Each case's top-``k`` items, best first (what a person is shown)."""
         ...
 
 
@@ -120,6 +126,17 @@ class GenerativeRecommender:
         return model_ranks(self.model, self.tokenizer, self.sids, cases, protocol,
                            self.max_context_tokens, self.num_beams, self.batch_size)
 
+    @train.flush_denormals()
+    def top(self, cases: Sequence[serialize.Example], k: int = 10) -> list[list[str]]:
+        """The top ``k`` of the ``paper`` protocol's constrained beam search (width
+        ``num_beams``)."""
+        prompts = [serialize.rec_prompt_ids(ex, self.tokenizer, self.max_context_tokens)
+                   for ex in cases]
+        ranked = trie.sid_beam_search(self.model, self.tokenizer, prompts, self.sids,
+                                      k=self.num_beams, num_beams=self.num_beams,
+                                      batch_size=self.batch_size)
+        return [list(r.items[:k]) for r in ranked]
+
 
 @dataclass
 class BaselineRecommender:
@@ -131,6 +148,9 @@ class BaselineRecommender:
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
         return baseline_ranks(self.ranker, cases)
+
+    def top(self, cases: Sequence[serialize.Example], k: int = 10) -> list[list[str]]:
+        return [list(r[:k]) for r in _baseline_rankings(self.ranker, cases)]
 
 
 def load_recommender(path, device=None) -> tuple[Recommender, SemanticIDs, dict]:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from crslib import baselines, data, evaluate as ev_mod, report, run
+from crslib import baselines, data, evaluate as ev_mod, genres, report, run
 from crslib.config import EvalConfig, resolve
 from crslib.semantic_ids import SemanticIDs
 
@@ -136,11 +136,18 @@ def best_chat_run(profile: str, datasets: Sequence[str] = ("redial", "inspired")
                   shipped_only: bool = True, data_root=None) -> dict:
     """The run the chat demo opens on, chosen on validation dialogs, never on test: among the
     finished runs of ``profile`` that the repository ships (:func:`shipped_runs`; all finished
-    runs with ``shipped_only=False``) and write responses (the ``gcrs`` format), the one whose
-    chat decoding (:func:`chat_decoding`, computed or reused for its weights) reaches the
-    highest BLEU on its validation turns, then distinct@2. Runs that did not train on their
-    validation dialogs come first: a score on seen dialogs is no evidence against one on unseen
-    ones. Returns ``{"run", "dataset", "variant", "bleu", "distinct@2",
+    runs with ``shipped_only=False``) and write responses (the ``gcrs`` format), in this order:
+
+    1. runs that did not train on their validation dialogs (a score on seen dialogs is no
+       evidence against one on unseen ones);
+    2. runs whose recommendations follow the genre the user asks for more often than
+       popularity's do (:func:`request_following`): a run that talks well but ignores the
+       request is no recommender;
+    3. the BLEU of the run's chosen chat decoding (:func:`chat_decoding`) on its validation
+       turns, then distinct@2.
+
+    Both checks are computed or reused for the run's weights. Returns ``{"run", "dataset",
+    "variant", "bleu", "distinct@2", "follows", "popularity_follows",
     "validation_in_training", "candidates"}``; raises when there is none."""
     cands, shipped = [], shipped_runs()
     for ds in datasets:
@@ -154,14 +161,18 @@ def best_chat_run(profile: str, datasets: Sequence[str] = ("redial", "inspired")
             cfg = rc.to_dict()
             dec = chat_decoding(profile, ds, cfg["variant"], data_root)
             row = next(r for r in dec["rows"] if r["decoding"] == dec["chosen"])
+            req = request_following(profile, ds, cfg["variant"], data_root)["share"]
             cands.append({"run": _shown(folder), "dataset": ds, "variant": cfg["variant"],
                           "split": dec["split"], "decoding": dec["chosen"], "bleu": row["bleu"],
-                          "distinct@2": row["distinct@2"],
+                          "distinct@2": row["distinct@2"], "follows": req["run"],
+                          "popularity_follows": req["popularity"],
                           "validation_in_training": dec["validation_in_training"]})
     if not cands:
         raise FileNotFoundError(f"no finished run of profile {profile!r} to chat with; "
                                 f"`make reproduce PROFILE={profile}` trains them")
-    best = max(cands, key=lambda c: (not c["validation_in_training"], c["bleu"], c["distinct@2"]))
+    best = max(cands, key=lambda c: (not c["validation_in_training"],
+                                     (c["follows"] or 0) > (c["popularity_follows"] or 0),
+                                     c["bleu"], c["distinct@2"]))
     return {**best, "candidates": cands}
 
 
@@ -212,6 +223,52 @@ def _baseline(name: str, cfg: dict, ds, sids):
     else:
         obj = {"popularity": baselines.Popularity, "repeat": baselines.Repeat}[name](ds.catalog.ids)
     return obj.fit(d for s in resolve(cfg).splits for d in ds[s])
+
+
+REQUEST_LIMIT = 100  # validation cases of the genre-request check (a seeded sample)
+
+
+def request_following(profile: str, dataset: str, variant: str, data_root=None,
+                      limit: int | None = REQUEST_LIMIT, k: int = 10, reuse: bool = True) -> dict:
+    """Does the run recommend what the user asked for? On the validation cases
+    (:data:`crslib.data.VALIDATION`) whose last user message asks for a genre
+    (:func:`crslib.genres.asked_genres`; a seeded sample of ``limit``), the share of the run's
+    top ``k`` (the ``paper`` protocol's beam) that carries an asked genre, beside popularity's
+    top ``k`` (fitted on the run's own training splits) and the gold items' share, the
+    dataset's own answer. Saved as ``results/<profile>/<dataset>/<variant>.request.json`` and
+    reused for the same weights and sample."""
+    folder = run_dir(profile, dataset, variant)
+    cfg = run.saved_config(folder)
+    ds = data.load(dataset, data_root)
+    who, split = identity(cfg, folder), data.VALIDATION[dataset]
+    path = ev_mod.result_path(profile, dataset, variant, "request")
+    old = saved_result(path, who, limit, split) if reuse else None
+    if old is not None:
+        return old
+    t0 = time.perf_counter()
+    rec, sids, _ = ev_mod.load_recommender(folder)
+    vocab = genres.vocabulary(ds.catalog)
+    cases = [ex for ex in ev_mod.rec_cases(ds, sids, split, resolve(cfg).format)
+             if ex.context and genres.asked_genres(ex.context[-1][1], vocab)]
+    cases = [cases[j] for j in ev_mod.sample_indices(cases, limit)]
+    asked = [genres.asked_genres(ex.context[-1][1], vocab) for ex in cases]
+    tops = {"run": rec.top(cases, k),
+            "popularity": ev_mod.BaselineRecommender(
+                _baseline("popularity", cfg, ds, sids)).top(cases, k)}
+    shares = {name: genres.following(t, asked, ds.catalog, k)["share"] for name, t in tops.items()}
+    shares["gold"] = genres.following([[ex.item] for ex in cases], asked, ds.catalog, 1)["share"]
+    result = {"dataset": dataset, "split": split, "profile": profile, "variant": variant, **who,
+              "protocol": "request", "limit": limit, "k": k, "n_cases": len(cases),
+              "share": shares,
+              "examples": [{"asked": sorted(a), "top5": [ds.catalog[i].title for i in t[:5]],
+                            "gold": ds.catalog[ex.item].title}
+                           for a, t, ex in list(zip(asked, tops["run"], cases))[:5]],
+              "note": (f"share of the top {k} carrying a genre the last user message asks for "
+                       "(crslib.genres), over the validation cases that ask for one; gold: the "
+                       "dataset's own answer"),
+              "seconds": round(time.perf_counter() - t0, 1)}
+    report.write_json(result, path)
+    return result
 
 
 def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str = "gcrs",

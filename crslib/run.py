@@ -32,7 +32,7 @@ from pathlib import Path
 from crslib import config, data, decoupled, encode, model as backbones, train
 from crslib.runbase import (REPO, RunLocked, build_model, config_hash, finish_run,  # noqa: F401
                             is_finished, model_hash, peak_rss_mb, prepare_sids, run_lock,
-                            save_and_finish, save_run, training_dialogs)
+                            save_and_finish, save_run, saved_config, training_dialogs)
 from crslib.semantic_ids import SemanticIDs
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -204,10 +204,3 @@ def load_run(path: str | os.PathLike, device=None):
     return net.eval(), tok, sids, cfg
 
 
-def saved_config(path: str | os.PathLike) -> dict:
-    """The config a run folder was trained from (``config.json``), checked and resolved, with
-    its ``config_hash``."""
-    file = Path(path) / "config.json"
-    stored = json.loads(file.read_text())
-    return {**config.RunConfig.from_dict(stored, str(file)).to_dict(),
-            "config_hash": stored.get("config_hash")}

@@ -91,6 +91,15 @@ def build_model(cfg, sids: SemanticIDs, catalog: data.Catalog, device=None):
     return net, tok, sorted(new.values())
 
 
+def saved_config(path: str | os.PathLike) -> dict:
+    """The config a run folder was trained from (``config.json``), checked and resolved, with
+    its stored ``config_hash``."""
+    file = Path(path) / "config.json"
+    stored = json.loads(file.read_text())
+    return {**config.RunConfig.from_dict(stored, str(file)).to_dict(),
+            "config_hash": stored.get("config_hash")}
+
+
 def is_finished(cfg: dict, out: str | os.PathLike) -> bool:
     """Does ``out`` hold a finished run of ``cfg`` (same config hash, training summary written)?"""
     out = Path(out)

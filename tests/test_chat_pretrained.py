@@ -44,3 +44,13 @@ def test_it_recommends_new_titles_each_time(transcript):
     assert named and not named & {t for r in rec for t in r["recommended"]}
     for r in rows:  # nor do the responses bring back a title the user named
         assert not any(t in r["assistant"] for t in named if t not in r["user"]), r
+
+
+def test_the_script_measures_whether_recommendations_follow_the_asked_genre(transcript):
+    _, rows = transcript
+    scary = next(r for r in rows if "scary" in r["user"])
+    assert scary["asked_genres"] == "horror"
+    if scary["intent"] == "rec":  # "k/5": how many of the five carry the asked genre
+        hits, n = map(int, scary["with_asked_genre"].split("/"))
+        assert n == 5 and 0 <= hits <= n
+    assert all(r["with_asked_genre"] == "" for r in rows if not r["asked_genres"])

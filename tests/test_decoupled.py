@@ -139,6 +139,10 @@ def test_ranks_are_exact_and_paper_keeps_the_top_50(world):
     assert rec.ranks(cases, "community") == exact
     assert rec.ranks(cases, "paper") == [r if r <= 50 else None for r in exact]
     assert any(r > 50 for r in exact) and any(r <= 50 for r in exact)
+    # the top list is the same order: the first items by bias, the tie in catalog order
+    order = extra + ITEMS
+    assert rec.top(cases[:2], 47) == [order[:47]] * 2
+    assert rec.top(cases[:1], len(order))[0][-2:] == ITEMS[-2:]
     with pytest.raises(ValueError, match="unknown protocol"):
         rec.ranks(cases, "beam")
 

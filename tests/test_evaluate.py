@@ -115,6 +115,12 @@ def test_every_ranker_is_scored_through_one_interface(trained, tmp_path):
     pop = baselines.Popularity(ds.catalog.ids).fit(ds["train"])
     base = evaluate.BaselineRecommender(pop)
     assert base.ranks(cases, "paper") == evaluate.baseline_ranks(pop, cases)
+    # top lists agree with the ranks: the gold item sits at its rank, or beyond k
+    for r in (rec, base):
+        tops, ranks = r.top(cases, 5), r.ranks(cases, "paper")
+        assert all(len(t) == 5 for t in tops)
+        assert [t.index(ex.item) + 1 if ex.item in t else None for t, ex in zip(tops, cases)] == [
+            x if x is not None and x <= 5 else None for x in ranks]
     with pytest.raises(ValueError, match="unknown protocol"):
         base.ranks(cases, "dialog")
 

@@ -150,13 +150,19 @@ def test_best_chat_run_is_chosen_on_validation_unseen_runs_first(tmp_path, monke
         bleu, seen = sweeps[variant]
         return {"split": "dev", "chosen": "greedy", "validation_in_training": seen,
                 "rows": [{"decoding": "greedy", "bleu": bleu, "distinct@2": 0.1}]}
+    follows = {"gcrs": 0.5, "backbone_x": 0.5, "backbone_y": 0.5}  # share of the top 10
     monkeypatch.setattr(experiments, "chat_decoding", fake_decoding)
+    monkeypatch.setattr(experiments, "request_following", lambda p, ds, v, root=None: {
+        "share": {"run": follows[v], "popularity": 0.3, "gold": 0.7}})
     with pytest.raises(FileNotFoundError, match="no finished run"):  # none of these is shipped
         experiments.best_chat_run("cpu", ["inspired"])
     best = experiments.best_chat_run("cpu", ["inspired"], shipped_only=False)
     # unseen validation first, then BLEU; sid/resp write no gcrs response and are not asked
     assert (best["variant"], best["bleu"], best["split"]) == ("backbone_x", 2.0, "dev")
+    assert (best["follows"], best["popularity_follows"]) == (0.5, 0.3)
     assert sorted(asked) == ["backbone_x", "backbone_y", "gcrs"]
+    follows["backbone_x"] = 0.2  # talks better but follows requests less than popularity
+    assert experiments.best_chat_run("cpu", ["inspired"], False)["variant"] == "backbone_y"
     sweeps["backbone_x"] = sweeps["backbone_y"] = (2.0, True)
     assert experiments.best_chat_run("cpu", ["inspired"], False)["variant"] == "gcrs"
     with pytest.raises(FileNotFoundError, match="no finished run"):
@@ -180,3 +186,18 @@ def test_chat_decoding_is_chosen_on_dev_and_reused(shared_data, tmp_path, monkey
     assert (tmp_path / "results" / "smoke" / "inspired" / "gcrs.decoding.json").is_file()
     monkeypatch.setattr(evaluate, "decoding_sweep", lambda *a, **k: pytest.fail("recomputed"))
     assert experiments.chat_decoding("smoke", "inspired", "gcrs", shared_data, limit=4) == out
+    # the genre-request check: the run's beam top 10 against popularity's, on dev cases that
+    # ask for a genre; its top lists agree with the paper protocol's ranks of the same cases
+    req = experiments.request_following("smoke", "inspired", "gcrs", shared_data, limit=6)
+    assert (req["split"], req["n_cases"], req["k"]) == ("dev", 6, 10)
+    assert all(0 <= v <= 1 for v in req["share"].values()) and len(req["examples"]) == 5
+    assert (tmp_path / "results" / "smoke" / "inspired" / "gcrs.request.json").is_file()
+    rec, sids, _ = evaluate.load_recommender(experiments.run_dir("smoke", "inspired", "gcrs"))
+    ds = experiments.data.load("inspired", shared_data)
+    cases = evaluate.rec_cases(ds, sids, "dev", limit=6)
+    tops, ranks = rec.top(cases, 10), rec.ranks(cases, "paper")
+    assert all(len(t) == 10 for t in tops)
+    assert [t.index(ex.item) + 1 if ex.item in t else None for t, ex in zip(tops, cases)] == [
+        r if r is not None and r <= 10 else None for r in ranks]
+    monkeypatch.setattr(evaluate.GenerativeRecommender, "top", lambda *a: pytest.fail("recomputed"))
+    assert experiments.request_following("smoke", "inspired", "gcrs", shared_data, limit=6) == req

@@ -58,14 +58,23 @@ def hash_map() -> dict[str, str]:
     return out
 
 
+def being_trained(folder: Path) -> str | None:
+    """Why ``folder`` is left alone when its ``.lock`` names a live process; else None."""
+    lock = folder / ".lock"
+    pid = lock.read_text().strip() if lock.is_file() else ""
+    if pid.isdigit() and _alive(int(pid)):
+        return f"SKIPPED {folder}: being trained by process {pid}"
+    return None
+
+
 def migrate_run(cfg_file: Path, dry: bool) -> str | None:
     folder = cfg_file.parent
     stored = json.loads(cfg_file.read_text())
     if "format" in stored:
         return None
-    lock = folder / ".lock"
-    if lock.is_file() and lock.read_text().strip().isdigit() and _alive(int(lock.read_text())):
-        return f"SKIPPED {folder}: being trained by process {lock.read_text().strip()}"
+    busy = being_trained(folder)
+    if busy:
+        return busy
     old = stored.get("config_hash")
     if old != legacy_hash(stored):
         return f"SKIPPED {folder}: its config_hash {old} is not the hash of its config"
@@ -80,9 +89,9 @@ def migrate_run(cfg_file: Path, dry: bool) -> str | None:
 
 def migrate_work(folder: Path, dry: bool, table: dict) -> str | None:
     """An unfinished run (a ``work-<old>`` folder, no finished config.json of the new kind)."""
-    lock = folder / ".lock"
-    if lock.is_file() and lock.read_text().strip().isdigit() and _alive(int(lock.read_text())):
-        return f"SKIPPED {folder}: being trained by process {lock.read_text().strip()}"
+    busy = being_trained(folder)
+    if busy:
+        return busy
     out = []
     for work in sorted(folder.glob("work-*")):
         old = work.name[len("work-"):]
