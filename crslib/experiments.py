@@ -454,14 +454,19 @@ def reported_rows(table: str, metrics: Sequence[str]) -> list[dict]:
 def on_same_cases(profile: str, dataset: str, ranker: str, reference: str,
                   protocol: str = "paper", data_root=None) -> dict:
     """``ranker``'s saved ``protocol`` result cut to the cases of ``reference``'s result, when
-    the reference scored a seeded sample (``limit``) and ``ranker`` scored every case: metrics
-    and intervals recomputed from ``ranker``'s own per-case ranks (nothing is re-scored), so a
-    sampled run and the baselines are compared on exactly the same cases. Both must use the
-    same semantic IDs (the cases are defined by them)."""
-    ref, full = (load_result(profile, dataset, x, protocol) for x in (reference, ranker))
+    the reference scored a seeded sample (``limit``) and ``ranker`` scored every case or a
+    larger seeded sample that holds those cases (checked; with one seed, a sample drawn case by
+    case from a large split starts with the smaller one's draws): metrics and intervals
+    recomputed from ``ranker``'s
+    own per-case ranks (nothing is re-scored), so a sampled run and the baselines are compared
+    on exactly the same cases. ``dedup`` cuts the ``community`` ranks, then drops the repeated
+    items, as :func:`evaluate` does. Both must use the same semantic IDs (the cases are defined
+    by them)."""
+    source = "community" if protocol == "dedup" else protocol
+    ref, full = (load_result(profile, dataset, x, source) for x in (reference, ranker))
     for name, r in ((reference, ref), (ranker, full)):
         if r is None:
-            raise FileNotFoundError(f"no {protocol} result of {name!r} for {profile}/{dataset}")
+            raise FileNotFoundError(f"no {source} result of {name!r} for {profile}/{dataset}")
     if full["split"] != ref["split"]:
         raise ValueError(f"{ranker!r} was scored on {full['split']}, {reference!r} on "
                          f"{ref['split']}: not the same cases")
@@ -470,11 +475,21 @@ def on_same_cases(profile: str, dataset: str, ranker: str, reference: str,
             else SemanticIDs.load(run_dir(profile, dataset, reference) / "sids.json"))
     fmt = "gcrs" if reference in BASELINES else resolve(config(profile, dataset, reference)).format
     cases = ev_mod.rec_cases(ds, sids, ref["split"], fmt)
-    if len(cases) != len(full["case_ranks"]):
-        raise ValueError(f"{ranker!r} must be scored on every {ref['split']} case: it scored "
-                         f"{len(full['case_ranks'])}, the reference's SIDs give {len(cases)}")
+    have = ev_mod.sample_indices(cases, full.get("limit"))
+    if len(have) != len(full["case_ranks"]):
+        raise ValueError(f"{ranker!r}'s {source} result holds {len(full['case_ranks'])} ranks; "
+                         f"the reference's SIDs give {len(have)} cases for its limit "
+                         f"{full.get('limit')}: not the same cases")
+    at = {j: k for k, j in enumerate(have)}
     idx = ev_mod.sample_indices(cases, ref.get("limit"))
-    ranks = [full["case_ranks"][j] for j in idx]
+    missing = [j for j in idx if j not in at]
+    if missing:
+        raise ValueError(f"{ranker!r} scored {len(have)} of the {len(idx)} cases {reference!r} "
+                         f"scored ({len(missing)} missing): score it on every case or a larger "
+                         "sample")
+    ranks = [full["case_ranks"][at[j]] for j in idx]
+    if protocol == "dedup":
+        _, ranks = ev_mod.select([cases[j] for j in idx], ranks, "dedup")
     out = ev_mod.ranking_result(ranks, protocol, dataset=dataset, split=ref["split"],
                                 profile=profile, variant=ranker)
     out.update({"limit": ref.get("limit"), "cases_of": reference, "case_ranks": ranks,
@@ -487,7 +502,8 @@ def backbone_table(profile: str, datasets: Sequence[str], pretrained: Sequence[s
                    data_root=None) -> list[dict]:
     """Table 6 in miniature: one row per dataset and ranker, the ``pretrained`` runs beside the
     compact ``gcrs`` and the baselines, every ranker on the cases the pretrained run scored
-    (:func:`on_same_cases`: a seeded ReDial sample, all INSPIRED cases), with the dialog
+    (:func:`on_same_cases`: a seeded ReDial sample, all INSPIRED cases), Recall@10 without
+    repeated items (``dedup``) on the pretrained run's community sample, and the dialog
     metrics of the runs that write responses. Recall and NDCG in percent."""
     rows = []
     for ds in datasets:
@@ -497,6 +513,8 @@ def backbone_table(profile: str, datasets: Sequence[str], pretrained: Sequence[s
                      else on_same_cases(profile, ds, name, ref, "paper", data_root))
                 if r is None:
                     raise FileNotFoundError(f"no paper result of {ref!r} for {profile}/{ds}")
+                dd = (load_result(profile, ds, ref, "dedup") if name == ref
+                      else on_same_cases(profile, ds, name, ref, "dedup", data_root))
                 dial = load_result(profile, ds, name, "dialog") if name not in BASELINES else None
                 d = dial["metrics"] if dial else {}
                 model = (config(profile, ds, name)["model"] if name not in BASELINES else {})
@@ -509,6 +527,8 @@ def backbone_table(profile: str, datasets: Sequence[str], pretrained: Sequence[s
                     **{k: round(100 * r["metrics"][k], 2) for k in ("recall@1", "recall@10")},
                     "recall@10 95% CI": f"[{100 * lo:.2f}, {100 * hi:.2f}]",
                     "ndcg@10": round(100 * r["metrics"]["ndcg@10"], 2),
+                    "dedup cases": dd["n_cases"],
+                    "dedup recall@10": round(100 * dd["metrics"]["recall@10"], 2),
                     **{k: (round(d[k], 4 if k.startswith("distinct") else 2) if k in d else None)
                        for k in ("ppl_full_vocab", "bleu", "distinct@2", "intent_f1",
                                  "looping_share")}})

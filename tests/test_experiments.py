@@ -29,10 +29,20 @@ def test_a_full_result_cut_to_a_sample_equals_scoring_the_sample(shared_data, tm
                                   limit=40, save=False)
     assert cut["n_cases"] == 40 and cut["case_ranks"] == direct["case_ranks"]
     assert cut["metrics"] == direct["metrics"] and cut["ci95"] == direct["ci95"]
+    # dedup: the community ranks cut to the reference's sample, then the repeats dropped; a
+    # larger sample that holds the reference's cases can be cut too
+    experiments.evaluate("smoke", "inspired", "repeat", "dedup", shared_data, limit=40)
+    experiments.evaluate("smoke", "inspired", "popularity", "community", shared_data, limit=80)
+    dd = experiments.on_same_cases("smoke", "inspired", "popularity", "repeat", "dedup", shared_data)
+    direct_dd = experiments.evaluate("smoke", "inspired", "popularity", "dedup", shared_data,
+                                     limit=40, save=False)
+    assert dd["case_ranks"] == direct_dd["case_ranks"] and dd["n_cases"] < 40
+    assert dd["metrics"] == direct_dd["metrics"]
     rows = experiments.backbone_table("smoke", ["inspired"], ["repeat"], ["popularity"], shared_data)
     assert [(r["model"], r["cases"]) for r in rows] == [("repeat", 40), ("popularity", 40)]
     assert rows[1]["recall@10"] == round(100 * direct["metrics"]["recall@10"], 2)
-    with pytest.raises(ValueError, match="every test case"):  # a sample cannot be cut further
+    assert rows[1]["dedup recall@10"] == round(100 * direct_dd["metrics"]["recall@10"], 2)
+    with pytest.raises(ValueError, match="missing"):  # a sample cannot be cut to more cases
         experiments.on_same_cases("smoke", "inspired", "repeat", "popularity", "paper", shared_data)
 
 

@@ -24,8 +24,10 @@ shipped_only = None  # choose among committed runs only; None: yes when the repo
 # again (the widget's "recommend titles I named" box allows them).
 #
 # This notebook never trains: it opens on a run the repository ships, the best of its profile
-# on validation turns (`experiments.best_chat_run`: runs that never saw their validation
-# dialogs first, then the BLEU of their chosen decoding), and says which. A profile whose runs
+# on validation dialogs (`experiments.best_chat_run`): runs that never saw their validation
+# dialogs first, then runs whose top 10 follows the genre a user asks for ("a scary one")
+# more often than popularity's top 10 does (`experiments.request_following`), then the BLEU of
+# their chosen decoding; it says which. A profile whose runs
 # are never committed — `paper` (trained by `make reproduce` on a GPU) and `paper-dry` (trained
 # minutes earlier by notebooks 02–06 of the same dry run) — opens on the best run finished on
 # this machine instead, chosen by the same rule, and says so.
@@ -54,10 +56,13 @@ if run_dir is None:
     folder = experiments.RUNS.parent / best["run"]
     dataset, variant = best["dataset"], best["variant"]
     print(f"chatting with {best['run']} ({'shipped' if shipped_only else 'trained here, not shipped'}): "
-          "chosen on validation turns (unseen in training first, then BLEU) among " + ", ".join(
-              f"{c['run']} ({c['split']} BLEU {c['bleu']:.2f}"
-              + (", seen in training)" if c["validation_in_training"] else ")")
-              for c in best["candidates"]))
+          "chosen on validation dialogs (unseen in training first, then following asked genres "
+          "better than popularity, then BLEU) among:")
+    IPython.display.display(pd.DataFrame([
+        {"run": c["run"], "split": c["split"], "seen in training": c["validation_in_training"],
+         "top 10 with the asked genre": c["follows"], "popularity's": c["popularity_follows"],
+         "BLEU": c["bleu"], "distinct@2": c["distinct@2"]} for c in best["candidates"]
+    ]).set_index("run").round(3))
 else:
     folder = Path(run_dir)
     cfg = json.loads((folder / "config.json").read_text())
@@ -81,7 +86,9 @@ pd.DataFrame([{k: r[k] for k in ("decoding", "bleu", "distinct@2", "looping_shar
 # ## A scripted conversation
 # Six turns in free mode, titles typed as plain text. Each row checks what a person would
 # notice: a repeated word 3-gram (a loop), the longest run of digits, the recommended items
-# the user did not name, and the seconds the reply took on this CPU (one thread).
+# the user did not name, the genres the message asks for and how many of the five
+# recommendations carry one (`crslib.genres`), and the seconds the reply took on this CPU
+# (one thread).
 
 # %%
 rows = chat.run_script(session, chat.SCRIPT[dataset])
