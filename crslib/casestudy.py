@@ -178,13 +178,9 @@ class CaseRunner:
     def rank(self, cases: Sequence[serialize.Example]) -> list[trie.Ranked]:
         """The paper protocol's top ``num_beams`` of each case (mode forced to REC)."""
         self._check(cases)
-        if not cases:
-            return []
-        prompts = [serialize.rec_prompt_ids(ex, self.tokenizer, self.max_context_tokens)
-                   for ex in cases]
-        return trie.sid_beam_search(self.model, self.tokenizer, prompts, self.sids,
-                                    k=self.num_beams, num_beams=self.num_beams,
-                                    batch_size=self.batch_size)
+        return evaluate.GenerativeRecommender(self.model, self.tokenizer, self.sids,
+                                              self.max_context_tokens, self.num_beams,
+                                              self.batch_size).ranked(cases)
 
     @torch.no_grad()
     def answers(self, cases: Sequence[serialize.Example],

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from crslib import data, evaluate, experiments, report, run, serialize
+from crslib import data, evaluate, experiments, run, serialize
 from crslib.config import resolve
 # the hold-out itself is data-level (crslib.data); its names are reached here too
 from crslib.data import Dataset, holdout_items, mentioned_items, remove_items, target_items
@@ -81,7 +81,7 @@ def split_ranks(cases: Sequence[serialize.Example], ranks: Sequence[int | None],
 
 # ----------------------------------------------------------------------------- a run
 def result_path(profile: str, dataset: str, variant: str):
-    return report.RESULTS / profile / dataset / f"{variant}.coldstart.json"
+    return evaluate.result_path(profile, dataset, variant, "coldstart")
 
 
 def evaluate_split(profile: str, dataset: str, variant: str, data_root=None,
@@ -105,41 +105,35 @@ def evaluate_split(profile: str, dataset: str, variant: str, data_root=None,
     rc = resolve(cfg)
     ev = rc.eval
     limit = ev.coldstart_limit if limit is None else limit
-    who = experiments.identity(cfg, folder)
-    path = result_path(profile, dataset, variant)
-    old = experiments.saved_result(path, who, limit, split) if reuse and save else None
-    if old is not None:
-        return old
-    rec, sids, cfg = evaluate.load_recommender(folder)
-    ds = data.load(dataset, data_root)
-    held = (holdout_items(ds, rc.holdout.fraction, rc.holdout.seed) if rc.holdout
-            else frozenset())
-    trained = set().union(*map(mentioned_items, run.training_dialogs(rc, ds)))
-    cases = evaluate.rec_cases(ds, sids, split, rc.format, limit=limit)
-    ranks = rec.ranks(cases, "paper")
-    groups = split_ranks(cases, ranks, held, trained)
-    everything = evaluate.ranking_result(ranks, "paper")
-    repeats = sum(ex.item in ex.context_items for ex in cases) / len(cases) if cases else None
-    groups = {"all": {"n_cases": len(ranks), "metrics": everything["metrics"],
-                      "ci95": everything["ci95"], "repeat_share": repeats}, **groups}
-    result = {"dataset": dataset, "split": split, "profile": profile, "variant": variant,
-              "protocol": "paper", "seeds": [rc.train.seed], **who,
-              "n_cases": len(cases),
-              "metrics": {g: {"n_cases": v["n_cases"], **v["metrics"]} for g, v in groups.items()},
-              "ci95": {g: v["ci95"] for g, v in groups.items()},
-              "repeat_share": {g: v["repeat_share"] for g, v in groups.items()},
-              "holdout": {**holdout_summary(cfg, ds), "items": sorted(held)},
-              "sids": {"method": sids.config.get("method"), "levels": sids.levels,
-                       "codebook_size": sids.codebook_size},
-              "limit": limit,
-              "note": "paper protocol (gold mode forced, constrained beam width 50) on every rec "
-                      "case of the split (or a seeded sample of `limit`), grouped by gold item: "
-                      "heldout = no training dialog mentions it; seen = a training dialog the run "
-                      "used mentions it; unseen = neither; repeat_share = gold item mentioned "
-                      "earlier in the dialog"}
-    if save:
-        report.write_json(result, path)
-    return result
+
+    def score() -> dict:
+        rec, sids, _ = evaluate.load_recommender(folder)
+        ds = data.load(dataset, data_root)
+        held = (holdout_items(ds, rc.holdout.fraction, rc.holdout.seed) if rc.holdout
+                else frozenset())
+        trained = set().union(*map(mentioned_items, run.training_dialogs(rc, ds)))
+        cases = evaluate.rec_cases(ds, sids, split, rc.format, limit=limit)
+        ranks = rec.ranks(cases, "paper")
+        groups = split_ranks(cases, ranks, held, trained)
+        everything = evaluate.ranking_result(ranks, "paper")
+        repeats = sum(ex.item in ex.context_items for ex in cases) / len(cases) if cases else None
+        groups = {"all": {"n_cases": len(ranks), "metrics": everything["metrics"],
+                          "ci95": everything["ci95"], "repeat_share": repeats}, **groups}
+        return {"n_cases": len(cases),
+                "metrics": {g: {"n_cases": v["n_cases"], **v["metrics"]} for g, v in groups.items()},
+                "ci95": {g: v["ci95"] for g, v in groups.items()},
+                "repeat_share": {g: v["repeat_share"] for g, v in groups.items()},
+                "holdout": {**holdout_summary(cfg, ds), "items": sorted(held)},
+                "sids": {"method": sids.config.get("method"), "levels": sids.levels,
+                         "codebook_size": sids.codebook_size},
+                "note": "paper protocol (gold mode forced, constrained beam width 50) on every "
+                        "rec case of the split (or a seeded sample of `limit`), grouped by gold "
+                        "item: heldout = no training dialog mentions it; seen = a training "
+                        "dialog the run used mentions it; unseen = neither; repeat_share = gold "
+                        "item mentioned earlier in the dialog"}
+    meta = {"dataset": dataset, "split": split, "profile": profile, "variant": variant,
+            "seeds": [rc.train.seed], **evaluate.identity(cfg, folder), "protocol": "coldstart"}
+    return evaluate.scored(meta, limit, score, reuse=reuse, save=save)
 
 
 def rows(results: Sequence[dict], keys: Sequence[str] = ("recall@1", "recall@10", "recall@20",

@@ -24,10 +24,12 @@ Every result is one JSON file ``results/<profile>/<dataset>/<variant>.<protocol>
 """
 from __future__ import annotations
 
+import json
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
@@ -126,16 +128,22 @@ class GenerativeRecommender:
         return model_ranks(self.model, self.tokenizer, self.sids, cases, protocol,
                            self.max_context_tokens, self.num_beams, self.batch_size)
 
+    @torch.no_grad()
     @train.flush_denormals()
-    def top(self, cases: Sequence[serialize.Example], k: int = 10) -> list[list[str]]:
-        """The top ``k`` of the ``paper`` protocol's constrained beam search (width
-        ``num_beams``)."""
+    def ranked(self, cases: Sequence[serialize.Example]) -> list[trie.Ranked]:
+        """The ``paper`` protocol's constrained beam search (width ``num_beams``, mode forced
+        to REC): each case's top ``num_beams`` items with their scores."""
+        if not cases:
+            return []
         prompts = [serialize.rec_prompt_ids(ex, self.tokenizer, self.max_context_tokens)
                    for ex in cases]
-        ranked = trie.sid_beam_search(self.model, self.tokenizer, prompts, self.sids,
-                                      k=self.num_beams, num_beams=self.num_beams,
-                                      batch_size=self.batch_size)
-        return [list(r.items[:k]) for r in ranked]
+        return trie.sid_beam_search(self.model, self.tokenizer, prompts, self.sids,
+                                    k=self.num_beams, num_beams=self.num_beams,
+                                    batch_size=self.batch_size)
+
+    def top(self, cases: Sequence[serialize.Example], k: int = 10) -> list[list[str]]:
+        """The top ``k`` of :meth:`ranked`."""
+        return [list(r.items[:k]) for r in self.ranked(cases)]
 
 
 @dataclass
@@ -388,7 +396,56 @@ def _first_branch_response_mask(ws: Sequence[packing.Packed], resp_id: int | Non
 
 # ----------------------------------------------------------------------------- files
 def result_path(profile: str, dataset: str, variant: str, protocol: str) -> Path:
+    """Where every result lives: ``results/<profile>/<dataset>/<variant>.<protocol>.json``
+    (``protocol``: a ranking protocol, ``dialog``, or a study's name — ``coldstart``,
+    ``freemode``, ``decoding``, ``request``)."""
     return report.RESULTS / profile / dataset / f"{variant}.{protocol}.json"
+
+
+def identity(cfg: dict, run_path=None) -> dict:
+    """What a result is tied to: the config hash and, for a trained ranker (``run_path``), the
+    hash of the weights on disk (:func:`crslib.run.model_hash`); a baseline has no weights
+    (``model_hash`` None: it is fitted from the data by its config, deterministically)."""
+    return {"config_hash": run.config_hash(cfg),
+            "model_hash": run.model_hash(run_path) if run_path is not None else None}
+
+
+def saved_result(path: Path, who: dict, limit, split: str, say=print) -> dict | None:
+    """The result saved at ``path`` if the same model (``who``: :func:`identity`) scored it on
+    the same sample and split; else None, and ``say`` tells why a file there is not reused
+    (so a notebook shows that it recomputes)."""
+    if not path.is_file():
+        return None
+    old = json.loads(path.read_text())
+    want = {**who, "limit": limit, "split": split}
+    diff = [k for k, v in want.items() if old.get(k, "(none)") != v]
+    if not diff:
+        return old
+    say(f"recomputing {report.shown(path)}: it was scored with a different "
+        + ", ".join(f"{k} ({old.get(k, '(none)')} there, {want[k]} now)" for k in diff))
+    return None
+
+
+def scored(meta: dict, limit, compute: Callable[[], dict], path: Path | None = None,
+           reuse: bool = True, save: bool = True) -> dict:
+    """The one place a result file is found, reused and written. ``meta``: ``profile``,
+    ``dataset``, ``variant``, ``protocol``, ``split`` and the :func:`identity` keys (plus any
+    other keys that open the file); the file is ``path`` (default :func:`result_path`). A file
+    there with the same identity, sample (``limit``) and split is returned as saved (when
+    ``reuse`` and ``save``); otherwise ``compute()`` gives the rest of the result, which gets
+    ``limit`` and the wall ``seconds`` of the computation and is written (``save``)."""
+    path = Path(path) if path else result_path(meta["profile"], meta["dataset"],
+                                               meta["variant"], meta["protocol"])
+    who = {k: meta[k] for k in ("config_hash", "model_hash")}
+    old = saved_result(path, who, limit, meta["split"]) if reuse and save else None
+    if old is not None:
+        return old
+    t0 = time.perf_counter()
+    result = {**meta, **compute(), "limit": limit}
+    result["seconds"] = round(time.perf_counter() - t0, 1)  # wall time of this scoring
+    if save:
+        report.write_json(result, path)
+    return result
 
 
 def save_result(result: dict, path: str | Path | None = None) -> Path:

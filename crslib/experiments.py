@@ -16,12 +16,12 @@ from __future__ import annotations
 import json
 import os
 import random
-import time
 from pathlib import Path
 from typing import Sequence
 
 from crslib import baselines, data, evaluate as ev_mod, genres, report, run
 from crslib.config import EvalConfig, resolve
+from crslib.evaluate import identity
 from crslib.semantic_ids import SemanticIDs
 
 BASELINES = ("popularity", "repeat", "text-retrieval")
@@ -58,7 +58,7 @@ def train(profile: str, dataset: str, variant: str = "gcrs", data_root=None,
 
 def _trained_line(folder: Path, s: dict, reused: bool) -> str:
     what = "reusing the finished run" if reused else "trained"
-    return (f"{what} {_shown(folder)}: {s['steps']} steps, {s['tokens']:,} tokens, "
+    return (f"{what} {report.shown(folder)}: {s['steps']} steps, {s['tokens']:,} tokens, "
             f"{s['seconds']:.0f} s of training, model {s.get('model_hash')}")
 
 
@@ -98,7 +98,7 @@ def runs_inventory(profile: str) -> list[dict]:
         s = json.loads(summary.read_text())
         folder = summary.parent
         cfg = json.loads((folder / "config.json").read_text())
-        rows.append({"run": _shown(folder), "dataset": cfg["dataset"], "variant": cfg["variant"],
+        rows.append({"run": report.shown(folder), "dataset": cfg["dataset"], "variant": cfg["variant"],
                      "steps": s["steps"],
                      "copy_warmup_steps": (s.get("copy_warmup") or {}).get("steps", 0),
                      "tokens": s["tokens"], "train_s": s["seconds"],
@@ -122,7 +122,7 @@ def runs_markdown(profile: str) -> str:
     """The README's run inventory, from ``results/<profile>/runs.json`` (notebook 09)."""
     path = report.RESULTS / profile / "runs.json"
     if not path.is_file():
-        return f"(no run inventory yet: `make reproduce PROFILE={profile}` writes {_shown(path)})\n"
+        return f"(no run inventory yet: `make reproduce PROFILE={profile}` writes {report.shown(path)})\n"
     lines = ["| run | steps (+ copy warm-up) | tokens | training min (here) | model_hash | "
              "fresh clone |", "|---|---|---|---|---|---|"]
     for r in json.loads(path.read_text())["rows"]:
@@ -162,7 +162,7 @@ def best_chat_run(profile: str, datasets: Sequence[str] = ("redial", "inspired")
             dec = chat_decoding(profile, ds, cfg["variant"], data_root)
             row = next(r for r in dec["rows"] if r["decoding"] == dec["chosen"])
             req = request_following(profile, ds, cfg["variant"], data_root)["share"]
-            cands.append({"run": _shown(folder), "dataset": ds, "variant": cfg["variant"],
+            cands.append({"run": report.shown(folder), "dataset": ds, "variant": cfg["variant"],
                           "split": dec["split"], "decoding": dec["chosen"], "bleu": row["bleu"],
                           "distinct@2": row["distinct@2"], "follows": req["run"],
                           "popularity_follows": req["popularity"],
@@ -190,23 +190,20 @@ def chat_decoding(profile: str, dataset: str, variant: str, data_root=None,
     cfg = run.saved_config(folder)
     limit = resolve(cfg).eval.decoding_limit if limit is None else limit
     ds = data.load(dataset, data_root)
-    who, split = identity(cfg, folder), data.VALIDATION[dataset]
-    path = ev_mod.result_path(profile, dataset, variant, "decoding")
-    old = saved_result(path, who, limit, split) if reuse else None
-    if old is not None:
-        return old
-    model, tok, sids, _ = run.load_run(folder)
-    head = folder / "output_vocab.json"
-    sweep = ev_mod.decoding_sweep(model, tok, sids, ds[split], catalog=ds.catalog,
-                                  max_context_tokens=resolve(cfg).eval.max_context_tokens,
-                                  head_ids=json.loads(head.read_text()) if head.is_file() else None,
-                                  limit=limit)
-    seen = {d.id for d in run.training_dialogs(cfg, ds)} & {d.id for d in ds[split]}
-    result = {"dataset": dataset, "split": split, "profile": profile, "variant": variant, **who,
-              "protocol": "decoding", "limit": limit, "validation_in_training": bool(seen),
-              **sweep}
-    report.write_json(result, path)
-    return result
+    split = data.VALIDATION[dataset]
+
+    def sweep() -> dict:
+        model, tok, sids, _ = run.load_run(folder)
+        head = folder / "output_vocab.json"
+        out = ev_mod.decoding_sweep(model, tok, sids, ds[split], catalog=ds.catalog,
+                                    max_context_tokens=resolve(cfg).eval.max_context_tokens,
+                                    head_ids=json.loads(head.read_text()) if head.is_file()
+                                    else None, limit=limit)
+        seen = {d.id for d in run.training_dialogs(cfg, ds)} & {d.id for d in ds[split]}
+        return {"validation_in_training": bool(seen), **out}
+    return ev_mod.scored({"dataset": dataset, "split": split, "profile": profile,
+                          "variant": variant, **identity(cfg, folder), "protocol": "decoding"},
+                         limit, sweep, reuse=reuse)
 
 
 def training_log(profile: str, dataset: str, variant: str = "gcrs") -> list[dict]:
@@ -240,35 +237,31 @@ def request_following(profile: str, dataset: str, variant: str, data_root=None,
     folder = run_dir(profile, dataset, variant)
     cfg = run.saved_config(folder)
     ds = data.load(dataset, data_root)
-    who, split = identity(cfg, folder), data.VALIDATION[dataset]
-    path = ev_mod.result_path(profile, dataset, variant, "request")
-    old = saved_result(path, who, limit, split) if reuse else None
-    if old is not None:
-        return old
-    t0 = time.perf_counter()
-    rec, sids, _ = ev_mod.load_recommender(folder)
-    vocab = genres.vocabulary(ds.catalog)
-    cases = [ex for ex in ev_mod.rec_cases(ds, sids, split, resolve(cfg).format)
-             if ex.context and genres.asked_genres(ex.context[-1][1], vocab)]
-    cases = [cases[j] for j in ev_mod.sample_indices(cases, limit)]
-    asked = [genres.asked_genres(ex.context[-1][1], vocab) for ex in cases]
-    tops = {"run": rec.top(cases, k),
-            "popularity": ev_mod.BaselineRecommender(
-                _baseline("popularity", cfg, ds, sids)).top(cases, k)}
-    shares = {name: genres.following(t, asked, ds.catalog, k)["share"] for name, t in tops.items()}
-    shares["gold"] = genres.following([[ex.item] for ex in cases], asked, ds.catalog, 1)["share"]
-    result = {"dataset": dataset, "split": split, "profile": profile, "variant": variant, **who,
-              "protocol": "request", "limit": limit, "k": k, "n_cases": len(cases),
-              "share": shares,
-              "examples": [{"asked": sorted(a), "top5": [ds.catalog[i].title for i in t[:5]],
-                            "gold": ds.catalog[ex.item].title}
-                           for a, t, ex in list(zip(asked, tops["run"], cases))[:5]],
-              "note": (f"share of the top {k} carrying a genre the last user message asks for "
-                       "(crslib.genres), over the validation cases that ask for one; gold: the "
-                       "dataset's own answer"),
-              "seconds": round(time.perf_counter() - t0, 1)}
-    report.write_json(result, path)
-    return result
+    split = data.VALIDATION[dataset]
+
+    def check() -> dict:
+        rec, sids, _ = ev_mod.load_recommender(folder)
+        vocab = genres.vocabulary(ds.catalog)
+        cases = [ex for ex in ev_mod.rec_cases(ds, sids, split, resolve(cfg).format)
+                 if ex.context and genres.asked_genres(ex.context[-1][1], vocab)]
+        cases = [cases[j] for j in ev_mod.sample_indices(cases, limit)]
+        asked = [genres.asked_genres(ex.context[-1][1], vocab) for ex in cases]
+        tops = {"run": rec.top(cases, k),
+                "popularity": ev_mod.BaselineRecommender(
+                    _baseline("popularity", cfg, ds, sids)).top(cases, k)}
+        share = {name: genres.following(t, asked, ds.catalog, k)["share"]
+                 for name, t in tops.items()}
+        share["gold"] = genres.following([[ex.item] for ex in cases], asked, ds.catalog, 1)["share"]
+        return {"k": k, "n_cases": len(cases), "share": share,
+                "examples": [{"asked": sorted(a), "top5": [ds.catalog[i].title for i in t[:5]],
+                              "gold": ds.catalog[ex.item].title}
+                             for a, t, ex in list(zip(asked, tops["run"], cases))[:5]],
+                "note": (f"share of the top {k} carrying a genre the last user message asks "
+                         "for (crslib.genres), over the validation cases that ask for one; "
+                         "gold: the dataset's own answer")}
+    return ev_mod.scored({"dataset": dataset, "split": split, "profile": profile,
+                          "variant": variant, **identity(cfg, folder), "protocol": "request"},
+                         limit, check, reuse=reuse)
 
 
 def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str = "gcrs",
@@ -305,90 +298,53 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
     if limit is None:  # dedup is drawn from the community sample
         limit = ev.protocol_limit(protocol)
     who = identity(cfg, None if variant in BASELINES else run_path)
-    path = Path(out) if out else ev_mod.result_path(profile, dataset, variant, protocol)
-    old = saved_result(path, who, limit, split) if reuse and save else None
-    if old is not None:
-        return old
-    t0 = time.perf_counter()
-    ds = data.load(dataset, data_root)
     meta = {"dataset": dataset, "split": split, "profile": profile, "variant": variant,
-            "seeds": [rc.train.seed], **who}
+            "seeds": [rc.train.seed], **who, "protocol": protocol}
     fmt = rc.format  # a baseline reads the gcrs config's cases
-    if protocol == "dedup":  # the community ranks without the repeated items: no new scoring
-        full = evaluate(profile, dataset, ranker, "community", data_root, limit, split, save,
-                        reuse, run_path)
-        sids = (run.prepare_sids(cfg, ds.catalog) if variant in BASELINES
-                else SemanticIDs.load(run_path / "sids.json"))
-        cases = ev_mod.rec_cases(ds, sids, split, fmt, limit=limit)
-        if len(cases) != len(full["case_ranks"]):
-            raise ValueError(f"{path}: the community result does not match the cases; re-run it")
-        cases, ranks = ev_mod.select(cases, full["case_ranks"], "dedup")
-        result = ev_mod.ranking_result(ranks, protocol, **meta)
-        result["case_ranks"] = ranks
-        result["limit"] = limit
-        if save:
-            ev_mod.save_result(result, path)
-        return result
     if protocol == "dialog" and rc.ranker == "item_head":
         raise ValueError("the decoupled baseline only ranks (its responses come from a "
                          "separate generator); use paper, community or dedup")
-    if variant in BASELINES:
-        sids = run.prepare_sids(cfg, ds.catalog)
-        rec = ev_mod.BaselineRecommender(_baseline(variant, cfg, ds, sids))
-    else:
-        rec, sids, _ = ev_mod.load_recommender(run_path)
-    if protocol == "dialog":
-        head = run_path / "output_vocab.json"
-        head_ids = json.loads(head.read_text()) if head.is_file() else None
-        result = _dialog_result(rec.model, rec.tokenizer, sids, ds, ev, split, limit, meta,
-                                head_ids, fmt)
-    else:
+
+    def sids_of(ds) -> SemanticIDs:
+        return (run.prepare_sids(cfg, ds.catalog) if variant in BASELINES
+                else SemanticIDs.load(run_path / "sids.json"))
+
+    def dedup() -> dict:  # the community ranks without the repeated items: no new scoring
+        full = evaluate(profile, dataset, ranker, "community", data_root, limit, split, save,
+                        reuse, run_path)
+        ds = data.load(dataset, data_root)
+        cases = ev_mod.rec_cases(ds, sids_of(ds), split, fmt, limit=limit)
+        if len(cases) != len(full["case_ranks"]):
+            raise ValueError(f"{variant}: the community result does not match the cases; "
+                             "re-run it")
+        _, ranks = ev_mod.select(cases, full["case_ranks"], "dedup")
+        return {**ev_mod.ranking_result(ranks, protocol), "case_ranks": ranks}
+
+    def score() -> dict:
+        ds = data.load(dataset, data_root)
+        if variant in BASELINES:
+            sids = sids_of(ds)
+            rec = ev_mod.BaselineRecommender(_baseline(variant, cfg, ds, sids))
+        else:
+            rec, sids, _ = ev_mod.load_recommender(run_path)
+        if protocol == "dialog":
+            head = run_path / "output_vocab.json"
+            head_ids = json.loads(head.read_text()) if head.is_file() else None
+            return _dialog_result(rec.model, rec.tokenizer, sids, ds, ev, split, limit,
+                                  head_ids, fmt)
         cases = ev_mod.rec_cases(ds, sids, split, fmt, limit=limit)
         ranks = rec.ranks(cases, protocol)  # the one scoring path of every ranker
-        result = ev_mod.ranking_result(ranks, protocol, **meta)
-        result["case_ranks"] = ranks  # 1-based, None = not ranked; in rec_cases order
+        out = {**ev_mod.ranking_result(ranks, protocol),
+               "case_ranks": ranks}  # 1-based, None = not ranked; in rec_cases order
         if hasattr(getattr(rec, "ranker", None), "describe"):
-            result["ranker"] = rec.ranker.describe()
-    result["limit"] = limit
-    result["seconds"] = round(time.perf_counter() - t0, 1)  # wall time of this scoring
-    if save:
-        ev_mod.save_result(result, path)
-    return result
+            out["ranker"] = rec.ranker.describe()
+        return out
+    return ev_mod.scored(meta, limit, dedup if protocol == "dedup" else score,
+                         Path(out) if out else None, reuse, save)
 
 
-def identity(cfg: dict, run_path=None) -> dict:
-    """What a result is tied to: the config hash and, for a trained ranker (``run_path``), the
-    hash of the weights on disk (:func:`crslib.run.model_hash`); a baseline has no weights
-    (``model_hash`` None: it is fitted from the data by its config, deterministically)."""
-    return {"config_hash": run.config_hash(cfg),
-            "model_hash": run.model_hash(run_path) if run_path is not None else None}
-
-
-def saved_result(path: Path, who: dict, limit, split: str, say=print) -> dict | None:
-    """The result saved at ``path`` if the same model (``who``: :func:`identity`) scored it on
-    the same sample and split; else None, and ``say`` tells why a file there is not reused
-    (so a notebook shows that it recomputes)."""
-    if not path.is_file():
-        return None
-    old = json.loads(path.read_text())
-    want = {**who, "limit": limit, "split": split}
-    diff = [k for k, v in want.items() if old.get(k, "(none)") != v]
-    if not diff:
-        return old
-    say(f"recomputing {_shown(path)}: it was scored with a different "
-        + ", ".join(f"{k} ({old.get(k, '(none)')} there, {want[k]} now)" for k in diff))
-    return None
-
-
-def _shown(path: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(report.REPO))
-    except ValueError:
-        return str(path)
-
-
-def _dialog_result(model, tok, sids, ds, ev: EvalConfig, split: str, limit, meta: dict,
-                   head_ids, fmt: str) -> dict:
+def _dialog_result(model, tok, sids, ds, ev: EvalConfig, split: str, limit, head_ids,
+                   fmt: str) -> dict:
     """PPL and intent over every dialog of ``split`` (``eval.ppl_dialogs``: a seeded sample of
     that many dialogs, in split order), generated-text metrics over a seeded sample of turns."""
     ctx = ev.max_context_tokens
@@ -400,7 +356,7 @@ def _dialog_result(model, tok, sids, ds, ev: EvalConfig, split: str, limit, meta
                                     head_ids=head_ids, fmt=fmt,
                                     limit=limit or ev.generate_limit)
     examples = gen.pop("examples")
-    return {**meta, "protocol": "dialog", "n_cases": gen.pop("n_turns"),
+    return {"n_cases": gen.pop("n_turns"),
             "ppl_tokens": scores.pop("ppl_tokens"), "metrics": {**scores, **gen}, "ci95": {},
             "examples": examples,
             **({"ppl_dialogs": len(dialogs)} if n_ppl is not None else {}),
@@ -576,13 +532,20 @@ def replace_block(text: str, block: str, name: str) -> str:
     return f"{head}{start}\n{block}{end}{tail}"
 
 
-def compare(profile: str, dataset: str, a: str, b: str, metric: str, protocol: str = "paper"
-            ) -> dict | None:
+def compare(profile: str, dataset: str, a: str, b: str, metric: str, protocol: str = "paper",
+            data_root=None) -> dict | None:
     """Does ranker ``a`` beat ``b`` on ``metric``? Values (%), intervals, and whether the 95%
-    intervals are disjoint; None when a result is missing."""
+    intervals are disjoint; None when a result is missing. When one of them scored a seeded
+    sample (``limit``) and the other more cases, the other is cut to the sample's cases
+    (:func:`on_same_cases`), so both are measured on the same cases."""
     ra, rb = (load_result(profile, dataset, x, protocol) for x in (a, b))
     if ra is None or rb is None:
         return None
+    size_a, size_b = (float("inf") if r.get("limit") is None else r["limit"] for r in (ra, rb))
+    if size_a < size_b:
+        rb = on_same_cases(profile, dataset, b, a, protocol, data_root)
+    elif size_b < size_a:
+        ra = on_same_cases(profile, dataset, a, b, protocol, data_root)
     va, vb = ra["metrics"][metric], rb["metrics"][metric]
     (la, ha), (lb, hb) = ra["ci95"][metric], rb["ci95"][metric]
     return {"dataset": dataset, "protocol": protocol, "metric": metric, "a": a, "b": b,
@@ -619,6 +582,12 @@ CLAIMS = (  # (what is claimed, dataset, a, b, metric, protocol)
      "inspired", "backbone_smollm2_135m", "popularity", "recall@10", "paper"),
     ("SmolLM2 GCRS beats repeat on INSPIRED Recall@10",
      "inspired", "backbone_smollm2_135m", "repeat", "recall@10", "paper"),
+    ("a pretrained backbone beats the compact one (ReDial Recall@10, the pretrained run's "
+     "sample)", "redial", "backbone_smollm2_135m", "gcrs", "recall@10", "paper"),
+    ("SmolLM2 GCRS beats popularity on ReDial Recall@10 (same sample)",
+     "redial", "backbone_smollm2_135m", "popularity", "recall@10", "paper"),
+    ("SmolLM2 GCRS beats repeat on ReDial Recall@10 (same sample)",
+     "redial", "backbone_smollm2_135m", "repeat", "recall@10", "paper"),
 )
 
 
@@ -627,7 +596,7 @@ def table6_markdown(profile: str) -> str:
     (notebook 06)."""
     path = report.RESULTS / profile / "table6_miniature.json"
     if not path.is_file():
-        return f"(not run yet: notebook 06 writes {_shown(path)})\n"
+        return f"(not run yet: notebook 06 writes {report.shown(path)})\n"
     return report.markdown_table(json.loads(path.read_text())["rows"])
 
 

@@ -25,7 +25,7 @@ from typing import Sequence
 
 import torch
 
-from crslib import data, evaluate, experiments, metrics, report, run, serialize, trie
+from crslib import data, evaluate, experiments, metrics, run, serialize, trie
 from crslib.config import resolve
 
 
@@ -87,7 +87,7 @@ def forced_vs_free(model, tokenizer, sids, cases: Sequence[serialize.Example],
 
 
 def result_path(profile: str, dataset: str, variant: str = "gcrs"):
-    return report.RESULTS / profile / dataset / f"{variant}.freemode.json"
+    return evaluate.result_path(profile, dataset, variant, "freemode")
 
 
 def evaluate_free(profile: str, dataset: str, variant: str = "gcrs", data_root=None,
@@ -109,34 +109,29 @@ def evaluate_free(profile: str, dataset: str, variant: str = "gcrs", data_root=N
     ev = rc.eval
     if limit is None:
         limit = ev.protocol_limit("paper")
-    who = experiments.identity(cfg, folder)
-    path = result_path(profile, dataset, variant)
-    old = experiments.saved_result(path, who, limit, split) if reuse and save else None
-    if old is not None:
-        return old
-    rec, sids, cfg = evaluate.load_recommender(folder)
-    ds = data.load(dataset, data_root)
-    cases = evaluate.rec_cases(ds, sids, split, "gcrs", limit=limit)
-    paper = experiments.saved_result(evaluate.result_path(profile, dataset, variant, "paper"),
-                                     who, limit, split, say=lambda _: None)  # its ranks, if any
-    forced = paper["case_ranks"] if paper else rec.ranks(cases, "paper")
-    r = forced_vs_free(rec.model, rec.tokenizer, sids, cases, ev.max_context_tokens,
-                       ev.num_beams, ev.batch_size, forced=forced)
-    result = {"dataset": dataset, "split": split, "profile": profile, "variant": variant,
-              "protocol": "freemode", "seeds": [rc.train.seed], **who,
-              "n_cases": len(cases),
-              "metrics": {"forced": r["forced"]["metrics"],
-                          "free": {**r["free"]["metrics"], "rec_share": r["rec_share"]}},
-              "ci95": {"forced": r["forced"]["ci95"],
-                       "free": {**r["free"]["ci95"], "rec_share": r["rec_share_ci95"]}},
-              "limit": limit,
-              "note": "paper-protocol rec cases (seeded sample of `limit`); forced: <MODE=REC> "
-                      "given (the paper's protocol); free: the model first picks REC or CHAT "
-                      "(logit comparison after 'Assistant:'), a CHAT choice is a miss; "
-                      "rec_share = share of cases where it picked REC"}
-    if save:
-        report.write_json(result, path)
-    return result
+    who = evaluate.identity(cfg, folder)
+
+    def score() -> dict:
+        rec, sids, _ = evaluate.load_recommender(folder)
+        ds = data.load(dataset, data_root)
+        cases = evaluate.rec_cases(ds, sids, split, "gcrs", limit=limit)
+        paper = evaluate.saved_result(evaluate.result_path(profile, dataset, variant, "paper"),
+                                      who, limit, split, say=lambda _: None)  # its ranks, if any
+        forced = paper["case_ranks"] if paper else rec.ranks(cases, "paper")
+        r = forced_vs_free(rec.model, rec.tokenizer, sids, cases, ev.max_context_tokens,
+                           ev.num_beams, ev.batch_size, forced=forced)
+        return {"n_cases": len(cases),
+                "metrics": {"forced": r["forced"]["metrics"],
+                            "free": {**r["free"]["metrics"], "rec_share": r["rec_share"]}},
+                "ci95": {"forced": r["forced"]["ci95"],
+                         "free": {**r["free"]["ci95"], "rec_share": r["rec_share_ci95"]}},
+                "note": "paper-protocol rec cases (seeded sample of `limit`); forced: <MODE=REC> "
+                        "given (the paper's protocol); free: the model first picks REC or CHAT "
+                        "(logit comparison after 'Assistant:'), a CHAT choice is a miss; "
+                        "rec_share = share of cases where it picked REC"}
+    meta = {"dataset": dataset, "split": split, "profile": profile, "variant": variant,
+            "protocol": "freemode", "seeds": [rc.train.seed], **who}
+    return evaluate.scored(meta, limit, score, reuse=reuse, save=save)
 
 
 # ----------------------------------------------------------------------------- cost

@@ -56,3 +56,11 @@ def save_table(rows: list[dict], name: str, profile: str, meta: dict | None = No
 def paper_results() -> dict:
     """The paper's reported numbers (Tables 1-4, dataset sizes), read from one data file."""
     return json.loads((Path(__file__).parent / "paper_results.json").read_text())
+
+
+def shown(path) -> str:
+    """``path`` relative to the repository when inside it (as messages and tables show it)."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)

@@ -42,6 +42,13 @@ def test_a_full_result_cut_to_a_sample_equals_scoring_the_sample(shared_data, tm
     assert [(r["model"], r["cases"]) for r in rows] == [("repeat", 40), ("popularity", 40)]
     assert rows[1]["recall@10"] == round(100 * direct["metrics"]["recall@10"], 2)
     assert rows[1]["dedup recall@10"] == round(100 * direct_dd["metrics"]["recall@10"], 2)
+    # a claim compares a sample with a ranker scored on more cases on the sample's cases
+    c = experiments.compare("smoke", "inspired", "repeat", "popularity", "recall@10", "paper",
+                            shared_data)
+    assert c["value_b"] == pytest.approx(100 * direct["metrics"]["recall@10"])
+    back = experiments.compare("smoke", "inspired", "popularity", "repeat", "recall@10", "paper",
+                               shared_data)  # either order cuts the same ranker
+    assert (back["value_a"], back["ci_a"], back["value_b"]) == (c["value_b"], c["ci_b"], c["value_a"])
     with pytest.raises(ValueError, match="missing"):  # a sample cannot be cut to more cases
         experiments.on_same_cases("smoke", "inspired", "repeat", "popularity", "paper", shared_data)
 
