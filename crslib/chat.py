@@ -4,7 +4,9 @@
 each user message in one of the paper's three inference modes:
 
 * ``free``: the model picks the intent — ``<MODE=REC>`` vs ``<MODE=CHAT>`` after
-  ``Assistant:``, whichever logit is larger (``Reply.p_rec`` is their two-way softmax);
+  ``Assistant:``, REC when its logit exceeds CHAT's by more than ``intent_cut`` (0, the
+  paper's rule, unless a cut chosen on validation turns is given:
+  :func:`crslib.freemode.intent_cut`); ``Reply.p_rec`` is their two-way softmax;
 * ``rec`` / ``chat`` (guided): the mode token is supplied;
 * ``item`` (item-conditioned): ``<MODE=REC><BOI>`` + the given item's SID + ``<EOI><RESP>`` is
   supplied and the model writes the response about that item.
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import re
 import time
 import warnings
@@ -199,6 +202,7 @@ class ChatSession:
     max_chars: int = MAX_CHARS
     template: str = "plain"
     decoding: ResponseDecoding = GREEDY
+    intent_cut: float = 0.0  # free mode recommends when logit(REC) - logit(CHAT) > intent_cut
     exclude_named: bool = True
     exclude_recommended: bool = True
     turns: list[tuple[str, str]] = field(default_factory=list)
@@ -332,8 +336,9 @@ class ChatSession:
         p_rec, recs = None, []
         intent = {"free": None, "rec": "rec", "chat": "chat", "item": "rec"}[mode]
         if intent is None:
-            p_rec = self._p_rec(prompt)
-            intent = "rec" if p_rec > 0.5 else "chat"
+            margin = self._rec_margin(prompt)
+            p_rec = 1 / (1 + math.exp(-margin)) if margin > -700 else 0.0
+            intent = "rec" if margin > self.intent_cut else "chat"
         if mode == "item":
             recs = [self._recommendation(item_id, self._item_score(prompt, item_id))]
         elif intent == "rec":
@@ -387,11 +392,12 @@ class ChatSession:
         out = self.model.get_decoder()(input_ids=torch.tensor([ids], device=device))
         return out.last_hidden_state[0]
 
-    def _p_rec(self, prompt: list[int]) -> float:
+    def _rec_margin(self, prompt: list[int]) -> float:
+        """``logit(<MODE=REC>) - logit(<MODE=CHAT>)`` after the prompt."""
         h = self._hidden(prompt)[-1]
         w = self.model.get_output_embeddings().weight
         logits = w[[self._id[serialize.MODE_REC], self._id[serialize.MODE_CHAT]]] @ h
-        return float(torch.softmax(logits.float(), dim=0)[0])
+        return float(logits[0] - logits[1])
 
     def _item_score(self, prompt: list[int], item_id: str) -> float:
         """The item's score (summed per-level log-probabilities) after ``<MODE=REC><BOI>``."""

@@ -61,6 +61,31 @@ def free_ranks(forced_ranks: Sequence[int | None], margins: Sequence[float]) -> 
     return [r if m > 0 else None for r, m in zip(forced_ranks, margins)]
 
 
+def choose_cut(margins: Sequence[float], gold_rec: Sequence[bool]) -> dict:
+    """The cut on the REC-minus-CHAT margin (:func:`rec_margin`) that best tells the turns that
+    recommend from the others, for a model whose intent is miscalibrated; the paper's rule is
+    the cut 0. Meant for validation turns: the cut with the highest intent F1 (REC positive,
+    REC predicted when the margin is above the cut); the candidates are 0 and the midpoints
+    between consecutive distinct margins (every distinct split of the turns); ties go to the cut
+    nearest 0. Returns ``{"cut", "f1", "f1_at_zero", "rec_share", "gold_rec_share",
+    "n_turns"}`` (``rec_share``: the share of turns predicted REC at the cut)."""
+    if len(margins) != len(gold_rec) or not margins:
+        raise ValueError(f"{len(margins)} margins for {len(gold_rec)} turns (need the same, > 0)")
+    gold = [bool(g) for g in gold_rec]
+
+    def f1(cut: float) -> float:
+        tp = sum(m > cut and g for m, g in zip(margins, gold))
+        fp = sum(m > cut and not g for m, g in zip(margins, gold))
+        fn = sum(m <= cut and g for m, g in zip(margins, gold))
+        return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+    distinct = sorted(set(margins))
+    cands = [0.0] + [(a + b) / 2 for a, b in zip(distinct, distinct[1:])] + [distinct[0] - 1.0]
+    cut = max(cands, key=lambda c: (f1(c), -abs(c)))
+    return {"cut": cut, "f1": f1(cut), "f1_at_zero": f1(0.0),
+            "rec_share": sum(m > cut for m in margins) / len(margins),
+            "gold_rec_share": sum(gold) / len(gold), "n_turns": len(margins)}
+
+
 def forced_vs_free(model, tokenizer, sids, cases: Sequence[serialize.Example],
                    max_context_tokens: int = 768, num_beams: int = 50,
                    batch_size: int = 16, forced: Sequence[int | None] | None = None) -> dict:
@@ -135,6 +160,38 @@ def evaluate_free(profile: str, dataset: str, variant: str = "gcrs", data_root=N
 
 
 # ----------------------------------------------------------------------------- cost
+INTENT_LIMIT = 300  # validation turns the chat's intent cut is chosen on (a seeded sample)
+
+
+def intent_cut(profile: str, dataset: str, variant: str = "gcrs", data_root=None,
+               limit: int | None = INTENT_LIMIT, reuse: bool = True) -> dict:
+    """The chat's intent cut for the run (:func:`choose_cut`), chosen on a seeded sample of
+    ``limit`` assistant turns of the validation split (:data:`crslib.data.VALIDATION`; gold
+    REC when the turn mentions an item), saved as
+    ``results/<profile>/<dataset>/<variant>.intent.json`` and reused for the same weights. The
+    evaluation protocols keep the paper's rule (cut 0); only the chat uses this cut."""
+    folder = experiments.run_dir(profile, dataset, variant)
+    cfg = run.saved_config(folder)
+    rc = resolve(cfg)
+    if rc.format != "gcrs" or rc.ranker != "generative":
+        raise ValueError(f"{variant}: an intent cut needs a run in the gcrs format")
+    split = data.VALIDATION[dataset]
+
+    def choose() -> dict:
+        rec, sids, _ = evaluate.load_recommender(folder)
+        ds = data.load(dataset, data_root)
+        turns = serialize.serialize_all(ds[split], sids, "gcrs")
+        turns = [turns[j] for j in evaluate.sample_indices(turns, limit)]
+        margins = rec_margin(rec.model, rec.tokenizer, turns, rc.eval.max_context_tokens,
+                             rc.eval.batch_size)
+        return {**choose_cut(margins, [ex.mode == "rec" for ex in turns]),
+                "note": "intent F1 (REC positive) of 'margin > cut' on validation assistant "
+                        "turns; the paper's rule is cut 0 (free mode in the protocols keeps it)"}
+    meta = {"dataset": dataset, "split": split, "profile": profile, "variant": variant,
+            **evaluate.identity(cfg, folder), "protocol": "intent"}
+    return evaluate.scored(meta, limit, choose, reuse=reuse)
+
+
 def _timed_ms(fn, *args, **kwargs) -> tuple[object, float]:
     t = time.perf_counter()
     out = fn(*args, **kwargs)

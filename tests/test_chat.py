@@ -83,6 +83,13 @@ def test_chat_and_free_modes(world):
     assert r.p_rec == pytest.approx(float(torch.softmax(two, 0)[0]), abs=1e-5)
     assert r.mode == ("rec" if r.p_rec > 0.5 else "chat")
     assert (len(r.recommendations) == 5) == (r.mode == "rec")
+    # a cut chosen on validation turns moves the decision, not the probability
+    margin = float(two[0] - two[1])
+    for cut, want in ((margin - 0.01, "rec"), (margin + 0.01, "chat")):
+        s2 = session(world, intent_cut=cut)
+        s2.turns[:] = s.turns[:-2]
+        r2 = s2.reply("and now?", mode="free")
+        assert (r2.mode, r2.p_rec) == (want, pytest.approx(r.p_rec, abs=1e-6))
 
 
 def test_responses_are_well_formed_and_keep_to_the_output_vocabulary(world):

@@ -218,3 +218,10 @@ def test_chat_decoding_is_chosen_on_dev_and_reused(shared_data, tmp_path, monkey
         r if r is not None and r <= 10 else None for r in ranks]
     monkeypatch.setattr(evaluate.GenerativeRecommender, "top", lambda *a: pytest.fail("recomputed"))
     assert experiments.request_following("smoke", "inspired", "gcrs", shared_data, limit=6) == req
+    # the chat's intent cut, chosen on 20 dev turns, and reused
+    from crslib import freemode
+    cut = freemode.intent_cut("smoke", "inspired", "gcrs", shared_data, limit=20)
+    assert (cut["split"], cut["n_turns"], cut["protocol"]) == ("dev", 20, "intent")
+    assert cut["f1"] >= cut["f1_at_zero"] and 0 <= cut["rec_share"] <= 1
+    monkeypatch.setattr(freemode, "rec_margin", lambda *a, **k: pytest.fail("recomputed"))
+    assert freemode.intent_cut("smoke", "inspired", "gcrs", shared_data, limit=20) == cut

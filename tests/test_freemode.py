@@ -83,3 +83,24 @@ def test_latency_reports_what_it_measured(world):
     assert all(lat[f"{k}_ms_median"] > 0 for k in ("mode", "beam", "exact"))
     with pytest.raises(ValueError):
         freemode.latency(model, tok, sids, [], n=3)
+
+
+def test_intent_cut_maximises_f1_and_prefers_the_papers_rule_on_ties():
+    # margins of 6 turns, REC gold on 3: the model under-recommends (all margins below 0)
+    margins, gold = [-3.0, -2.0, -1.5, -1.0, -0.5, -4.0], [False, True, False, True, True, False]
+    out = freemode.choose_cut(margins, gold)
+    # cut -1.75: REC for -1.5, -1.0, -0.5 -> tp 2, fp 1, fn 1 -> F1 4/6; cut -2.5 -> tp 3,
+    # fp 1 (-1.5), fn 0 -> F1 6/7, the best; cut 0 predicts no REC -> F1 0
+    assert out["cut"] == -2.5 and out["f1"] == pytest.approx(6 / 7) and out["f1_at_zero"] == 0
+    assert out["rec_share"] == pytest.approx(4 / 6) and out["gold_rec_share"] == 0.5
+
+    def brute(cut):  # F1 of 'margin > cut', computed the long way
+        pred = [m > cut for m in margins]
+        tp = sum(p and g for p, g in zip(pred, gold))
+        return 2 * tp / (sum(pred) + sum(gold))
+    grid = [x / 100 for x in range(-600, 200)]
+    assert out["f1"] == pytest.approx(max(brute(c) for c in grid))
+    # a well-calibrated model keeps the paper's cut 0 (ties go to the cut nearest 0)
+    assert freemode.choose_cut([-1.0, 2.0, -3.0, 1.0], [False, True, False, True])["cut"] == 0.0
+    with pytest.raises(ValueError, match="margins"):
+        freemode.choose_cut([0.1], [True, False])

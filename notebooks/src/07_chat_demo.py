@@ -41,7 +41,7 @@ import pandas as pd
 import torch
 import transformers
 
-from crslib import chat, experiments, report
+from crslib import chat, experiments, freemode, report
 from crslib.generation import ResponseDecoding
 
 torch.set_num_threads(1)
@@ -73,11 +73,20 @@ else:
 # a seeded sample of turns; never the test split): greedy, greedy without a repeated 3-gram, with a repetition
 # penalty, and seeded nucleus sampling, each scored by BLEU, distinct-n and the share of
 # responses that repeat a word 3-gram (a loop); `experiments.chat_decoding` states the rule.
+# When free mode recommends is chosen there too (`freemode.intent_cut`): a model trained on few
+# dialogs tends to under-recommend, so the cut on the REC-minus-CHAT logit margin is the one
+# with the best intent F1 on validation turns (the paper's rule, cut 0, when that is best).
+# The evaluation protocols keep the paper's rule.
 
 # %%
 decoding = experiments.chat_decoding(profile, dataset, variant, data_root)
 print("decoding:", decoding["chosen"], "|", decoding.get("rule") or decoding.get("note"))
-session = chat.ChatSession.from_run(folder, data_root,
+cut = freemode.intent_cut(profile, dataset, variant, data_root)
+print(f"free mode recommends when logit(REC) - logit(CHAT) > {cut['cut']:.2f}, the cut with the "
+      f"best intent F1 on {cut['n_turns']} {cut['split']} turns: F1 {cut['f1']:.2f} "
+      f"(the paper's cut 0: {cut['f1_at_zero']:.2f}); it recommends on {cut['rec_share']:.0%} "
+      f"of them, the dataset on {cut['gold_rec_share']:.0%}")
+session = chat.ChatSession.from_run(folder, data_root, intent_cut=cut["cut"],
                                     decoding=ResponseDecoding(**decoding["chosen_setting"]))
 pd.DataFrame([{k: r[k] for k in ("decoding", "bleu", "distinct@2", "looping_share", "n_turns")}
               for r in decoding["rows"]])
