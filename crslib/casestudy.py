@@ -38,7 +38,7 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 
 import torch
 
-from crslib import chat, evaluate, experiments, freemode, run, serialize, trie
+from crslib import chat, evaluate, freemode, run, serialize, trie
 from crslib.config import resolve
 from crslib.data import Catalog, Dataset
 from crslib.semantic_ids import SemanticIDs
@@ -109,7 +109,7 @@ def baseline_ranks(name: str, cfg: dict, ds: Dataset, cases: Sequence[serialize.
     """Gold ranks of a baseline (``popularity``, ``repeat``; ``text-retrieval`` needs
     ``sids``) fitted exactly as ``experiments.evaluate`` fits it (the config's training
     splits), on ``cases``."""
-    return evaluate.baseline_ranks(experiments._baseline(name, cfg, ds, sids), cases)
+    return evaluate.BaselineRecommender.fit(name, cfg, ds, sids).ranks(cases, "paper")
 
 
 @dataclass(eq=False, repr=False)

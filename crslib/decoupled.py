@@ -108,6 +108,22 @@ class DecoupledRecommender(torch.nn.Module):
                     for r in (ahead.sum(1) + 1).tolist()]
         return out
 
+    @classmethod
+    def load(cls, path: str | os.PathLike, device=None) -> "DecoupledRecommender":
+        """The saved run ``path`` (:func:`load_decoupled`), with its config's evaluation
+        settings; :meth:`save` writes it back."""
+        rec, _, sids, cfg = load_decoupled(path, device)
+        rec.batch_size = config.resolve(cfg).eval.batch_size
+        rec.sids, rec.config = sids, cfg
+        return rec
+
+    def save(self, out: str | os.PathLike) -> None:
+        """A run folder :meth:`load` reads (:func:`save_decoupled`); needs the ``sids`` and
+        ``config`` of a loaded or trained run."""
+        if getattr(self, "config", None) is None:
+            raise ValueError("save needs the run's sids and config: load or train the run")
+        save_decoupled(out, self, self.sids, self.config)
+
     def top(self, cases: Sequence[serialize.Example], k: int = 10) -> list[list[str]]:
         """Each case's ``k`` best-scored items (ties in catalog order, as :meth:`ranks`)."""
         out = []

@@ -33,7 +33,8 @@ from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
-from crslib import config, decoupled, metrics, packing, report, run, serialize, train, trie
+from crslib import (baselines, config, decoupled, metrics, packing, report, run, serialize,
+                    train, trie)
 from crslib.data import Dataset
 from crslib.generation import GREEDY, ResponseDecoding, turn_end_ids
 from crslib.metrics import PROTOCOLS
@@ -100,10 +101,16 @@ def _baseline_rankings(ranker, cases: Sequence[serialize.Example]):
 # ----------------------------------------------------------------------------- recommenders
 class Recommender(Protocol):
     """What every ranker offers the protocols: the 1-based rank of each case's gold item among
-    all items (None: not ranked — under ``paper``, outside the top 50). Implemented by GCRS, its
-    ablations and TIGER (:class:`GenerativeRecommender`), the decoupled baseline
-    (:class:`crslib.decoupled.DecoupledRecommender`), and popularity, repeat and text retrieval
-    (:class:`BaselineRecommender`); :func:`load_recommender` gives a saved run's."""
+    all items (None: not ranked — under ``paper``, outside the top 50), and its top ``k``.
+    Implemented by GCRS, its ablations and TIGER (:class:`GenerativeRecommender`), the
+    decoupled baseline (:class:`crslib.decoupled.DecoupledRecommender`), and popularity, repeat
+    and text retrieval (:class:`BaselineRecommender`).
+
+    Fitting, saving and loading: :func:`fit` trains a run's config (one training loop,
+    :func:`crslib.train.fit`, for every trained kind) and returns its recommender; each kind
+    has ``save(out)`` and a ``load`` class method (:func:`load_recommender` picks the class from
+    the run's ``ranker``); a baseline is fitted from the training dialogs its config names
+    (:meth:`BaselineRecommender.fit`)."""
 
     def ranks(self, cases: Sequence[serialize.Example], protocol: str) -> list[int | None]:
         ...
@@ -123,6 +130,21 @@ class GenerativeRecommender:
     max_context_tokens: int = 768
     num_beams: int = 50
     batch_size: int = 16
+    config: dict | None = None  # the run's resolved config (what save writes beside it)
+
+    @classmethod
+    def load(cls, path, device=None) -> "GenerativeRecommender":
+        """The saved run folder ``path`` (:func:`crslib.run.load_run`) with its config's
+        evaluation settings (context length, beam width, batch size)."""
+        model, tok, sids, cfg = run.load_run(path, device)
+        ev = config.resolve(cfg).eval
+        return cls(model, tok, sids, ev.max_context_tokens, ev.num_beams, ev.batch_size, cfg)
+
+    def save(self, out) -> None:
+        """A run folder :meth:`load` reads (:func:`crslib.runbase.save_run`)."""
+        if self.config is None:
+            raise ValueError("save needs the run's config: load or train the run")
+        run.save_run(Path(out), self.model, self.tokenizer, self.sids, self.config)
 
     def ranks(self, cases: Sequence[serialize.Example], protocol: str) -> list[int | None]:
         return model_ranks(self.model, self.tokenizer, self.sids, cases, protocol,
@@ -149,8 +171,45 @@ class GenerativeRecommender:
 @dataclass
 class BaselineRecommender:
     """A fitted baseline of :mod:`crslib.baselines`: a full ranking per case, whatever the
-    protocol (:func:`baseline_ranks`)."""
+    protocol (:func:`baseline_ranks`). Its state is its config and the training dialogs that
+    config names, so :meth:`save` writes the config and :meth:`load` fits again (the same
+    ranking: fitting is deterministic)."""
     ranker: Any
+    name: str | None = None
+    config: dict | None = None
+
+    @classmethod
+    def fit(cls, name: str, cfg: dict, ds: Dataset, sids: SemanticIDs) -> "BaselineRecommender":
+        """Baseline ``name`` (``popularity``, ``repeat``, ``text-retrieval``: :data:`BASELINES`)
+        fitted on the training splits of ``cfg``; text retrieval embeds with the encoder the
+        SIDs were built with."""
+        rc = config.resolve(cfg)
+        if name == "text-retrieval":
+            obj = baselines.TextRetrieval(ds.catalog, sids, rc.sids.encoder)
+        elif name in ("popularity", "repeat"):
+            obj = {"popularity": baselines.Popularity, "repeat": baselines.Repeat}[name](
+                ds.catalog.ids)
+        else:
+            raise ValueError(f"unknown baseline {name!r}; choose from {BASELINES}")
+        return cls(obj.fit(d for split in rc.splits for d in ds[split]), name, cfg)
+
+    @classmethod
+    def load(cls, path, ds: Dataset, sids: SemanticIDs) -> "BaselineRecommender":
+        """The baseline :meth:`save` wrote to the folder ``path``, fitted again on ``ds``."""
+        file = Path(path) / "baseline.json"
+        saved = json.loads(file.read_text())
+        for key in ("baseline", "config"):
+            if key not in saved:
+                raise ValueError(f"{file}: missing key {key!r}")
+        return cls.fit(saved["baseline"], saved["config"], ds, sids)
+
+    def save(self, out) -> None:
+        """``out/baseline.json``: the baseline's name and config."""
+        if self.name is None or self.config is None:
+            raise ValueError("save needs the baseline's name and config: fit it with "
+                             "BaselineRecommender.fit")
+        report.write_json({"baseline": self.name, "config": self.config},
+                          Path(out) / "baseline.json")
 
     def ranks(self, cases: Sequence[serialize.Example], protocol: str) -> list[int | None]:
         if protocol not in PROTOCOLS:
@@ -161,16 +220,25 @@ class BaselineRecommender:
         return [list(r[:k]) for r in _baseline_rankings(self.ranker, cases)]
 
 
+RANKERS = {"generative": GenerativeRecommender, "item_head": decoupled.DecoupledRecommender}
+BASELINES = ("popularity", "repeat", "text-retrieval")
+
+
 def load_recommender(path, device=None) -> tuple[Recommender, SemanticIDs, dict]:
-    """``(recommender, sids, config)`` of the saved run folder ``path``, with its config's
-    evaluation settings (context length, beam width, batch size)."""
-    model, tok, sids, cfg = run.load_run(path, device)
-    ev = config.resolve(cfg).eval
-    if isinstance(model, decoupled.DecoupledRecommender):
-        model.batch_size = ev.batch_size
-        return model, sids, cfg
-    return (GenerativeRecommender(model, tok, sids, ev.max_context_tokens, ev.num_beams,
-                                  ev.batch_size), sids, cfg)
+    """``(recommender, sids, config)`` of the saved run folder ``path``: the class its config's
+    ``ranker`` names (:data:`RANKERS`), with the config's evaluation settings."""
+    cfg = run.saved_config(path) if (Path(path) / "config.json").is_file() else None
+    if cfg is None:
+        raise FileNotFoundError(f"{path}: not a finished run (no config.json)")
+    rec = RANKERS[config.resolve(cfg).ranker].load(path, device)
+    return rec, rec.sids, rec.config
+
+
+def fit(cfg: dict, out, data_root=None, progress: bool = False) -> Recommender:
+    """Train the run ``cfg`` describes into the folder ``out`` (:func:`crslib.run.train_run`:
+    resumable, a finished run of the same config reused) and return its recommender."""
+    run.train_run(cfg, out, data_root, progress)
+    return load_recommender(out)[0]
 
 
 def select(cases: Sequence[serialize.Example], ranks: Sequence[int | None], protocol: str):

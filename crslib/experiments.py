@@ -19,12 +19,12 @@ import random
 from pathlib import Path
 from typing import Sequence
 
-from crslib import baselines, data, evaluate as ev_mod, genres, report, run
+from crslib import data, evaluate as ev_mod, genres, report, run
 from crslib.config import EvalConfig, resolve
 from crslib.evaluate import identity
 from crslib.semantic_ids import SemanticIDs
 
-BASELINES = ("popularity", "repeat", "text-retrieval")
+BASELINES = ev_mod.BASELINES
 RUNS = Path(os.environ.get("CRSLIB_RUNS", report.REPO / "runs")).resolve()
 
 
@@ -214,14 +214,6 @@ def training_log(profile: str, dataset: str, variant: str = "gcrs") -> list[dict
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _baseline(name: str, cfg: dict, ds, sids):
-    if name == "text-retrieval":  # the encoder the SIDs were built with
-        obj = baselines.TextRetrieval(ds.catalog, sids, resolve(cfg).sids.encoder)
-    else:
-        obj = {"popularity": baselines.Popularity, "repeat": baselines.Repeat}[name](ds.catalog.ids)
-    return obj.fit(d for s in resolve(cfg).splits for d in ds[s])
-
-
 REQUEST_LIMIT = 100  # validation cases of the genre-request check (a seeded sample)
 
 
@@ -247,8 +239,8 @@ def request_following(profile: str, dataset: str, variant: str, data_root=None,
         cases = [cases[j] for j in ev_mod.sample_indices(cases, limit)]
         asked = [genres.asked_genres(ex.context[-1][1], vocab) for ex in cases]
         tops = {"run": rec.top(cases, k),
-                "popularity": ev_mod.BaselineRecommender(
-                    _baseline("popularity", cfg, ds, sids)).top(cases, k)}
+                "popularity": ev_mod.BaselineRecommender.fit("popularity", cfg, ds,
+                                                             sids).top(cases, k)}
         share = {name: genres.following(t, asked, ds.catalog, k)["share"]
                  for name, t in tops.items()}
         share["gold"] = genres.following([[ex.item] for ex in cases], asked, ds.catalog, 1)["share"]
@@ -324,7 +316,7 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
         ds = data.load(dataset, data_root)
         if variant in BASELINES:
             sids = sids_of(ds)
-            rec = ev_mod.BaselineRecommender(_baseline(variant, cfg, ds, sids))
+            rec = ev_mod.BaselineRecommender.fit(variant, cfg, ds, sids)
         else:
             rec, sids, _ = ev_mod.load_recommender(run_path)
         if protocol == "dialog":

@@ -166,6 +166,13 @@ def test_save_load_gives_identical_scores(world, tmp_path):
     assert torch.equal(rec.eval().scores(prompts), rec2.scores(prompts))
     with pytest.raises(FileNotFoundError, match="not a finished decoupled run"):
         decoupled.load_decoupled(tmp_path / "nothing")
+    # the Recommender interface: load, save again, load again: the same ranks
+    rec3 = decoupled.DecoupledRecommender.load(tmp_path)
+    rec3.save(tmp_path / "again")
+    rec4 = decoupled.DecoupledRecommender.load(tmp_path / "again")
+    assert rec4.ranks(cases, "community") == rec2.ranks(cases, "community")
+    with pytest.raises(ValueError, match="sids and config"):
+        recommender(world).save(tmp_path / "unsaved")
 
 
 def test_an_unknown_ranker_is_refused_before_anything_trains(tmp_path, capsys):

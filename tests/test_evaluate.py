@@ -175,3 +175,29 @@ def test_decoding_sweep_chooses_by_its_stated_rule(monkeypatch):
     fake[cands[3]] = (1.0, 0.25, 0.02)  # the least looping one wins even with a low BLEU
     assert evaluate.decoding_sweep(None, None, None, [], candidates=cands)["chosen"] == cands[2].name
     assert [r["decoding"] for r in out["rows"]] == [c.name for c in cands]
+
+
+def test_every_recommender_saves_and_loads_to_the_same_ranks(trained, tmp_path):
+    """fit / save / load of the Recommender interface: a generative run and a baseline come back
+    from their folders ranking exactly as before."""
+    model, tok, sids, ds, _ = trained
+    cfg = {"profile": "smoke", "dataset": "toy", "variant": "gcrs", "format": "gcrs",
+           "train_splits": ["train"], "eval": {"max_context_tokens": 256, "num_beams": 20}}
+    rec = evaluate.GenerativeRecommender(model, tok, sids, 256, 20, 4, config.resolve(cfg).to_dict())
+    cases = evaluate.rec_cases(ds, sids)[:6]
+    rec.save(tmp_path / "gen")
+    back, sids2, cfg2 = evaluate.load_recommender(tmp_path / "gen")
+    assert isinstance(back, evaluate.GenerativeRecommender) and back.config == cfg2
+    assert back.ranks(cases, "paper") == rec.ranks(cases, "paper")
+    assert back.top(cases, 3) == rec.top(cases, 3)
+    with pytest.raises(ValueError, match="config"):
+        evaluate.GenerativeRecommender(model, tok, sids).save(tmp_path / "nothing")
+    base = evaluate.BaselineRecommender.fit("repeat", cfg, ds, sids)
+    base.save(tmp_path / "base")
+    again = evaluate.BaselineRecommender.load(tmp_path / "base", ds, sids)
+    assert again.ranks(cases, "paper") == base.ranks(cases, "paper") == evaluate.baseline_ranks(
+        baselines.Repeat(ds.catalog.ids).fit(ds["train"]), cases)
+    with pytest.raises(ValueError, match="unknown baseline"):
+        evaluate.BaselineRecommender.fit("oracle", cfg, ds, sids)
+    with pytest.raises(FileNotFoundError, match="not a finished run"):
+        evaluate.load_recommender(tmp_path / "base")

@@ -188,12 +188,13 @@ def test_best_chat_run_is_chosen_on_validation_unseen_runs_first(tmp_path, monke
 
 def test_chat_decoding_is_chosen_on_dev_and_reused(shared_data, tmp_path, monkeypatch):
     import torch
-    from crslib import evaluate, run
+    from crslib import evaluate
     monkeypatch.setattr(report, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(experiments, "RUNS", tmp_path / "runs")
     torch.set_num_threads(1)
-    run.train_run(experiments.config("smoke", "inspired"), experiments.run_dir("smoke", "inspired", "gcrs"),
-                  shared_data, progress=False)
+    fitted = evaluate.fit(experiments.config("smoke", "inspired"),
+                          experiments.run_dir("smoke", "inspired", "gcrs"), shared_data)
+    assert isinstance(fitted, evaluate.GenerativeRecommender) and fitted.config["variant"] == "gcrs"
     out = experiments.chat_decoding("smoke", "inspired", "gcrs", shared_data, limit=4)
     assert out["split"] == "dev" and out["limit"] == 4 and len(out["rows"]) == len(
         evaluate.DECODING_CANDIDATES)
@@ -209,7 +210,7 @@ def test_chat_decoding_is_chosen_on_dev_and_reused(shared_data, tmp_path, monkey
     assert (req["split"], req["n_cases"], req["k"]) == ("dev", 6, 10)
     assert all(0 <= v <= 1 for v in req["share"].values()) and len(req["examples"]) == 5
     assert (tmp_path / "results" / "smoke" / "inspired" / "gcrs.request.json").is_file()
-    rec, sids, _ = evaluate.load_recommender(experiments.run_dir("smoke", "inspired", "gcrs"))
+    rec, sids = fitted, fitted.sids  # what fit returned is the saved run's recommender
     ds = experiments.data.load("inspired", shared_data)
     cases = evaluate.rec_cases(ds, sids, "dev", limit=6)
     tops, ranks = rec.top(cases, 10), rec.ranks(cases, "paper")
