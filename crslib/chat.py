@@ -28,6 +28,8 @@ as dataset mentions do. With ``exclude_named`` (the default) a recommendation ne
 item the user named in the conversation; turn it off to allow them. With ``exclude_recommended``
 (the default) it never repeats an item the assistant already mentioned either, so asking "something
 else?" brings new titles. Both are chat-only options: the evaluation protocols are unchanged.
+A list never shows one film twice under two catalog entries (:meth:`ChatSession.same_film`),
+nor, under those options, another entry of a film already named or shown.
 
 User text is whitespace-collapsed (a typed newline cannot open a fake ``Assistant:`` line),
 rendered like dataset text (``serialize.render_text``: ``@<item id>`` becomes a mention,
@@ -277,6 +279,20 @@ class ChatSession:
         out = self.named_items(turns) if self.exclude_named else set()
         return out | (self.shown_items() if self.exclude_recommended else set())
 
+    def same_film(self, a: str, b: str) -> bool:
+        """Whether catalog items ``a`` and ``b`` name one film: the same id, or the same title
+        (:func:`crslib.data.normalize_title`) where the years agree or one has none (ReDial
+        lists "The Exorcist" and "The Exorcist (1973)" apart). A recommendation list shows one
+        of them, and not one the user named; "It (1990)" and "It (2017)" stay two films."""
+        if a == b:
+            return True
+        c = self.catalog
+        if c is None or a not in c or b not in c:
+            return False
+        x, y = c[a], c[b]
+        return (data.normalize_title(x.title) == data.normalize_title(y.title)
+                and (x.year == y.year or not x.year or not y.year))
+
     def title(self, item_id: str) -> str:
         if self.catalog is not None and item_id in self.catalog:
             return self.catalog[item_id].name
@@ -343,12 +359,15 @@ class ChatSession:
             recs = [self._recommendation(item_id, self._item_score(prompt, item_id))]
         elif intent == "rec":
             named = self.excluded_items(turns)
-            k = self.top_k + len(named)
+            k = 2 * self.top_k + len(named)  # room for the ones left out below
             ranked = trie.sid_beam_search(self.model, self.tokenizer,
                                           prompt + self._prefix("rec"), self.vocab,
                                           k=k, num_beams=max(self.num_beams, k))
-            recs = [self._recommendation(i, s) for i, s in zip(ranked.items, ranked.scores)
-                    if i not in named][:self.top_k]
+            recs = []
+            for i, score in zip(ranked.items, ranked.scores):
+                if len(recs) < self.top_k and i not in named and not any(
+                        self.same_film(i, j) for j in [*named, *(r.item_id for r in recs)]):
+                    recs.append(self._recommendation(i, score))
             if not recs:
                 raise InputError("Every item the model ranks was already named in this "
                                  "conversation; allow named titles to see them again.")

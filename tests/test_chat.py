@@ -317,3 +317,20 @@ def test_no_mention_of_excluded_items_is_banned_at_the_first_level_it_decides(wo
     in_prompt = chat.NoMentionOf(v, sids, [], prompt_len=len(mention) + 2)(
         torch.tensor([[5] + mention + [9] + open_]), scores.clone())
     assert torch.equal(in_prompt, scores)  # a mention in the prompt is no repetition
+
+
+def test_one_film_is_never_listed_twice_under_two_catalog_entries(world, monkeypatch):
+    model, tok, sids, _, _ = world
+    # 100..103 are "Jaws" (1975), "Jaws" (no year), "Jaws" (2021, another film), "Up"
+    titles = [("Jaws", "1975"), ("Jaws", ""), ("Jaws", "2021"), ("Up", "2009")]
+    catalog = Catalog(Item(i, *titles[k]) if k < 4 else Item(i, f"Movie {k}", str(1990 + k))
+                      for k, i in enumerate(ITEMS))
+    s = chat.ChatSession(model, tok, sids, catalog, max_new_tokens=4, top_k=3)
+    assert s.same_film("100", "101") and not s.same_film("100", "102") and s.same_film("102", "101")
+    order = ["101", "100", "102", "103", "104", "105"]
+    monkeypatch.setattr(trie, "sid_beam_search", lambda *a, **k: trie.Ranked(
+        order, [-float(j) for j in range(len(order))]))
+    r = s.reply("a shark film?", mode="rec")
+    # "Jaws" (no year) first; "Jaws" (1975) and (2021) are the same title without a year clash
+    # with it, so both are left out; then "Up" and Movie 4
+    assert [x.item_id for x in r.recommendations] == ["101", "103", "104"]
