@@ -145,11 +145,12 @@ class CaseRunner:
     def from_run(cls, path, catalog: Catalog | None = None, **kwargs) -> "CaseRunner":
         """The run folder ``path`` (``run.load_run``), loaded once: its format, evaluation
         context length and beam width, and its restricted output vocabulary if it has one."""
-        model, tok, sids, cfg = run.load_run(path)
-        rc = resolve(cfg)
+        rc = resolve(run.saved_config(path))
         if rc.ranker != "generative":
             raise ValueError(f"{path}: the decoupled baseline is no language model; it has no "
                              "answers to show")
+        rec = evaluate.GenerativeRecommender.load(path)
+        model, tok, sids = rec.model, rec.tokenizer, rec.sids
         vocab_file = Path(path) / "output_vocab.json"
         kwargs = {"fmt": rc.format, "name": rc.variant,
                   "max_context_tokens": rc.eval.max_context_tokens,

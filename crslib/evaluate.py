@@ -227,10 +227,7 @@ BASELINES = ("popularity", "repeat", "text-retrieval")
 def load_recommender(path, device=None) -> tuple[Recommender, SemanticIDs, dict]:
     """``(recommender, sids, config)`` of the saved run folder ``path``: the class its config's
     ``ranker`` names (:data:`RANKERS`), with the config's evaluation settings."""
-    cfg = run.saved_config(path) if (Path(path) / "config.json").is_file() else None
-    if cfg is None:
-        raise FileNotFoundError(f"{path}: not a finished run (no config.json)")
-    rec = RANKERS[config.resolve(cfg).ranker].load(path, device)
+    rec = RANKERS[config.resolve(run.saved_config(path)).ranker].load(path, device)
     return rec, rec.sids, rec.config
 
 

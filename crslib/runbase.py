@@ -95,6 +95,8 @@ def saved_config(path: str | os.PathLike) -> dict:
     """The config a run folder was trained from (``config.json``), checked and resolved, with
     its stored ``config_hash``."""
     file = Path(path) / "config.json"
+    if not file.is_file():
+        raise FileNotFoundError(f"{path}: not a finished run (no config.json)")
     stored = json.loads(file.read_text())
     return {**config.RunConfig.from_dict(stored, str(file)).to_dict(),
             "config_hash": stored.get("config_hash")}
