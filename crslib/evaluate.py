@@ -246,6 +246,18 @@ def select(cases: Sequence[serialize.Example], ranks: Sequence[int | None], prot
     return [cases[k] for k in keep], [ranks[k] for k in keep]
 
 
+def evaluate(recommender: Recommender, cases: Sequence[serialize.Example], protocol: str
+             ) -> dict:
+    """Score ``recommender`` on ``cases`` under a ranking ``protocol``: ``{"protocol",
+    "n_cases", "metrics", "ci95", "case_ranks"}`` (ranks 1-based, None = not ranked, in the
+    order of ``cases``). ``dedup`` ranks as ``community``, then drops the cases whose item the
+    dialog already mentioned (:func:`select`). Where the result is saved and when it is reused
+    is :func:`scored`'s job (``crslib.experiments.evaluate`` joins the two)."""
+    ranks = recommender.ranks(cases, "community" if protocol == "dedup" else protocol)
+    _, ranks = select(cases, ranks, protocol)
+    return {**ranking_result(ranks, protocol), "case_ranks": ranks}
+
+
 def ranking_result(ranks: Sequence[int | None], protocol: str, **meta) -> dict:
     ks = PAPER_KS if protocol == "paper" else COMMUNITY_KS
     m, ci = metrics.ranking_with_ci(ranks, **ks)

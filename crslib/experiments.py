@@ -325,9 +325,7 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
             return _dialog_result(rec.model, rec.tokenizer, sids, ds, ev, split, limit,
                                   head_ids, fmt)
         cases = ev_mod.rec_cases(ds, sids, split, fmt, limit=limit)
-        ranks = rec.ranks(cases, protocol)  # the one scoring path of every ranker
-        out = {**ev_mod.ranking_result(ranks, protocol),
-               "case_ranks": ranks}  # 1-based, None = not ranked; in rec_cases order
+        out = ev_mod.evaluate(rec, cases, protocol)  # the one scoring path of every ranker
         if hasattr(getattr(rec, "ranker", None), "describe"):
             out["ranker"] = rec.ranker.describe()
         return out

@@ -201,3 +201,18 @@ def test_every_recommender_saves_and_loads_to_the_same_ranks(trained, tmp_path):
         evaluate.BaselineRecommender.fit("oracle", cfg, ds, sids)
     with pytest.raises(FileNotFoundError, match="not a finished run"):
         evaluate.load_recommender(tmp_path / "base")
+
+
+def test_evaluate_scores_any_recommender_and_dedup_drops_repeats(trained):
+    _, _, sids, ds, _ = trained
+    import dataclasses
+    cases = evaluate.rec_cases(ds, sids)
+    cases[0] = dataclasses.replace(cases[0], context_items=(cases[0].item,))  # a repeat
+    rec = evaluate.BaselineRecommender(Repeat(ds.catalog.ids).fit(ds["train"]))
+    full = evaluate.evaluate(rec, cases, "community")
+    assert full["case_ranks"] == rec.ranks(cases, "community") and full["n_cases"] == len(cases)
+    dd = evaluate.evaluate(rec, cases, "dedup")
+    kept = [r for r, ex in zip(full["case_ranks"], cases) if ex.item not in ex.context_items]
+    assert len(kept) == len(cases) - 1 and full["case_ranks"][0] == 1  # repeat ranks it first
+    assert dd["case_ranks"] == kept and dd["protocol"] == "dedup"
+    assert dd["metrics"] == evaluate.ranking_result(kept, "dedup")["metrics"]
