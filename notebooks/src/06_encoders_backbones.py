@@ -96,7 +96,9 @@ pd.DataFrame(reported).set_index(["table", "dataset", "row"])
 # On ReDial the pretrained run scores a seeded sample of `redial_sample` test cases (scoring all
 # 4,969 with a 135M model takes about an hour here); the other rankers are cut to exactly those
 # cases from their own per-case ranks (`experiments.on_same_cases`), so every row of a dataset
-# is measured on the same cases.
+# is measured on the same cases. `dedup recall@10` is Recall@10 without the cases whose item the
+# dialog already mentioned, on the pretrained run's `community_sample` (exact scoring of every
+# item), the other rankers cut to the same cases: how much of a ranker's recall is repetition.
 
 # %%
 from crslib import freemode
