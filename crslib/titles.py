@@ -12,7 +12,7 @@ The rule, in order:
   a year right after the title, ``1980`` or ``(1980)``, belongs to the mention.
 * A match is linked when a year follows it, or when it is *distinctive*: two or more typed
   words (a typed leading article counts when it is the title's own) not all of which are very
-  common words, or one word
+  common words or words that describe films (:data:`FILM_WORDS`, the catalog's genres), or one word
   the tokenizer splits into several pieces (a rare word such as "Superbad"). Otherwise — one
   common word ("It", "Up", "Her") or only common words ("Get Out") — it is linked only when
   every word is typed with a capital initial and the span does not open the sentence, so that
@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
+from crslib import genres
 from crslib.data import Catalog, normalize_title
 
 # very common English words: a title made only of these is linked only when typed like a title
@@ -41,6 +42,10 @@ that the their them then there these they thing things think this those time to 
 very want was way we well went were what when where which who why will with without work
 would year yes you your
 """.split())
+# words people describe films with: a title made only of these and COMMON_WORDS ("Scary Movie",
+# "Horror Movie") is, in "I want a scary movie", a request, so it too needs to be typed as a title
+FILM_WORDS = frozenset({"movie", "movies", "film", "films", "flick", "flicks", "series", "show",
+                        "shows", "genre", *genres.WORDS})
 
 _WORD = re.compile(r"[\w'’&.:-]+")
 _YEAR = re.compile(r"\s*\(?((?:19|20)\d\d)\)?(?!\w)")
@@ -69,6 +74,7 @@ class TitleLinker:
         self.max_words = max((len(k.split()) for k in self._ids), default=0) + 1  # + article
         self._tok = tokenizer
         self._rare: dict[str, bool] = {}
+        self._common = COMMON_WORDS | FILM_WORDS | set(genres.vocabulary(catalog))
 
     # ------------------------------------------------------------------ public
     def link(self, text: str) -> str:
@@ -121,11 +127,11 @@ class TitleLinker:
                 self.catalog[i].title.lower().startswith(typed[0] + " ") for i in ids):
             typed = typed[1:]
         if len(typed) >= 2:
-            return not all(w.strip("'’.:-&") in COMMON_WORDS for w in typed)
+            return not all(w.strip("'’.:-&") in self._common for w in typed)
         word = typed[0]
         if word not in self._rare:
             self._rare[word] = len(self._tok(" " + word, add_special_tokens=False)["input_ids"]) > 1
-        return self._rare[word] and word not in COMMON_WORDS
+        return self._rare[word] and word not in self._common
 
     @staticmethod
     def _typed_as_title(text: str, start: int, span: str) -> bool:

@@ -12,7 +12,8 @@ def linker():
              Item("2", "It", "1990", extra={"mentions": 5}), Item("3", "It", "2017", extra={"mentions": 50}),
              Item("4", "Get Out", "2017"), Item("5", "Superbad", "2007"), Item("6", "The Comedy", "2012"),
              Item("7", "Up", "2009"), Item("8", "Halloween", "1978", extra={"mentions": 3}),
-             Item("9", "Halloween", "2018", extra={"mentions": 3}), Item("10", "I", "2015")]
+             Item("9", "Halloween", "2018", extra={"mentions": 3}), Item("10", "I", "2015"),
+             Item("11", "Scary Movie", "2000", ("Comedy",))]
     return TitleLinker(Catalog(items), load_tokenizer("tiny"))
 
 
@@ -29,6 +30,8 @@ def linker():
     ("I think I like it", "I think I like it"),                      # one letter: only with a year
     ("I (2015) is odd", "@10 is odd"),
     ("I saw it in 2017", "I saw it in 2017"),                        # a year alone is no title
+    ("I want a scary movie tonight", "I want a scary movie tonight"),  # words describing films
+    ("I want to watch Scary Movie tonight", "I want to watch @11 tonight"),  # typed as a title
     ("<MODE=REC> and @5 Superbad", "<MODE=REC> and @5 @5"),          # literals and mentions stay
 ])
 def test_titles_are_linked_by_the_rule(linker, text, linked):
