@@ -189,10 +189,10 @@ def chat_decoding(profile: str, dataset: str, variant: str, data_root=None,
     folder = run_dir(profile, dataset, variant)
     cfg = run.saved_config(folder)
     limit = resolve(cfg).eval.decoding_limit if limit is None else limit
-    ds = data.load(dataset, data_root)
     split = data.VALIDATION[dataset]
 
-    def sweep() -> dict:
+    def sweep() -> dict:  # data and model are loaded only when nothing can be reused
+        ds = data.load(dataset, data_root)
         model, tok, sids, _ = run.load_run(folder)
         head = folder / "output_vocab.json"
         out = ev_mod.decoding_sweep(model, tok, sids, ds[split], catalog=ds.catalog,
@@ -228,10 +228,10 @@ def request_following(profile: str, dataset: str, variant: str, data_root=None,
     reused for the same weights and sample."""
     folder = run_dir(profile, dataset, variant)
     cfg = run.saved_config(folder)
-    ds = data.load(dataset, data_root)
     split = data.VALIDATION[dataset]
 
     def check() -> dict:
+        ds = data.load(dataset, data_root)
         rec, sids, _ = ev_mod.load_recommender(folder)
         vocab = genres.vocabulary(ds.catalog)
         cases = [ex for ex in ev_mod.rec_cases(ds, sids, split, resolve(cfg).format)
