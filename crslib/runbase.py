@@ -48,12 +48,17 @@ def model_hash(path: str | os.PathLike) -> str:
 
 
 def prepare_sids(cfg, catalog: data.Catalog, progress: bool = False) -> SemanticIDs:
-    """Build (or reuse from ``cache/sids/``) the SIDs the config asks for."""
+    """The SIDs the config asks for: the committed map of its dataset and spec when there is
+    one (:func:`crslib.semantic_ids.committed_map`), else reused from ``cache/sids/``, else
+    built (and cached)."""
     rc = config.resolve(cfg)
     s = rc.sids
-    key = hashlib.sha256(json.dumps({"dataset": rc.dataset, **asdict(s)}, sort_keys=True).encode())
+    spec = asdict(s)
+    committed = semantic_ids.committed_map(rc.dataset, spec, catalog)
+    if committed is not None:
+        return committed
     cache_root = Path(os.environ.get("CRSLIB_CACHE", REPO / "cache"))
-    path = cache_root / "sids" / f"{rc.dataset}-{key.hexdigest()[:12]}.json"
+    path = cache_root / "sids" / f"{rc.dataset}-{semantic_ids.sid_key(rc.dataset, spec)}.json"
     if path.is_file():
         sids = SemanticIDs.load(path)
         if sids.item_ids == catalog.ids:

@@ -3,12 +3,22 @@
 A SID is written as one token per level, the level named by a letter:
 ``<a_17><b_63><c_0><d_25>`` (NOTES.md §2). Everything downstream reads ``levels`` and
 ``codebook_size`` from this object, never from a constant.
+
+**Committed SID maps.** The SIDs a shipped run was trained with are data of the repository:
+``crslib/sid_maps/<dataset>-<key>.json``, one file per dataset and SID spec (:func:`sid_key`),
+written by ``tools/freeze_sids.py``. A run whose spec has a committed map uses it as it is
+(:func:`committed_map`), so a fresh clone on any machine trains on the very SIDs of the shipped
+runs. Building SIDs again is deterministic on one machine (canonical embeddings,
+:mod:`crslib.encode`; seeded quantizers), but a float in the last bit on another CPU or torch
+version can move RQ-VAE to another codebook; a committed map cannot move.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import string
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +27,7 @@ import numpy as np
 from crslib import encode, quantize
 
 LEVEL_NAMES = string.ascii_lowercase
+MAPS_DIR = Path(__file__).resolve().parent / "sid_maps"
 
 
 def sid_token(level: int, code: int) -> str:
@@ -204,6 +215,67 @@ def build_semantic_ids(items, method: str = "rqvae", levels: int = 4, codebook_s
               "params": {k: (list(v) if isinstance(v, tuple) else v)
                          for k, v in q.get_params().items() if k != "progress"}}
     return SemanticIDs([it.id for it in items], res.codes, codebook_size, config, stats)
+
+
+def sid_key(dataset: str, spec: dict) -> str:
+    """12 hex digits naming a dataset's SIDs built by ``spec`` (the config's ``sids`` block as a
+    dict: method, levels, codebook_size, encoder, seed): the name of a cached or committed map."""
+    return hashlib.sha256(json.dumps({"dataset": dataset, **spec}, sort_keys=True)
+                          .encode()).hexdigest()[:12]
+
+
+def catalog_fingerprint(items) -> str:
+    """16 hex digits of sha256 over every item's id and text, in catalog order."""
+    h = hashlib.sha256()
+    for it in items:
+        h.update(f"{it.id}\t{it.text()}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def map_path(dataset: str, spec: dict, root: str | os.PathLike | None = None) -> Path:
+    """Where the committed map of ``dataset`` and ``spec`` lives (it may not exist)."""
+    return Path(root or MAPS_DIR) / f"{dataset}-{sid_key(dataset, spec)}.json"
+
+
+def committed_map(dataset: str, spec: dict, catalog,
+                  root: str | os.PathLike | None = None) -> SemanticIDs | None:
+    """The committed SIDs of ``dataset`` and ``spec`` for this ``catalog``, or None when none is
+    committed. A map committed for another catalog (other item ids) is not used: a warning
+    names the file and the SIDs are built instead. Same ids but other item texts (metadata
+    changed since the map was frozen): the map is used, with a warning."""
+    path = map_path(dataset, spec, root)
+    if not path.is_file():
+        return None
+    sids = SemanticIDs.load(path)
+    items = list(catalog)
+    if sids.item_ids != [it.id for it in items]:
+        warnings.warn(f"{path}: committed SID map is for another catalog ({len(sids)} items vs "
+                      f"{len(items)} here, or other ids); building SIDs instead", stacklevel=2)
+        return None
+    frozen = sids.config.get("catalog_fingerprint")
+    if frozen and frozen != catalog_fingerprint(items):
+        warnings.warn(f"{path}: the catalog's item texts changed since this SID map was frozen; "
+                      "using the committed map (the shipped runs were trained on it)",
+                      stacklevel=2)
+    return sids
+
+
+def freeze_map(sids: SemanticIDs, dataset: str, spec: dict, catalog,
+               root: str | os.PathLike | None = None) -> Path:
+    """Commit ``sids`` as the map of ``dataset`` and ``spec`` (recording the catalog's
+    fingerprint and the spec); refuses to replace a different committed map."""
+    items = list(catalog)
+    if sids.item_ids != [it.id for it in items]:
+        raise ValueError(f"these SIDs ({len(sids)} items) are not for this {dataset} catalog "
+                         f"({len(items)} items)")
+    path = map_path(dataset, spec, root)
+    out = SemanticIDs(sids.item_ids, sids.codes, sids.codebook_size,
+                      {**sids.config, "dataset": dataset, "spec": dict(spec),
+                       "catalog_fingerprint": catalog_fingerprint(items)}, sids.stats)
+    if path.is_file() and not np.array_equal(SemanticIDs.load(path).codes, out.codes):
+        raise ValueError(f"{path}: a different SID map is committed under this name; "
+                         "delete it first if you mean to replace it")
+    return out.save(path)
 
 
 def atomic_ids(item_ids) -> SemanticIDs:
