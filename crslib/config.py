@@ -118,9 +118,12 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 20
     checkpoint_every: int = 200
+    snapshot_every: int | None = None  # also save the model every N steps (a learning curve:
+                                      # runs/.../snapshots/step-NNNN, loadable as a run)
     threads: int | None = None
 
-    RUNTIME: ClassVar[tuple] = ("threads", "time_limit_minutes")  # how, not what, it trains
+    RUNTIME: ClassVar[tuple] = ("threads", "time_limit_minutes", "snapshot_every")  # how, not
+                                      # what, it trains: not part of the config hash
 
     def __post_init__(self):
         self.aux_formats = tuple(self.aux_formats)

@@ -29,7 +29,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from crslib import config, data, decoupled, encode, model as backbones, train
+from crslib import config, data, decoupled, encode, model as backbones, report, train
 from crslib.runbase import (REPO, RunLocked, build_model, config_hash, finish_run,  # noqa: F401
                             is_finished, model_hash, peak_rss_mb, prepare_sids, run_lock,
                             save_and_finish, save_run, saved_config, training_dialogs)
@@ -177,8 +177,15 @@ def _train_run(cfg: dict, out: Path, data_root, progress: bool) -> dict:
     # one work folder per config: an interrupted run resumes; a changed config starts afresh
     # while the finished model of the old config stays until the new one replaces it
     work = out / f"work-{cfg['config_hash']}"
+
+    def snapshot(step: int, record: dict) -> None:  # a learning curve's points (snapshot_every)
+        folder = out / "snapshots" / f"step-{step:04d}"
+        save_run(folder, net, tok, sids, cfg)
+        if (work / "output_vocab.json").is_file():
+            shutil.copyfile(work / "output_vocab.json", folder / "output_vocab.json")
+        report.write_json({**record, "model_hash": model_hash(folder)}, folder / "snapshot.json")
     summary = train.train(net, tok, sids, dialogs, rc.train, work, new_ids, extra_config=cfg,
-                          progress=progress)
+                          progress=progress, on_snapshot=snapshot)
 
     def save():
         save_run(out, net, tok, sids, cfg)

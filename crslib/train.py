@@ -445,12 +445,12 @@ def flush_denormals():
 @flush_denormals()
 def train(model, tokenizer, sids: SemanticIDs, dialogs: Sequence[Dialog], cfg: TrainConfig,
           out: str | os.PathLike, new_ids: Sequence[int], extra_config: dict | None = None,
-          progress: bool = True) -> dict:
+          progress: bool = True, on_snapshot=None) -> dict:
     """Train ``model`` (GCRS, format ``cfg.fmt``) in place with :func:`fit`; write the run
     folder ``out``; return a summary dict.
 
     ``new_ids``: ids of the added tokens (their rows train). Resumes from ``out/checkpoint``
-    when it exists and its config matches.
+    when it exists and its config matches. ``on_snapshot``: see :func:`fit`.
     """
     out = Path(out)
     with num_threads(cfg.threads):
@@ -470,7 +470,8 @@ def train(model, tokenizer, sids: SemanticIDs, dialogs: Sequence[Dialog], cfg: T
         emb = Embeddings(model, None if cfg.embeddings == "all" else new_ids)
         objective = TokenObjective(windows, head_ids, tokenizer.pad_token_id or 0, emb.first,
                                    cfg.new_token_loss_weight)
-        return fit(model, emb, objective, cfg, out, new_ids, extra_config, progress)
+        return fit(model, emb, objective, cfg, out, new_ids, extra_config, progress,
+                   on_snapshot=on_snapshot)
 
 
 @contextlib.contextmanager
@@ -495,7 +496,7 @@ def is_main_process() -> bool:
 @flush_denormals()
 def fit(net, emb: Embeddings, objective: Objective, cfg: TrainConfig, out: str | os.PathLike,
         new_ids: Sequence[int], extra_config: dict | None = None, progress: bool = True,
-        desc: str = "train") -> dict:
+        desc: str = "train", on_snapshot=None) -> dict:
     """The training loop of every run — GCRS, its ablations and the decoupled baseline differ
     only in their :class:`Objective`. Trains ``net`` and ``emb`` in place, writes the work
     folder ``out`` and returns a summary.
@@ -507,13 +508,19 @@ def fit(net, emb: Embeddings, objective: Objective, cfg: TrainConfig, out: str |
     AdamW (the new embedding rows at ``new_rows_lr``), linear warm-up then cosine decay over
     the step budget, gradient clipping; a checkpoint every ``checkpoint_every`` steps from which
     an interrupted run resumes, with the same result as an uninterrupted one.
+
+    ``on_snapshot(step, state)``, called by the main process every ``cfg.snapshot_every`` steps
+    after the trained rows are written into the model (:meth:`Embeddings.merge`: training
+    never reads those rows of the model's matrices, so this changes nothing in the run), saves
+    the model as it is at that step (a learning curve, :func:`crslib.run.train_run`).
     """
     with num_threads(cfg.threads):
-        return _fit(net, emb, objective, cfg, Path(out), new_ids, extra_config, progress, desc)
+        return _fit(net, emb, objective, cfg, Path(out), new_ids, extra_config, progress, desc,
+                    on_snapshot)
 
 
 def _fit(net, emb, objective: Objective, cfg: TrainConfig, out: Path, new_ids, extra_config,
-         progress: bool, desc: str) -> dict:
+         progress: bool, desc: str, on_snapshot=None) -> dict:
     from tqdm.auto import tqdm
 
     acc = Accelerator()
@@ -575,6 +582,12 @@ def _fit(net, emb, objective: Objective, cfg: TrainConfig, out: Path, new_ids, e
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
+            if main and on_snapshot and cfg.snapshot_every and \
+                    state.step % cfg.snapshot_every == 0:
+                emb.merge()
+                on_snapshot(state.step, {"step": state.step, "tokens": state.tokens,
+                                         "epochs": state.step / per_epoch,
+                                         "seconds": round(state.seconds, 1)})
             over = _main_decides(acc, bool(cfg.time_limit_minutes and
                                            state.seconds > 60 * cfg.time_limit_minutes))
             if state.step % cfg.checkpoint_every == 0 or (over and state.step < total):

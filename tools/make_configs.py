@@ -75,6 +75,49 @@ CPU_SMOLLM2 = {
 }
 
 
+# The pretrained profile `smollm2` (issue 21: Tables 1-4 in miniature on a backbone that learns):
+# every Table 4 variant and TIGER as a config with the recipe above, on the same splits (no
+# validation dialogs) and seed; a variant differs from `smollm2-<dataset>-gcrs` only in
+# `format`, `sids`, `train.embeddings` or (a seed replicate, `<variant>_seed<k>`) `train.seed`.
+# Budgets are steps of 4,096 tokens: ReDial 220 (the shipped ReDial SmolLM2 run, 0.83 epoch);
+# INSPIRED as chosen on `dev` by the GCRS learning curve (results/smollm2/inspired/
+# gcrs.curve.json): the curve run trains 222 steps (2 epochs) and saves a snapshot every 25.
+SMOLLM2_STEPS = {"inspired": 222, "redial": 220}
+SMOLLM2_VARIANTS = {"inspired": ["tiger", "sid", "mode_resp", "resp", "sid3x64", "sid4x32",
+                                 "all_embeddings"],
+                    "redial": ["tiger", "sid"]}
+SMOLLM2_SEEDS = {"inspired": {"gcrs": (1, 2), "tiger": (1, 2)}, "redial": {}}
+
+
+def smollm2_base(cpu_base: dict) -> dict:
+    """`smollm2-<dataset>-gcrs`: the cpu profile's SmolLM2 run, as the profile's GCRS."""
+    cfg = variant_config(cpu_base, "backbone_smollm2_135m")
+    ds = cfg["dataset"]
+    cfg.update(profile="smollm2", variant="gcrs")
+    cfg["train"] = {**cfg["train"], "max_steps": SMOLLM2_STEPS[ds], "time_limit_minutes": 480}
+    if ds == "inspired":
+        cfg["train"]["snapshot_every"] = 25
+    return cfg
+
+
+def smollm2_configs(cpu_base: dict) -> dict[str, dict]:
+    base = smollm2_base(cpu_base)
+    ds = base["dataset"]
+    out = {"gcrs": base}
+    for v in SMOLLM2_VARIANTS[ds]:
+        cfg = variant_config(base, v)
+        cfg["train"].pop("snapshot_every", None)
+        out[v] = cfg
+    for v, seeds in SMOLLM2_SEEDS[ds].items():
+        for k in seeds:
+            cfg = copy.deepcopy(out[v])
+            cfg["variant"] = f"{v}_seed{k}"
+            cfg["train"] = {**cfg["train"], "seed": k}
+            cfg["train"].pop("snapshot_every", None)
+            out[cfg["variant"]] = cfg
+    return out
+
+
 def variant_config(base: dict, variant: str) -> dict:
     cfg = copy.deepcopy(base)
     cfg["variant"] = variant
@@ -94,7 +137,8 @@ def variant_config(base: dict, variant: str) -> dict:
 
 
 if __name__ == "__main__":
-    for base_path in sorted(CONFIGS.glob("*-gcrs.json")):
+    for base_path in sorted(p for p in CONFIGS.glob("*-gcrs.json")
+                            if not p.name.startswith("smollm2-")):
         base = json.loads(base_path.read_text())
         for variant in VARIANTS:
             paper = base["profile"] == "paper"
@@ -109,3 +153,8 @@ if __name__ == "__main__":
             path = CONFIGS / base_path.name.replace("-gcrs.json", f"-{variant}.json")
             path.write_text(json.dumps(variant_config(base, variant), indent=1) + "\n")
             print(path.name)
+        if base["profile"] == "cpu":
+            for variant, cfg in smollm2_configs(base).items():
+                path = CONFIGS / f"smollm2-{base['dataset']}-{variant}.json"
+                path.write_text(json.dumps(cfg, indent=1) + "\n")
+                print(path.name)
