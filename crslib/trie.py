@@ -378,65 +378,140 @@ def _collect(seqs: list[list[int]], scores: list[float], vocab: SIDVocab, k: int
 
 @torch.no_grad()
 def sid_beam_search(model, tokenizer, prompts, sids: SemanticIDs | SIDVocab, k: int = 50, *,
-                    num_beams: int | None = None, batch_size: int = 16):
-    """The same constrained beam search as :func:`recommend`, written for SIDs directly.
+                    num_beams: int | None = None, batch_size: int = 16,
+                    max_row_tokens: int = 2048):
+    """The same constrained beam search as :func:`recommend`, written for SIDs, with the work
+    of many prompts shared.
 
-    The prompt's KV cache is never copied per beam: at each level all beams of a prompt are one
-    chunk of tokens appended to that prompt's cache, each attending (4-D mask) to the prompt and
-    to its own ancestors only, and only the K head rows of the level are applied (``generate``
-    copies the cache 50 times and scores the whole vocabulary). Scores are :func:`recommend`'s
-    (per-level normalised, invalid tuples masked); with the same width both return the same
-    items (tested).
+    * Identical prompts (a turn with several gold items is several cases) are decoded once.
+    * Prompts are sorted, so those sharing a prefix (the turns of one dialog) sit side by side,
+      and packed into rows of at most ``batch_size`` prompts and ``max_row_tokens`` tokens
+      (prompt tokens + beam tokens). A row holds the token trie of its prompts: each shared
+      prefix once, every token attending to its own ancestors (a 4-D mask; position = depth).
+      One row is one forward pass, so nothing is padded.
+    * The beams are then appended to the row's cache, level by level: the beams of every
+      prompt of the row in one chunk, each attending to its own prompt and its own path only.
+      The prompt's cache is never copied per beam, and only the K head rows of the level are
+      applied (``generate`` copies the cache 50 times and scores the whole vocabulary).
+
+    Scores are :func:`recommend`'s (per-level normalised, invalid tuples masked); with the same
+    width both return the same items (tested), up to float rounding on exact ties.
     """
     vocab = _as_vocab(sids, tokenizer)
     beams = num_beams or max(k, DEFAULT_BEAM)
     ids_list, single = _as_id_lists(prompts, tokenizer)
     _check_boi(ids_list, vocab)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    head, decoder = model.get_output_embeddings(), model.get_decoder()
-    L, K = vocab.level_tokens.shape
-    out: list[Ranked] = []
-    for s in range(0, len(ids_list), batch_size):
-        input_ids, mask = _left_pad(ids_list[s:s + batch_size], pad)
-        B, T = input_ids.shape
-        position = (mask.cumsum(-1) - 1).clamp(min=0)
-        dev = head.weight.device  # the bookkeeping stays on the CPU; the model's inputs go there
-        o = decoder(input_ids=input_ids.to(dev), attention_mask=mask.to(dev),
-                    position_ids=position.to(dev), use_cache=True)
-        cache, h = _cache_of(o), o.last_hidden_state[:, -1:]  # (B, beams=1, d)
-        node = torch.zeros(B, 1, dtype=torch.long)
-        score = torch.zeros(B, 1)
-        ancestors = torch.zeros(B, 1, 0, dtype=torch.long)  # cache positions of each beam's path
-        visible = mask.bool()  # (B, cache length): the prompt's real tokens
-        for level in range(L):
-            nb = node.shape[1]
-            lp = _level_log_probs(head, h.reshape(B * nb, -1), vocab.level_tokens[level]).cpu()
-            child = vocab.trie.children[level][node]  # (B, nb, K), -1 where no item
-            cand = (score.unsqueeze(-1) + lp.view(B, nb, K)).masked_fill(child < 0, float("-inf"))
-            top = cand.view(B, -1).topk(min(beams, nb * K), dim=1)
-            parent = torch.div(top.indices, K, rounding_mode="floor")
-            node, score = child.view(B, -1).gather(1, top.indices), top.values
-            if level == L - 1:
-                break
-            n = node.shape[1]
-            ancestors = ancestors.gather(1, parent.unsqueeze(-1).expand(-1, -1, ancestors.shape[2]))
-            start = visible.shape[1]
-            here = torch.arange(start, start + n).expand(B, n)
-            ancestors = torch.cat([ancestors, here.unsqueeze(-1)], dim=2)
-            attend = visible.unsqueeze(1).expand(B, n, start).clone()
-            attend = torch.cat([attend, torch.zeros(B, n, n, dtype=torch.bool)], dim=2)
-            attend.scatter_(2, ancestors, True)  # own path (and itself)
-            tokens = vocab.level_tokens[level][top.indices % K]
-            pos = (position[:, -1:] + level + 1).expand(B, n)
-            o = decoder(input_ids=tokens.to(dev), attention_mask=attend.unsqueeze(1).to(dev),
-                        position_ids=pos.to(dev), cache=cache, use_cache=True)
-            cache, h = _cache_of(o), o.last_hidden_state
-            visible = torch.cat([visible, torch.zeros(B, n, dtype=torch.bool)], dim=1)
-        for b in range(B):
-            keep = score[b] > float("-inf")
-            items = [vocab.sids.item_ids[int(i)] for i in node[b][keep][:k]]
-            out.append(Ranked(items, score[b][keep][:k].tolist()))
+    per_prompt = (vocab.levels - 1) * beams  # beam tokens a prompt adds to its row
+    done: dict[tuple[int, ...], Ranked] = {}
+    for row in _pack_rows(sorted({tuple(p) for p in ids_list}), batch_size, max_row_tokens,
+                          per_prompt):
+        done.update(zip(row, _beam_row(model, vocab, row, beams, k)))
+    out = [done[tuple(p)] for p in ids_list]
     return out[0] if single else out
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _pack_rows(prompts: list[tuple[int, ...]], max_prompts: int, max_tokens: int,
+               per_prompt: int):
+    """Consecutive runs of the sorted distinct ``prompts``, each within ``max_prompts`` and
+    ``max_tokens`` (the trie's tokens plus ``per_prompt`` beam tokens each; a prompt that
+    alone exceeds it gets a row of its own)."""
+    row: list[tuple[int, ...]] = []
+    tokens = 0
+    for p in prompts:
+        new = len(p) - (_common_prefix(p, row[-1]) if row else 0) + per_prompt
+        if row and (len(row) >= max_prompts or tokens + new > max_tokens):
+            yield row
+            row, tokens, new = [], 0, len(p) + per_prompt
+        row.append(p)
+        tokens += new
+    if row:
+        yield row
+
+
+def prompt_trie(prompts: Sequence[Sequence[int]]):
+    """The token trie of sorted prompts, laid out depth-first: ``(ids, depth, ancestors,
+    last)`` with ``ancestors[j, i]`` true when token ``i`` is on token ``j``'s path (itself
+    included) and ``last[p]`` the position of prompt ``p``'s last token. Prompt ``p``'s tokens
+    are exactly the ancestors of ``last[p]``, in depth order."""
+    ids: list[int] = []
+    parent: list[int] = []
+    path: list[int] = []
+    last: list[int] = []
+    prev: Sequence[int] = ()
+    for p in prompts:
+        path = path[:_common_prefix(p, prev)]
+        for t in p[len(path):]:
+            parent.append(path[-1] if path else -1)
+            ids.append(int(t))
+            path.append(len(ids) - 1)
+        last.append(path[-1])
+        prev = p
+    T = len(ids)
+    anc = np.zeros((T, T), dtype=bool)
+    depth = np.zeros(T, dtype=np.int64)
+    for j, q in enumerate(parent):
+        if q >= 0:
+            anc[j] = anc[q]
+            depth[j] = depth[q] + 1
+        anc[j, j] = True
+    return ids, depth, anc, last
+
+
+def _beam_row(model, vocab: SIDVocab, prompts: list[tuple[int, ...]], beams: int, k: int
+              ) -> list[Ranked]:
+    head, decoder = model.get_output_embeddings(), model.get_decoder()
+    dev = head.weight.device  # the bookkeeping stays on the CPU; the model's inputs go there
+    ids, depth, anc, last = prompt_trie(prompts)
+    T, m = len(ids), len(prompts)
+    o = decoder(input_ids=torch.tensor([ids], device=dev),
+                attention_mask=torch.from_numpy(anc)[None, None].to(dev),
+                position_ids=torch.from_numpy(depth)[None].to(dev), use_cache=True)
+    cache, h = _cache_of(o), o.last_hidden_state[0, last].unsqueeze(1)  # (m, beams=1, d)
+    visible = torch.from_numpy(anc[last])  # (m, T): each prompt's own tokens
+    pos0 = torch.from_numpy(depth[last])  # position of each prompt's <BOI>
+    node = torch.zeros(m, 1, dtype=torch.long)
+    score = torch.zeros(m, 1)
+    path = torch.zeros(m, 1, 0, dtype=torch.long)  # cache positions of each beam's tokens
+    L, K = vocab.level_tokens.shape
+    length = T
+    for level in range(L):
+        nb = node.shape[1]
+        lp = _level_log_probs(head, h.reshape(m * nb, -1), vocab.level_tokens[level]).cpu()
+        child = vocab.trie.children[level][node]  # (m, nb, K), -1 where no item
+        cand = (score.unsqueeze(-1) + lp.view(m, nb, K)).masked_fill(child < 0, float("-inf"))
+        top = cand.view(m, -1).topk(min(beams, nb * K), dim=1)
+        parent = torch.div(top.indices, K, rounding_mode="floor")
+        node, score = child.view(m, -1).gather(1, top.indices), top.values
+        if level == L - 1:
+            break
+        n = node.shape[1]
+        path = path.gather(1, parent.unsqueeze(-1).expand(-1, -1, path.shape[2]))
+        here = length + torch.arange(m * n).view(m, n)  # this level's tokens, prompt-major
+        path = torch.cat([path, here.unsqueeze(-1)], dim=2)
+        attend = torch.zeros(m, n, length + m * n, dtype=torch.bool)
+        attend[:, :, :T] = visible.unsqueeze(1)
+        attend.scatter_(2, path, True)  # own path (and itself)
+        tokens = vocab.level_tokens[level][top.indices % K]
+        pos = (pos0 + level + 1).unsqueeze(1).expand(m, n)
+        o = decoder(input_ids=tokens.reshape(1, -1).to(dev),
+                    attention_mask=attend.reshape(1, 1, m * n, -1).to(dev),
+                    position_ids=pos.reshape(1, -1).to(dev), cache=cache, use_cache=True)
+        cache, h = _cache_of(o), o.last_hidden_state.view(m, n, -1)
+        length += m * n
+    out = []
+    for b in range(m):
+        keep = score[b] > float("-inf")
+        items = [vocab.sids.item_ids[int(i)] for i in node[b][keep][:k]]
+        out.append(Ranked(items, score[b][keep][:k].tolist()))
+    return out
 
 
 # ----------------------------------------------------------------------------- exact scoring

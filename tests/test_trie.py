@@ -271,3 +271,45 @@ def test_sid_beam_search_equals_generate_beam_search():
     wide = trie.sid_beam_search(model, tok, prompts, vocab, k=10, num_beams=40)
     for e, w in zip(exact, wide):
         assert e.items[:10] == w.items
+
+
+# ----------------------------------------------------------------------------- shared work
+def test_prompt_trie_golden():
+    ids, depth, anc, last = trie.prompt_trie([(1, 2, 3), (1, 2, 4), (1, 5), (6,)])
+    assert ids == [1, 2, 3, 4, 5, 6]
+    assert depth.tolist() == [0, 1, 2, 2, 1, 0]
+    assert last == [2, 3, 4, 5]
+    assert anc[3].tolist() == [True, True, False, True, False, False]  # 1, 2, 4: not 3
+    assert anc[4].tolist() == [True, False, False, False, True, False]
+    assert anc[5].tolist() == [False] * 5 + [True]
+    # a prompt that is a prefix of another ends on an inner node
+    ids, depth, anc, last = trie.prompt_trie([(1, 2), (1, 2, 3)])
+    assert ids == [1, 2, 3] and last == [1, 2]
+
+
+def test_pack_rows_respects_both_limits():
+    prompts = [(1, 2, 3), (1, 2, 4), (1, 5), (6, 7, 8, 9)]
+    # tokens: 3+1, 1+1, 1+1 (shared prefixes) then 4+1
+    assert list(trie._pack_rows(prompts, 16, 100, 1)) == [prompts]
+    assert list(trie._pack_rows(prompts, 2, 100, 1)) == [prompts[:2], prompts[2:]]
+    assert list(trie._pack_rows(prompts, 16, 8, 1)) == [prompts[:3], prompts[3:]]
+    assert list(trie._pack_rows(prompts, 16, 2, 1)) == [[p] for p in prompts]  # too big alone
+
+
+def test_shared_rows_equal_one_prompt_at_a_time_and_brute_force():
+    """Turns of one dialog (prefixes of each other), repeats, and a prompt that is a prefix of
+    another: packed rows give the items and scores of one prompt per row, and the exact top."""
+    sids, tok, model, vocab = toy_setup(n_items=40, levels=3, codebook=5)
+    base = ids_of(tok, "User : hi I like a movie")
+    end = ids_of(tok, " Assistant :<MODE=REC><BOI>")
+    more = ids_of(tok, " Assistant : movie User : hi movie")
+    prompts = [base + end, base + more + end, base + end, ids_of(tok, "User : hi<BOI>"),
+               base + more + more + end, ids_of(tok, "User : hi<BOI>")]
+    alone = trie.sid_beam_search(model, tok, prompts, vocab, k=8, num_beams=40, batch_size=1)
+    shared = trie.sid_beam_search(model, tok, prompts, vocab, k=8, num_beams=40, batch_size=16)
+    for a, s in zip(alone, shared):
+        assert a.items == s.items
+        assert np.allclose(a.scores, s.scores, atol=1e-5)
+    exact = trie.score_all_items(model, tok, prompts, vocab)
+    for e, s in zip(exact, shared):
+        assert e.items[:8] == s.items
