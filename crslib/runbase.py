@@ -29,21 +29,51 @@ def config_hash(cfg) -> str:
     return config.config_hash(cfg)
 
 
+# What a saved model folder records about the machine that wrote it rather than the model: the
+# library versions and the base model's local path (peft writes the venv's path into
+# adapter_config.json and its model card). model_hash leaves them out, so the same weights
+# trained in another clone, or saved by a newer transformers, have the same hash.
+VOLATILE_KEYS = frozenset({"transformers_version", "peft_version", "base_model_name_or_path",
+                           "_name_or_path"})
+SKIPPED_FILES = frozenset({"README.md"})  # peft's model card: paths and versions, no weights
+
+
+def _without_volatile(obj):
+    if isinstance(obj, dict):
+        return {k: _without_volatile(v) for k, v in obj.items() if k not in VOLATILE_KEYS}
+    if isinstance(obj, list):
+        return [_without_volatile(v) for v in obj]
+    return obj
+
+
+def _hashed_bytes(file: Path):
+    """The bytes of ``file`` that make the model: a JSON file without :data:`VOLATILE_KEYS`
+    (re-serialised with sorted keys), any other file as it is (in 1 MB chunks)."""
+    if file.suffix == ".json":
+        obj = _without_volatile(json.loads(file.read_text()))
+        yield json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+        return
+    with file.open("rb") as fh:
+        yield from iter(lambda: fh.read(1 << 20), b"")
+
+
 def model_hash(path: str | os.PathLike) -> str:
-    """The identity of a finished run's weights: sha256 (16 hex digits) over the names and bytes
-    of every file it saved for its model (``model/``, and ``head.safetensors`` of a decoupled
-    run). Results record it, and a saved result is reused only by the run with this hash."""
+    """The identity of a finished run's weights: sha256 (16 hex digits) over the names and
+    contents of every file it saved for its model (``model/``, and ``head.safetensors`` of a
+    decoupled run), without what only records the machine (:data:`VOLATILE_KEYS`,
+    :data:`SKIPPED_FILES`). Results record it, and a saved result is reused only by the run
+    with this hash."""
     path = Path(path)
-    files = sorted(p for p in (path / "model").rglob("*") if p.is_file())
+    files = sorted(p for p in (path / "model").rglob("*")
+                   if p.is_file() and p.name not in SKIPPED_FILES)
     files += [p for p in (path / "head.safetensors",) if p.is_file()]
     if not files:
         raise FileNotFoundError(f"{path}: no saved model files (model/ is empty or missing)")
     h = hashlib.sha256()
     for f in files:
         h.update(f.relative_to(path).as_posix().encode() + b"\0")
-        with f.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
+        for chunk in _hashed_bytes(f):
+            h.update(chunk)
     return h.hexdigest()[:16]
 
 

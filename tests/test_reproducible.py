@@ -94,3 +94,31 @@ def test_config_hash_ignores_how_a_run_is_executed():
     same = {**cfg, "train": {**cfg["train"], "threads": 2, "time_limit_minutes": 99}}
     assert run.config_hash(same) == run.config_hash(cfg)
     assert run.config_hash(_smoke_cfg(steps=7)) != run.config_hash(cfg)
+
+
+def test_model_hash_ignores_what_only_records_the_machine(tmp_path):
+    """Library versions, the base model's local path and peft's model card do not make another
+    model; a changed weight or config value does."""
+    import json
+    from crslib import runbase
+
+    m = tmp_path / "run" / "model"
+    m.mkdir(parents=True)
+    (m / "weights.safetensors").write_bytes(b"\x00\x01\x02")
+    (m / "config.json").write_text(json.dumps({"hidden": 8, "transformers_version": "5.24.0"}))
+    (m / "adapter_config.json").write_text(json.dumps(
+        {"r": 16, "peft_version": "0.21.2", "base_model_name_or_path": "/work/main/.venv/x"}))
+    (m / "README.md").write_text("base_model: /work/main/.venv/x")
+    before = runbase.model_hash(tmp_path / "run")
+    (m / "config.json").write_text(json.dumps({"transformers_version": "5.25.0", "hidden": 8},
+                                              indent=2))
+    (m / "adapter_config.json").write_text(json.dumps(
+        {"r": 16, "peft_version": "0.22.0", "base_model_name_or_path": "/tmp/clone/.venv/x"}))
+    (m / "README.md").write_text("base_model: /tmp/clone/.venv/x")
+    assert runbase.model_hash(tmp_path / "run") == before
+    (m / "config.json").write_text(json.dumps({"hidden": 9, "transformers_version": "5.25.0"}))
+    assert runbase.model_hash(tmp_path / "run") != before
+    (m / "config.json").write_text(json.dumps({"hidden": 8}))
+    assert runbase.model_hash(tmp_path / "run") == before
+    (m / "weights.safetensors").write_bytes(b"\x00\x01\x03")
+    assert runbase.model_hash(tmp_path / "run") != before

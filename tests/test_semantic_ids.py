@@ -244,3 +244,78 @@ def _tiny():
     from crslib.model import tiny_model, load_tokenizer
     tok = load_tokenizer("tiny")
     return tiny_model(len(tok), 0), tok
+
+
+def test_encoding_is_canonical_whatever_the_batch_cache_or_threads(tmp_path, monkeypatch):
+    """A text's embedding depends on the text only: not on the other texts encoded with it,
+    not on what the cache held, not on torch's thread count (issue 21: ~1e-7 moves of batched
+    embeddings changed every RQ-VAE code)."""
+    import torch
+    monkeypatch.setenv("CRSLIB_CACHE", str(tmp_path))
+    texts = [it.text() for it in toy_items(4)] + ["title: A much longer title | plot: " + "x " * 40]
+    together = encode.encode_texts(texts, progress=False, use_cache=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        alone = np.stack([encode.encode_texts([t], progress=False, use_cache=False)[0]
+                          for t in reversed(texts)])[::-1]
+    finally:
+        torch.set_num_threads(before)
+    assert np.array_equal(together, alone)
+    encode.encode_texts(texts[:2], progress=False)  # a cache that holds only some texts
+    assert np.array_equal(encode.encode_texts(texts, progress=False), together)
+
+
+def test_committed_map_is_used_as_is_and_checked_against_the_catalog(tmp_path):
+    import warnings
+    from crslib import semantic_ids
+
+    items = toy_items(10)
+    spec = {"method": "rqkmeans", "levels": 2, "codebook_size": 4, "encoder": None, "seed": 0}
+    sids = build_semantic_ids(items, "rqkmeans", levels=2, codebook_size=4,
+                              embeddings=np.random.default_rng(0).normal(size=(10, 6)))
+    assert semantic_ids.committed_map("toy", spec, items, root=tmp_path) is None
+    path = semantic_ids.freeze_map(sids, "toy", spec, items, root=tmp_path)
+    assert path == semantic_ids.map_path("toy", spec, tmp_path)
+    got = semantic_ids.committed_map("toy", spec, items, root=tmp_path)
+    assert np.array_equal(got.codes, sids.codes) and got.item_ids == sids.item_ids
+    assert got.config["catalog_fingerprint"] == semantic_ids.catalog_fingerprint(items)
+    assert semantic_ids.committed_map("toy", {**spec, "seed": 1}, items, root=tmp_path) is None
+    with pytest.warns(UserWarning, match="another catalog"):
+        assert semantic_ids.committed_map("toy", spec, items[:9], root=tmp_path) is None
+    changed = [Item(it.id, it.title + "!") for it in items]
+    with pytest.warns(UserWarning, match="texts changed"):
+        assert semantic_ids.committed_map("toy", spec, changed, root=tmp_path) is not None
+    other = SemanticIDs(sids.item_ids, sids.codes[::-1], 4)
+    with pytest.raises(ValueError, match="different SID map"):
+        semantic_ids.freeze_map(other, "toy", spec, items, root=tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        semantic_ids.freeze_map(sids, "toy", spec, items, root=tmp_path)  # same map: no-op
+
+
+def test_shipped_runs_sids_are_the_committed_maps():
+    """The committed maps are the SIDs the shipped runs were trained on."""
+    from dataclasses import asdict
+    from crslib import config, semantic_ids
+    root = Path(__file__).resolve().parent.parent
+    for ds in ("inspired", "redial"):
+        spec = asdict(config.load(root / f"crslib/configs/cpu-{ds}-gcrs.json").sids)
+        shipped = SemanticIDs.load(root / f"runs/cpu/{ds}/gcrs/sids.json")
+        frozen = SemanticIDs.load(semantic_ids.map_path(ds, spec))
+        assert frozen.item_ids == shipped.item_ids and np.array_equal(frozen.codes, shipped.codes)
+
+
+def test_prepare_sids_reads_the_committed_map_first(shared_data, monkeypatch, tmp_path):
+    from crslib import config, data, runbase, semantic_ids
+    monkeypatch.setenv("CRSLIB_CACHE", str(tmp_path))  # an empty cache: nothing to reuse there
+
+    def no_build(*a, **k):
+        raise AssertionError("built SIDs although a map is committed")
+    monkeypatch.setattr(semantic_ids, "build_semantic_ids", no_build)
+    root = Path(__file__).resolve().parent.parent
+    cfg = config.load(root / "crslib/configs/smollm2-inspired-tiger.json")
+    catalog = data.load("inspired", shared_data).catalog
+    sids = runbase.prepare_sids(cfg, catalog)
+    shipped = SemanticIDs.load(root / "runs/cpu/inspired/gcrs/sids.json")
+    assert np.array_equal(sids.codes, shipped.codes)
