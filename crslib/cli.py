@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="score a run or a baseline under one protocol")
     e.add_argument("--run", required=True,
                    help="run folder, or a baseline: popularity / repeat / text-retrieval")
-    e.add_argument("--protocol", choices=["paper", "community", "dedup", "dialog"], required=True)
+    e.add_argument("--protocol", choices=["paper", "community", "dedup", "new_items", "dialog"], required=True)
     e.add_argument("--dataset", choices=["redial", "inspired"], help="for baselines")
     e.add_argument("--profile", help="for baselines: whose config (SIDs, splits) to use")
     e.add_argument("--split", default="test")

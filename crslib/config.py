@@ -160,8 +160,10 @@ class EvalConfig:
 
     def protocol_limit(self, protocol: str) -> int | None:
         """The case limit of a ranking protocol: its own key (``dedup`` reads
-        ``community_limit``), else ``limit``."""
-        own = getattr(self, f"{'community' if protocol == 'dedup' else protocol}_limit", None)
+        ``community_limit``, ``new_items`` ``paper_limit``: each is derived from that one's
+        result), else ``limit``."""
+        source = {"dedup": "community", "new_items": "paper"}.get(protocol, protocol)
+        own = getattr(self, f"{source}_limit", None)
         return own if own is not None else self.limit
 
 

@@ -246,20 +246,70 @@ def select(cases: Sequence[serialize.Example], ranks: Sequence[int | None], prot
     return [cases[k] for k in keep], [ranks[k] for k in keep]
 
 
+PAPER_DEPTH = 50  # the paper's beam width: a ranker's list under the paper protocol
+
+
+def case_ids(cases: Sequence[serialize.Example]) -> list[str]:
+    """``dialog:turn:item`` of each case: what pairs two rankers' cases (claims)."""
+    return [f"{ex.dialog_id}:{ex.turn_index}:{ex.item}" for ex in cases]
+
+
+def new_item_ranks(cases: Sequence[serialize.Example], lists: Sequence[Sequence[str]]
+                   ) -> tuple[list[int], list[int | None]]:
+    """New-item recommendation from the same lists: the positions of the cases whose gold item
+    the dialog has not mentioned yet, and for each the gold's 1-based rank in its list with
+    every mentioned item removed (None: not in the list)."""
+    keep, ranks = [], []
+    for k, (ex, items) in enumerate(zip(cases, lists)):
+        seen = set(ex.context_items)
+        if ex.item in seen:
+            continue
+        keep.append(k)
+        ranks.append(_rank_of([i for i in items if i not in seen], ex.item))
+    return keep, ranks
+
+
 def evaluate(recommender: Recommender, cases: Sequence[serialize.Example], protocol: str
              ) -> dict:
     """Score ``recommender`` on ``cases`` under a ranking ``protocol``: ``{"protocol",
-    "n_cases", "metrics", "ci95", "case_ranks"}`` (ranks 1-based, None = not ranked, in the
-    order of ``cases``). ``dedup`` ranks as ``community``, then drops the cases whose item the
-    dialog already mentioned (:func:`select`). Where the result is saved and when it is reused
-    is :func:`scored`'s job (``crslib.experiments.evaluate`` joins the two)."""
+    "n_cases", "metrics", "ci95", "case_ranks", "case_ids"}`` (ranks 1-based, None = not
+    ranked, in the order of ``cases``).
+
+    * ``paper``: each case's top :data:`PAPER_DEPTH` (the recommender's ``num_beams`` if it has
+      one: a generative model's constrained beam); the result also holds the new-item ranks
+      from the same lists (``new_item_cases``, ``case_new_ranks``: :func:`new_item_ranks`),
+      from which the ``new_items`` protocol is derived without scoring again;
+    * ``community``: the exact rank among all items;
+    * ``dedup``: ``community`` ranks, then only the cases whose item the dialog had not
+      mentioned (:func:`select`).
+
+    Where the result is saved and when it is reused is :func:`scored`'s job
+    (``crslib.experiments.evaluate`` joins the two)."""
+    if protocol == "paper":
+        lists = recommender.top(cases, getattr(recommender, "num_beams", PAPER_DEPTH))
+        ranks = [_rank_of(items, ex.item) for items, ex in zip(lists, cases)]
+        keep, new = new_item_ranks(cases, lists)
+        return {**ranking_result(ranks, protocol), "case_ranks": ranks,
+                "case_ids": case_ids(cases), "new_item_cases": keep, "case_new_ranks": new}
     ranks = recommender.ranks(cases, "community" if protocol == "dedup" else protocol)
-    _, ranks = select(cases, ranks, protocol)
-    return {**ranking_result(ranks, protocol), "case_ranks": ranks}
+    chosen, ranks = select(cases, ranks, protocol)
+    return {**ranking_result(ranks, protocol), "case_ranks": ranks, "case_ids": case_ids(chosen)}
+
+
+def new_items_result(paper: dict) -> dict:
+    """The ``new_items`` protocol (new-item recall from the paper protocol's lists) of a saved
+    ``paper`` result; raises ``ValueError`` when it predates new-item ranks."""
+    if "case_new_ranks" not in paper:
+        raise ValueError("this paper result has no new-item ranks (scored before they were "
+                         "kept): score the paper protocol again")
+    ids = paper.get("case_ids")
+    return {**ranking_result(paper["case_new_ranks"], "new_items"),
+            "case_ranks": paper["case_new_ranks"],
+            "case_ids": [ids[k] for k in paper["new_item_cases"]] if ids else None}
 
 
 def ranking_result(ranks: Sequence[int | None], protocol: str, **meta) -> dict:
-    ks = PAPER_KS if protocol == "paper" else COMMUNITY_KS
+    ks = PAPER_KS if protocol in ("paper", "new_items") else COMMUNITY_KS
     m, ci = metrics.ranking_with_ci(ranks, **ks)
     return {**meta, "protocol": protocol, "n_cases": len(ranks), "metrics": m, "ci95": ci}
 

@@ -260,8 +260,9 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
              protocol: str = "paper", data_root=None, limit: int | None = None,
              split: str = "test", save: bool = True, reuse: bool = True, run_path=None,
              out=None) -> dict:
-    """Score a ranker under ``protocol`` (``paper | community | dedup | dialog``); the result
-    dict, saved as ``results/<profile>/<dataset>/<ranker>.<protocol>.json`` (or ``out``).
+    """Score a ranker under ``protocol`` (``paper | community | dedup | new_items | dialog``);
+    the result dict, saved as ``results/<profile>/<dataset>/<ranker>.<protocol>.json`` (or
+    ``out``).
 
     The ranker is a baseline name (needs ``profile`` and ``dataset``: its config gives SIDs and
     training splits), a variant trained under ``runs/<profile>/<dataset>/``, or ``run_path``
@@ -269,14 +270,15 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
     seeded random sample of cases (``None``: the config's ``eval.<protocol>_limit`` or
     ``eval.limit``, else all). A saved result with the same config hash, split and limit is
     returned without recomputing when ``reuse``. Result files keep the per-case ranks
-    (``case_ranks``, in :func:`crslib.evaluate.rec_cases` order); ``dedup`` is computed from the
-    ``community`` ranks.
+    (``case_ranks``, in :func:`crslib.evaluate.rec_cases` order, and ``case_ids``); ``dedup``
+    is computed from the ``community`` ranks, ``new_items`` from the ``paper`` lists.
     """
     if run_path is None and ranker in BASELINES:
         if not (profile and dataset):
             raise ValueError(f"baseline {ranker!r} needs a profile and a dataset")
         if protocol == "dialog":
-            raise ValueError(f"baseline {ranker!r} only ranks; use paper, community or dedup")
+            raise ValueError(f"baseline {ranker!r} only ranks; use paper, community, dedup "
+                             "or new_items")
         cfg, variant = config(profile, dataset), ranker
     else:
         run_path = Path(run_path) if run_path else run_dir(profile, dataset, ranker)
@@ -312,6 +314,15 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
         _, ranks = ev_mod.select(cases, full["case_ranks"], "dedup")
         return {**ev_mod.ranking_result(ranks, protocol), "case_ranks": ranks}
 
+    def new_items() -> dict:  # from the paper protocol's lists: no new scoring
+        paper = evaluate(profile, dataset, ranker, "paper", data_root, limit, split, save,
+                         reuse, run_path)
+        if "case_new_ranks" not in paper:
+            print(f"{variant}: its paper result predates new-item ranks; scoring it again")
+            paper = evaluate(profile, dataset, ranker, "paper", data_root, limit, split, save,
+                             False, run_path)
+        return ev_mod.new_items_result(paper)
+
     def score() -> dict:
         ds = data.load(dataset, data_root)
         if variant in BASELINES:
@@ -329,8 +340,8 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
         if hasattr(getattr(rec, "ranker", None), "describe"):
             out["ranker"] = rec.ranker.describe()
         return out
-    return ev_mod.scored(meta, limit, dedup if protocol == "dedup" else score,
-                         Path(out) if out else None, reuse, save)
+    compute = {"dedup": dedup, "new_items": new_items}.get(protocol, score)
+    return ev_mod.scored(meta, limit, compute, Path(out) if out else None, reuse, save)
 
 
 def _dialog_result(model, tok, sids, ds, ev: EvalConfig, split: str, limit, head_ids,
@@ -522,65 +533,6 @@ def replace_block(text: str, block: str, name: str) -> str:
     return f"{head}{start}\n{block}{end}{tail}"
 
 
-def compare(profile: str, dataset: str, a: str, b: str, metric: str, protocol: str = "paper",
-            data_root=None) -> dict | None:
-    """Does ranker ``a`` beat ``b`` on ``metric``? Values (%), intervals, and whether the 95%
-    intervals are disjoint; None when a result is missing. When one of them scored a seeded
-    sample (``limit``) and the other more cases, the other is cut to the sample's cases
-    (:func:`on_same_cases`), so both are measured on the same cases."""
-    ra, rb = (load_result(profile, dataset, x, protocol) for x in (a, b))
-    if ra is None or rb is None:
-        return None
-    size_a, size_b = (float("inf") if r.get("limit") is None else r["limit"] for r in (ra, rb))
-    if size_a < size_b:
-        rb = on_same_cases(profile, dataset, b, a, protocol, data_root)
-    elif size_b < size_a:
-        ra = on_same_cases(profile, dataset, a, b, protocol, data_root)
-    va, vb = ra["metrics"][metric], rb["metrics"][metric]
-    (la, ha), (lb, hb) = ra["ci95"][metric], rb["ci95"][metric]
-    return {"dataset": dataset, "protocol": protocol, "metric": metric, "a": a, "b": b,
-            "value_a": 100 * va, "value_b": 100 * vb, "ci_a": [100 * la, 100 * ha],
-            "ci_b": [100 * lb, 100 * hb], "a_higher": va > vb, "disjoint": la > hb or lb > ha}
-
-
-def claim_verdict(c: dict) -> str:
-    """"holds" only when ``a`` is higher and the 95% intervals are disjoint; higher with
-    overlapping intervals is "not shown", never "holds"."""
-    if c["a_higher"]:
-        return "holds (intervals disjoint)" if c["disjoint"] else "not shown (higher, intervals overlap)"
-    return "does not hold" + (" (intervals disjoint)" if c["disjoint"] else " (intervals overlap)")
-
-
-CLAIMS = (  # (what is claimed, dataset, a, b, metric, protocol)
-    ("the paper's headline: GCRS beats TIGER on INSPIRED Recall@1",
-     "inspired", "gcrs", "tiger", "recall@1", "paper"),
-    ("full model beats the RESP-only ablation (INSPIRED Recall@1)",
-     "inspired", "gcrs", "resp", "recall@1", "paper"),
-    ("full model beats the MODE+RESP ablation (INSPIRED Recall@1)",
-     "inspired", "gcrs", "mode_resp", "recall@1", "paper"),
-    ("full model beats the SID-only ablation (INSPIRED Recall@1)",
-     "inspired", "gcrs", "sid", "recall@1", "paper"),
-    ("GCRS beats popularity on ReDial Recall@10 (this project's bar)",
-     "redial", "gcrs", "popularity", "recall@10", "paper"),
-    ("GCRS beats repeat on ReDial Recall@10",
-     "redial", "gcrs", "repeat", "recall@10", "paper"),
-    ("GCRS beats popularity on ReDial Recall@10 without repeats (dedup)",
-     "redial", "gcrs", "popularity", "recall@10", "dedup"),
-    ("a pretrained backbone beats the compact one (Table 6 in miniature, INSPIRED Recall@10)",
-     "inspired", "backbone_smollm2_135m", "gcrs", "recall@10", "paper"),
-    ("SmolLM2 GCRS beats popularity on INSPIRED Recall@10",
-     "inspired", "backbone_smollm2_135m", "popularity", "recall@10", "paper"),
-    ("SmolLM2 GCRS beats repeat on INSPIRED Recall@10",
-     "inspired", "backbone_smollm2_135m", "repeat", "recall@10", "paper"),
-    ("a pretrained backbone beats the compact one (ReDial Recall@10, the pretrained run's "
-     "sample)", "redial", "backbone_smollm2_135m", "gcrs", "recall@10", "paper"),
-    ("SmolLM2 GCRS beats popularity on ReDial Recall@10 (same sample)",
-     "redial", "backbone_smollm2_135m", "popularity", "recall@10", "paper"),
-    ("SmolLM2 GCRS beats repeat on ReDial Recall@10 (same sample)",
-     "redial", "backbone_smollm2_135m", "repeat", "recall@10", "paper"),
-)
-
-
 def table6_markdown(profile: str) -> str:
     """The README's Table 6 in miniature, from ``results/<profile>/table6_miniature.json``
     (notebook 06)."""
@@ -588,17 +540,3 @@ def table6_markdown(profile: str) -> str:
     if not path.is_file():
         return f"(not run yet: notebook 06 writes {report.shown(path)})\n"
     return report.markdown_table(json.loads(path.read_text())["rows"])
-
-
-def claims_markdown(profile: str) -> str:
-    """One line per claim in :data:`CLAIMS`, with our numbers and a verdict."""
-    lines = ["| claim | ours: a vs b (%, 95% CI) | verdict |", "|---|---|---|"]
-    for text, ds, a, b, metric, protocol in CLAIMS:
-        c = compare(profile, ds, a, b, metric, protocol)
-        if c is None:
-            lines.append(f"| {text} | not run | - |")
-            continue
-        verdict = claim_verdict(c)
-        lines.append(f"| {text} | {a} {c['value_a']:.2f} [{c['ci_a'][0]:.2f}, {c['ci_a'][1]:.2f}] vs "
-                     f"{b} {c['value_b']:.2f} [{c['ci_b'][0]:.2f}, {c['ci_b'][1]:.2f}] | {verdict} |")
-    return "\n".join(lines) + "\n"

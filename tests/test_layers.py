@@ -17,6 +17,7 @@ LAYERS = [  # bottom to top
     ("evaluate", {"evaluate"}),
     ("chat", {"chat"}),
     ("studies", {"experiments", "coldstart", "freemode", "casestudy", "bench"}),
+    ("claims", {"claims", "curve"}),  # judge saved results: claims, a budget from a curve
     ("top", {"cli", "__main__", "notebooks"}),
 ]
 LAYER = {m: k for k, (_, mods) in enumerate(LAYERS) for m in mods}

@@ -9,7 +9,7 @@ Replaces the blocks between ``<!-- headline:start -->`` / ``<!-- headline:end --
 import argparse
 from pathlib import Path
 
-from crslib import experiments
+from crslib import claims, experiments
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -19,7 +19,7 @@ if __name__ == "__main__":
     args = p.parse_args()
     text = experiments.replace_block(README.read_text(),
                                      experiments.headline_markdown(args.profile), "headline")
-    text = experiments.replace_block(text, experiments.claims_markdown(args.profile), "claims")
+    text = experiments.replace_block(text, claims.markdown(args.profile), "claims")
     text = experiments.replace_block(text, experiments.table6_markdown(args.profile), "table6")
     text = experiments.replace_block(text, experiments.runs_markdown(args.profile), "runs")
     README.write_text(text)
