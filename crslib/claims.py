@@ -50,7 +50,9 @@ def _claims(rows) -> tuple[Claim, ...]:
     return tuple(Claim(*r) for r in rows)
 
 
-_VS_BASELINES = [(f"GCRS beats {b} on {ds} {'new-item ' if p == 'new_items' else ''}Recall@10",
+NAMES = {"inspired": "INSPIRED", "redial": "ReDial"}
+_VS_BASELINES = [(f"GCRS beats {b} on {NAMES[ds]} {'new-item ' if p == 'new_items' else ''}"
+                  "Recall@10",
                   ds, "gcrs", b, "recall@10", p)
                  for ds in ("inspired", "redial") for b in ("popularity", "repeat")
                  for p in ("paper", "new_items")]
@@ -76,11 +78,13 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
         ("GCRS beats popularity on ReDial Recall@10", "redial", "gcrs", "popularity",
          "recall@10", "paper"),
         ("GCRS beats repeat on ReDial Recall@10", "redial", "gcrs", "repeat", "recall@10", "paper"),
+        ("GCRS beats popularity on ReDial Recall@10 without repeats (dedup, exact ranks)",
+         "redial", "gcrs", "popularity", "recall@10", "dedup"),
         ("a pretrained backbone beats the compact one (INSPIRED Recall@10)",
          "inspired", "backbone_smollm2_135m", "gcrs", "recall@10", "paper"),
         ("a pretrained backbone beats the compact one (ReDial Recall@10, its 1,000-case sample)",
          "redial", "backbone_smollm2_135m", "gcrs", "recall@10", "paper"),
-        *[(f"SmolLM2 GCRS beats {b} on {ds} Recall@10", ds, "backbone_smollm2_135m", b,
+        *[(f"SmolLM2 GCRS beats {b} on {NAMES[ds]} Recall@10", ds, "backbone_smollm2_135m", b,
            "recall@10", "paper") for ds in ("inspired", "redial") for b in ("popularity", "repeat")],
     ]),
 }

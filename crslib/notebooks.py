@@ -14,6 +14,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
+# A profile that reproduces only some tables runs only their notebooks (``make reproduce
+# PROFILE=smollm2``: Tables 1/2 and 4, the claims, the case studies on the pretrained backbone).
+PROFILE_NOTEBOOKS = {"smollm2": ("03", "05", "08")}
+
+
 class NotebookFailed(RuntimeError):
     pass
 
@@ -30,6 +35,7 @@ def run_all(profile: str, out: Path, only: list[str] | None = None,
         if os.environ.get(var):
             os.environ[var] = str(Path(os.environ[var]).resolve())
     times: dict[str, float] = {}
+    only = only or PROFILE_NOTEBOOKS.get(profile)
     for nb in numbered_notebooks():
         if only and not any(nb.name.startswith(o) for o in only):
             continue

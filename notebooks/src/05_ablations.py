@@ -1,9 +1,11 @@
 # %% tags=["parameters"]
-profile = "smoke"  # smoke | cpu | paper | paper-dry: which runs and configs
+profile = "smoke"  # smoke | cpu | smollm2 | paper | paper-dry: which runs and configs
 data_root = None  # folder with redial/ and inspired/; None: $CRSLIB_DATA, else data/ in the repo
-datasets = None  # None: both for paper and paper-dry; INSPIRED only for cpu and smoke (the grid does not fit the budget twice)
+datasets = None  # None: both for paper, paper-dry and smollm2; INSPIRED only for cpu and smoke (the grid does not fit the budget twice)
 variants = ["sid3x64", "sid5x64", "sid4x32", "sid4x128", "resp", "mode_resp", "sid",
-            "all_embeddings", "gcrs"]  # Table 4 rows; configs from tools/make_configs.py
+            "all_embeddings", "gcrs"]  # Table 4 rows (those the profile has a config for); tools/make_configs.py
+dialog = True  # also the dialog protocol (PPL, BLEU, Distinct-2) of every variant
+compact = "cpu"  # for smollm2: the compact profile whose rows are shown beside (None: none)
 
 # %% [markdown]
 # # 05 — Ablations: Table 4
@@ -29,13 +31,15 @@ experiments.quiet()
 # defaults that depend on the profile are resolved here: papermill injects `profile` after the
 # parameters cell. paper-dry reads the paper's configs (run.base_profile), so it runs its grid
 if datasets is None:
-    datasets = ["redial", "inspired"] if run.base_profile(profile) == "paper" else ["inspired"]
+    datasets = (["redial", "inspired"] if run.base_profile(profile) in ("paper", "smollm2")
+                else ["inspired"])
+defined = {ds: [v for v in variants if v in run.variants(profile, ds)] for ds in datasets}
 
-experiments.train_many(profile, [(ds, v) for ds in datasets for v in variants], data_root)
+experiments.train_many(profile, [(ds, v) for ds in datasets for v in defined[ds]], data_root)
 for ds in datasets:
-    for v in variants:
+    for v in defined[ds]:
         experiments.evaluate(profile, ds, v, "paper", data_root)
-        if v != "sid":
+        if v != "sid" and dialog:
             experiments.evaluate(profile, ds, v, "dialog", data_root)
 
 # %%
@@ -44,11 +48,14 @@ LABELS = {"sid3x64": "SID 3x64", "sid5x64": "SID 5x64", "sid4x32": "SID 4x32",
           "all_embeddings": "all embeddings trained", "gcrs": "GCRS 4x64"}
 paper = report.paper_results()["table4_ablations"]
 rows = []
+sources = [profile] + ([compact] if compact and compact != profile and profile == "smollm2" else [])
 for ds in datasets:
-    for v in variants:
-        rank = experiments.load_result(profile, ds, v, "paper")
-        dial = experiments.load_result(profile, ds, v, "dialog")
-        row = {"dataset": ds, "variant": LABELS[v], "source": f"ours ({profile})",
+    for v, who in [(v, who) for v in defined[ds] for who in sources]:
+        rank = experiments.load_result(who, ds, v, "paper")
+        if rank is None:  # the compact profile may not have run this variant
+            continue
+        dial = experiments.load_result(who, ds, v, "dialog")
+        row = {"dataset": ds, "variant": LABELS[v], "source": f"ours ({who})",
                "recall@1": round(100 * rank["metrics"]["recall@1"], 2),
                "recall@1 95% CI": "[{:.2f}, {:.2f}]".format(*(100 * x for x in rank["ci95"]["recall@1"])),
                "recall@10": round(100 * rank["metrics"]["recall@10"], 2),
@@ -56,6 +63,7 @@ for ds in datasets:
         if dial is not None:
             row.update({k: round(dial["metrics"][k], 4) for k in ("ppl", "bleu", "distinct@2")})
         rows.append(row)
+    for v in defined[ds]:
         reported = paper[ds].get(LABELS[v], {})
         rows.append({"dataset": ds, "variant": LABELS[v], "source": "reported in the paper", **reported})
 report.save_table(rows, "table4_ablations", profile,
@@ -76,7 +84,7 @@ from crslib import claims
 
 judged = []
 for ds in datasets:
-    for v in ("resp", "mode_resp", "sid"):
+    for v in [v for v in ("resp", "mode_resp", "sid") if v in defined[ds]]:
         c = claims.judge(profile, claims.Claim(f"full beats {LABELS[v]}", ds, "gcrs", v,
                                                "recall@1"), data_root)
         judged.append({"dataset": ds, "full beats": LABELS[v], "cases": c["cases"],
@@ -86,13 +94,72 @@ for ds in datasets:
 report.save_table(judged, "ablation_claims", profile)
 pd.DataFrame(judged)
 
+# %% [markdown]
+# ## Table 4 as a figure
+# Recall@1 and Recall@10 of each variant under the paper protocol, with 95% bootstrap intervals
+# (one bar per variant; this profile's runs).
+
 # %%
-plot = pd.DataFrame([r for r in rows if r["source"] != "reported in the paper"])
-fig, ax = plt.subplots(figsize=(8, 3.5))
-sns.barplot(data=plot, x="variant", y="recall@10", hue="dataset", ax=ax)
-ax.tick_params(axis="x", rotation=30)
-ax.set_title(f"Recall@10 by variant ({profile})")
+import numpy as np
+
+ours = [r for r in rows if r["source"] == f"ours ({profile})"]
+fig, axes = plt.subplots(1, 2 * len(datasets), figsize=(6 * len(datasets), 3.6), squeeze=False)
+for j, ds in enumerate(datasets):
+    for i, metric in enumerate(("recall@1", "recall@10")):
+        ax = axes[0, 2 * j + i]
+        rs = [r for r in ours if r["dataset"] == ds]
+        vals, lo, hi = [], [], []
+        for r in rs:
+            res = experiments.load_result(profile, ds, {lab: v for v, lab in LABELS.items()}[r["variant"]], "paper")
+            a, b = (100 * x for x in res["ci95"][metric])
+            vals.append(100 * res["metrics"][metric])
+            lo.append(vals[-1] - a)
+            hi.append(b - vals[-1])
+        ax.bar(range(len(rs)), vals, yerr=[lo, hi], capsize=3,
+               color=["tab:red" if r["variant"] == LABELS["gcrs"] else "tab:blue" for r in rs])
+        ax.set_xticks(range(len(rs)), [r["variant"] for r in rs], rotation=40, ha="right")
+        ax.set_title(f"{ds}: {metric} (%)")
+fig.suptitle(f"Table 4, {profile} profile: paper protocol, 95% intervals")
 fig.tight_layout()
 out = report.FIGURES / profile / "05_ablations.png"
 out.parent.mkdir(parents=True, exist_ok=True)
 fig.savefig(out, dpi=100)
+
+# %% [markdown]
+# ## The step budget, chosen once on validation data
+# Where a profile's GCRS run kept snapshots (`train.snapshot_every`), each was scored on the
+# validation split (INSPIRED `dev`, never trained on) and the budget every variant trains is
+# the step with the best `dev` NDCG@10 (`crslib.curve`; fewer steps on a tie).
+
+# %%
+from crslib import curve
+
+curves = {ds: curve.load(profile, ds) for ds in datasets}
+curves = {ds: c for ds, c in curves.items() if c}
+for ds, c in curves.items():
+    cv = pd.DataFrame(c["rows"])
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for metric in ("recall@1", "recall@10", "ndcg@10"):
+        ax.plot(cv["step"], 100 * cv[metric], marker="o", label=metric)
+    lo, hi = np.array(cv[f"{c['metric']} 95% CI"].tolist()).T
+    ax.fill_between(cv["step"], 100 * lo, 100 * hi, alpha=0.15, color="tab:green")
+    ax.axvline(c["chosen_steps"], color="gray", ls="--", label=f"chosen: {c['chosen_steps']} steps")
+    ax.set_xlabel("optimizer steps (4,096 tokens each)")
+    ax.set_ylabel(f"{c['split']} score (%)")
+    ax.set_title(f"{ds} {c['variant']} learning curve ({cv['cases'].iloc[0]} {c['split']} cases)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(report.FIGURES / profile / f"05_learning_curve_{ds}.png", dpi=100)
+    display(cv.drop(columns=["model_hash"]))
+
+# %% [markdown]
+# ## Every claim of the profile
+# The profile's claims (`crslib.claims.CLAIMS`), judged from the saved per-case ranks and
+# written to `results/<profile>/claims.json`, which the README renders.
+
+# %%
+from IPython.display import Markdown
+
+if run.base_profile(profile) in claims.CLAIMS:  # smoke and cpu: the claims above only
+    claims.write(profile, data_root)
+    display(Markdown(claims.markdown(profile)))

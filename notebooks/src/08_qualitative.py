@@ -1,5 +1,5 @@
 # %% tags=["parameters"]
-profile = "smoke"  # smoke | cpu | paper | paper-dry: whose runs answer (smoke: trained here in seconds)
+profile = "smoke"  # smoke | cpu | smollm2 | paper | paper-dry: whose runs answer (smoke: trained here in seconds)
 data_root = None  # folder with redial/ and inspired/; None: $CRSLIB_DATA, else data/ in the repo
 dataset = "inspired"  # inspired | redial: the test split the cases come from
 n_per_rule = 3  # cases shown per selection rule (fewer when fewer match)
@@ -41,7 +41,9 @@ from crslib import casestudy, data, experiments, report
 torch.set_num_threads(1)
 transformers.utils.logging.disable_progress_bar()
 transformers.utils.logging.set_verbosity_error()
-MODELS = ["gcrs", "resp", "tiger"]
+from crslib import run
+
+MODELS = [v for v in ("gcrs", "resp", "tiger") if v in run.variants(profile, dataset)]
 for v in MODELS:  # reuses a finished run with the same config
     experiments.train(profile, dataset, v, data_root)
 ds = data.load(dataset, data_root)
