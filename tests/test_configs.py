@@ -18,15 +18,38 @@ def make_configs():
     return module
 
 
-VARIANT_FILES = sorted(p for p in CONFIGS.glob("*.json") if not p.name.endswith("-gcrs.json"))
+VARIANT_FILES = sorted(p for p in CONFIGS.glob("*.json") if not p.name.endswith("-gcrs.json")
+                       or p.name.startswith("smollm2-"))
 
 
 @pytest.mark.parametrize("path", VARIANT_FILES, ids=lambda p: p.stem)
 def test_variant_config_matches_its_generator(path, make_configs):
     profile, dataset, variant = path.stem.split("-", 2)
-    base = json.loads((CONFIGS / f"{profile}-{dataset}-gcrs.json").read_text())
-    assert json.loads(path.read_text()) == make_configs.variant_config(base, variant), (
+    if profile == "smollm2":  # the pretrained profile is generated from the cpu profile's gcrs
+        cpu = json.loads((CONFIGS / f"cpu-{dataset}-gcrs.json").read_text())
+        want = make_configs.smollm2_configs(cpu)[variant]
+    else:
+        base = json.loads((CONFIGS / f"{profile}-{dataset}-gcrs.json").read_text())
+        want = make_configs.variant_config(base, variant)
+    assert json.loads(path.read_text()) == want, (
         f"{path.name} is stale: run `python tools/make_configs.py`")
+
+
+SMOLLM2 = sorted(CONFIGS.glob("smollm2-*.json"))
+
+
+@pytest.mark.parametrize("path", SMOLLM2, ids=lambda p: p.stem)
+def test_smollm2_variants_differ_from_gcrs_only_in_format_sids_embeddings_or_seed(path):
+    """Issue 21: every variant of the pretrained profile is the gcrs recipe with one change."""
+    from crslib import config
+    dataset = path.stem.split("-")[1]
+    base = config.load(CONFIGS / f"smollm2-{dataset}-gcrs.json").identity()
+    mine = config.load(path).identity()
+    assert mine["model"] == base["model"] and mine["profile"] == "smollm2"
+    assert mine["train_splits"] == base["train_splits"] and mine["eval"] == base["eval"]
+    differ = {k for k in base if k not in ("variant", "train") and base[k] != mine[k]}
+    differ |= {f"train.{k}" for k in base["train"] if base["train"][k] != mine["train"][k]}
+    assert differ <= {"format", "sids", "train.fmt", "train.embeddings", "train.seed"}, differ
 
 
 def test_variant_differs_from_gcrs_only_where_declared(make_configs):
