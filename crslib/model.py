@@ -148,13 +148,41 @@ def _new_rows_start(model) -> int | None:
     return getattr(model.config, "gcrs_first_new_token", None)
 
 
+# LoRA adapters are stored in bfloat16: half the bytes of float32 (a shipped SmolLM2 run is
+# ~10 MB instead of ~20), so every run the README shows fits the repository. Every result is
+# scored from the stored weights (runs are always loaded from disk), never from the float32
+# copy that was in memory at the end of training.
+ADAPTER_DTYPE = torch.bfloat16
+ADAPTER_FILE = "adapter_model.safetensors"
+
+
+def compact_adapter(folder) -> bool:
+    """Rewrite ``folder/adapter_model.safetensors`` with its float32 tensors in
+    :data:`ADAPTER_DTYPE`, atomically; False when there is nothing to convert (idempotent)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    path = Path(folder) / ADAPTER_FILE
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if not any(t.dtype == torch.float32 for t in tensors.values()):
+        return False
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: (t.to(ADAPTER_DTYPE) if t.dtype == torch.float32 else t).contiguous()
+               for k, t in tensors.items()}, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return True
+
+
 def save_model(model, folder) -> None:
-    """Full model (small backbones) or the LoRA adapter + ``new_embeddings.safetensors``."""
+    """Full model (small backbones) or the LoRA adapter (:data:`ADAPTER_DTYPE`) +
+    ``new_embeddings.safetensors``."""
     from safetensors.torch import save_file
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "peft_config"):
         model.save_pretrained(folder)
+        compact_adapter(folder)
         # peft writes the resolved target modules ("all-linear") from a set, in an order that
         # changes from process to process; sorted, equal weights give equal files (model_hash)
         config = folder / "adapter_config.json"
