@@ -504,21 +504,34 @@ HEADLINE_RANKERS = ("gcrs", "backbone_smollm2_135m", "tiger", "decoupled", "text
                     "popularity", "repeat")
 
 
-def headline_markdown(profile: str, datasets: Sequence[str] = ("redial", "inspired")) -> str:
+BACKBONES = {"smollm2": "SmolLM2-135M + LoRA", "cpu": "compact 2x256, from scratch",
+             "smoke": "toy", "paper": "Qwen2.5-7B + QLoRA"}
+
+
+def headline_markdown(profiles: str | Sequence[str], datasets: Sequence[str] = ("redial", "inspired"),
+                      rankers: dict | None = None) -> str:
     """The README's headline table: our rankers under the ``paper`` protocol (with the 95%
-    interval of Recall@10 and the number of cases) beside the paper's GCRS and TIGER rows."""
+    interval of Recall@10, the number of cases and the backbone) beside the paper's GCRS and
+    TIGER rows. ``profiles``: one profile or several, in order (the pretrained profile first,
+    then the compact one); ``rankers``: per profile, which rankers to show (default:
+    :data:`HEADLINE_RANKERS`)."""
+    profiles = [profiles] if isinstance(profiles, str) else list(profiles)
     tables = {"redial": "table1_redial", "inspired": "table2_inspired"}
-    lines = ["| dataset | model | source | cases | R@1 | R@10 [95% CI] | N@10 |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | model | source | backbone | cases | R@1 | R@10 [95% CI] | N@10 |",
+             "|---|---|---|---|---|---|---|---|"]
     for ds in datasets:
-        ours = ours_rows(profile, ds, HEADLINE_RANKERS, "paper", ("recall@10", "recall@1", "ndcg@10"))
-        for r in ours:
-            lines.append(f"| {ds} | {r['model']} | {r['source']} | {r['cases']} | "
-                         f"{r['recall@1']:.2f} | {r['recall@10']:.2f} "
-                         f"{r.get('recall@10 95% CI', '')} | {r['ndcg@10']:.2f} |")
+        for profile in profiles:
+            names = (rankers or {}).get(profile, HEADLINE_RANKERS)
+            for r in ours_rows(profile, ds, names, "paper", ("recall@10", "recall@1", "ndcg@10")):
+                backbone = ("-" if r["model"] in BASELINES else
+                            "SmolLM2-135M + LoRA" if r["model"].startswith("backbone_smollm2")
+                            else BACKBONES.get(run.base_profile(profile), profile))
+                lines.append(f"| {ds} | {r['model']} | {r['source']} | {backbone} | "
+                             f"{r['cases']} | {r['recall@1']:.2f} | {r['recall@10']:.2f} "
+                             f"{r.get('recall@10 95% CI', '')} | {r['ndcg@10']:.2f} |")
         for r in reported_rows(tables[ds], HEADLINE):
             if r["model"] in ("GCRS", "TIGER"):
-                lines.append(f"| {ds} | {r['model']} | reported in the paper | - | "
+                lines.append(f"| {ds} | {r['model']} | reported in the paper | Qwen2.5-7B | - | "
                              f"{r['recall@1']:.2f} | {r['recall@10']:.2f} | {r['ndcg@10']:.2f} |")
     return "\n".join(lines) + "\n"
 

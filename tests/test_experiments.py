@@ -84,9 +84,17 @@ def test_headline_table_is_generated_between_markers(tmp_path, monkeypatch):
                        "ci95": {"recall@10": [0.15, 0.25]}}, tmp_path / "cpu" / "inspired" / "gcrs.paper.json")
     md = experiments.headline_markdown("cpu", ["inspired"])
     lines = md.splitlines()
-    assert lines[2] == "| inspired | gcrs | ours (cpu) | 304 | 5.00 | 20.00 [15.00, 25.00] | 10.00 |"
-    assert lines[3] == "| inspired | TIGER | reported in the paper | - | 11.28 | 22.93 | 16.15 |"
-    assert lines[4].startswith("| inspired | GCRS | reported in the paper | - | 14.56 |")
+    assert lines[2] == ("| inspired | gcrs | ours (cpu) | compact 2x256, from scratch | 304 | "
+                        "5.00 | 20.00 [15.00, 25.00] | 10.00 |")
+    assert lines[3] == ("| inspired | TIGER | reported in the paper | Qwen2.5-7B | - | 11.28 | "
+                        "22.93 | 16.15 |")
+    assert lines[4].startswith("| inspired | GCRS | reported in the paper | Qwen2.5-7B | - | 14.56 |")
+    report.write_json({"n_cases": 304, "metrics": {"recall@1": 0.1, "recall@10": 0.3, "ndcg@10": 0.2},
+                       "ci95": {"recall@10": [0.25, 0.35]}},
+                      tmp_path / "smollm2" / "inspired" / "gcrs.paper.json")
+    both = experiments.headline_markdown(["smollm2", "cpu"], ["inspired"]).splitlines()
+    assert both[2].startswith("| inspired | gcrs | ours (smollm2) | SmolLM2-135M + LoRA | 304 | 10.00")
+    assert both[3] == lines[2]
     text = "a\n<!-- headline:start -->\nold\n<!-- headline:end -->\nb"
     assert experiments.replace_block(text, md, "headline") == (
         "a\n<!-- headline:start -->\n" + md + "<!-- headline:end -->\nb")

@@ -1,25 +1,41 @@
-"""Write the README's headline table from ``results/<profile>/`` (never typed by hand).
+"""Write the README's result blocks from ``results/`` (never typed by hand).
 
-Usage: python tools/readme_results.py [--profile cpu]
-Replaces the blocks between ``<!-- headline:start -->`` / ``<!-- headline:end -->`` and
-``<!-- claims:start -->`` / ``<!-- claims:end -->``, ``<!-- table6:start -->`` /
-``<!-- table6:end -->`` (notebook 06's Table 6 in miniature) and ``<!-- runs:start -->`` /
-``<!-- runs:end -->`` (the run inventory of notebook 09).
+Usage: python tools/readme_results.py
+
+Replaces the blocks between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``:
+``headline`` (the paper protocol: the pretrained ``smollm2`` profile first, then the compact
+``cpu`` models, then the paper's rows), ``claims-smollm2`` and ``claims`` (the paired claims of
+``results/<profile>/claims.json``), ``curve`` (the INSPIRED budget chosen on ``dev``),
+``table6`` (notebook 06's Table 6 in miniature) and ``runs`` (the ``cpu`` run inventory).
 """
-import argparse
 from pathlib import Path
 
-from crslib import claims, experiments
+from crslib import claims, curve, experiments, report
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+RANKERS = {"smollm2": ("gcrs", "tiger", "text-retrieval", "popularity", "repeat"),
+           "cpu": ("gcrs", "tiger", "decoupled")}
+
+
+def curve_markdown(profile: str = "smollm2", dataset: str = "inspired") -> str:
+    c = curve.load(profile, dataset)
+    if c is None:
+        return "(not scored yet: `crslib.curve.learning_curve`)\n"
+    rows = [{"step": r["step"], "epochs": r["epochs"], "cases": r["cases"],
+             **{k: round(100 * r[k], 2) for k in ("recall@1", "recall@10", "ndcg@10")},
+             "chosen": "yes" if r["step"] == c["chosen_steps"] else ""} for r in c["rows"]]
+    note = ("" if c.get("finished") else
+            "\n(the curve run is still training: points are added as its snapshots are saved)\n")
+    return report.markdown_table(rows) + note
+
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser()
-    p.add_argument("--profile", default="cpu")
-    args = p.parse_args()
-    text = experiments.replace_block(README.read_text(),
-                                     experiments.headline_markdown(args.profile), "headline")
-    text = experiments.replace_block(text, claims.markdown(args.profile), "claims")
-    text = experiments.replace_block(text, experiments.table6_markdown(args.profile), "table6")
-    text = experiments.replace_block(text, experiments.runs_markdown(args.profile), "runs")
+    text = README.read_text()
+    text = experiments.replace_block(
+        text, experiments.headline_markdown(["smollm2", "cpu"], rankers=RANKERS), "headline")
+    text = experiments.replace_block(text, claims.markdown("smollm2"), "claims-smollm2")
+    text = experiments.replace_block(text, claims.markdown("cpu"), "claims")
+    text = experiments.replace_block(text, curve_markdown(), "curve")
+    text = experiments.replace_block(text, experiments.table6_markdown("cpu"), "table6")
+    text = experiments.replace_block(text, experiments.runs_markdown("cpu"), "runs")
     README.write_text(text)
