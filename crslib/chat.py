@@ -53,7 +53,7 @@ from typing import NamedTuple, Sequence
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from crslib import data, evaluate, genres, run, serialize, trie
+from crslib import data, evaluate, genres, request as request_mod, run, serialize, trie
 from crslib.config import resolve
 from crslib.generation import GREEDY, ResponseDecoding, turn_end_ids
 from crslib.metrics import repeats_ngram
@@ -89,7 +89,10 @@ class Reply:
     people (mentions as titles); ``serialized`` the response as it enters the history (mentions
     as SIDs, literals escaped); ``raw`` the whole target as tokens, and ``tokens`` its ids;
     ``p_rec`` the free-mode probability of ``<MODE=REC>`` against ``<MODE=CHAT>``;
-    ``truncated``: ``max_new_tokens`` was reached before the end-of-turn token.
+    ``truncated``: ``max_new_tokens`` was reached before the end-of-turn token;
+    ``request``: what the message asked for, in words (:mod:`crslib.request`; empty when
+    nothing checkable), and ``matching`` how many catalog items satisfy it when the list was
+    restricted to them (``only_asked``), else None.
     """
 
     requested: str
@@ -104,6 +107,8 @@ class Reply:
     p_rec: float | None = None
     truncated: bool = False
     seconds: float = 0.0
+    request: str = ""
+    matching: int | None = None
 
 
 class ResponseGrammar(LogitsProcessor):
@@ -207,6 +212,7 @@ class ChatSession:
     intent_cut: float = 0.0  # free mode recommends when logit(REC) - logit(CHAT) > intent_cut
     exclude_named: bool = True
     exclude_recommended: bool = True
+    only_asked: bool = True  # a request's genres/years restrict the list (crslib.request)
     turns: list[tuple[str, str]] = field(default_factory=list)
     replies: list[Reply] = field(default_factory=list)
 
@@ -229,6 +235,7 @@ class ChatSession:
             self._processors.append(evaluate.OnlyTokens(self.head_ids, size))
         self._turn_end = turn_end_ids(tok)
         self.linker = TitleLinker(self.catalog, tok, self.sids.item_ids) if self.catalog else None
+        self._genre_words = genres.vocabulary(self.catalog) if self.catalog else {}
 
     def __repr__(self) -> str:
         return (f"ChatSession({len(self.sids)} items, {len(self.turns)} turns, "
@@ -355,13 +362,24 @@ class ChatSession:
             margin = self._rec_margin(prompt)
             p_rec = 1 / (1 + math.exp(-margin)) if margin > -700 else 0.0
             intent = "rec" if margin > self.intent_cut else "chat"
+        asked = (request_mod.parse(text, self.catalog, self._genre_words)
+                 if self.catalog is not None else request_mod.Request())
+        matching = None
         if mode == "item":
             recs = [self._recommendation(item_id, self._item_score(prompt, item_id))]
         elif intent == "rec":
             named = self.excluded_items(turns)
+            vocab = self.vocab
+            if asked and self.only_asked:  # the paper's constrained beam over a filtered catalog
+                allowed = [i for i in request_mod.allowed(self.catalog, asked) if i in self.sids]
+                matching = len(allowed)
+                if not allowed:
+                    raise InputError(f"No film in the catalog is {asked.describe()}; turn off "
+                                     "'only what I asked for' to see the model's choice.")
+                vocab = self.vocab.restricted(allowed)
             k = 2 * self.top_k + len(named)  # room for the ones left out below
             ranked = trie.sid_beam_search(self.model, self.tokenizer,
-                                          prompt + self._prefix("rec"), self.vocab,
+                                          prompt + self._prefix("rec"), vocab,
                                           k=k, num_beams=max(self.num_beams, k))
             recs = []
             for i, score in zip(ranked.items, ranked.scores):
@@ -380,7 +398,8 @@ class ChatSession:
         out = Reply(mode, intent, recs, item_id,
                     serialize.display_text(serialized, self.sids, self.catalog), serialized,
                     self.tokenizer.decode(list(tokens), skip_special_tokens=False), tokens,
-                    mentions, p_rec, truncated, time.perf_counter() - t0)
+                    mentions, p_rec, truncated, time.perf_counter() - t0,
+                    asked.describe(), matching)
         self.turns[:] = turns + [("assistant", serialized)]
         self.replies.append(out)
         return out

@@ -10,6 +10,10 @@ superhero film is a miss whatever the gold item was. This module measures that.
   -> comedy). :data:`NOT_ASKED` genres are never matched: their names are ordinary words
   ("short", "news", "music") far more often than requests. ``@<id>`` mentions and token
   look-alikes (``<BOI>`` ...) are not words, so a title never asks for a genre.
+* A genre the message negates is not asked for but refused (:func:`genres_in`): a cue of
+  :data:`NEGATIONS` earlier in the same clause, within six words ("no horror", "I don't like
+  horror at all", "nothing scary", "anything but musicals"); a clause ends at punctuation or at
+  "but" ("no horror but a comedy" asks for comedy).
 * :func:`following` is, over the cases that ask for at least one genre, the mean share of the
   top-``k`` items that carry one of the asked genres (an item without genres carries none).
   Computed for the gold items too (``k`` = 1), it says how often the dataset's own answer
@@ -37,6 +41,10 @@ WORDS = {
 NOT_ASKED = frozenset({"short", "news", "music", "talk-show", "reality-tv", "game-show",
                        "film-noir", "history"})
 _LITERAL = re.compile(r"<[^<>\s]*>|@\S+")  # token look-alikes and @id mentions are not words
+NEGATIONS = ("no", "not", "don't", "dont", "do not", "never", "nothing", "without", "hate",
+             "dislike", "except", "anything but", "isn't", "aren't", "none", "avoid",
+             "can't stand", "cannot stand", "tired of", "enough of")
+_CLAUSE = re.compile(r"[.!?;,:()]|\b(?<!anything )but\b", re.IGNORECASE)
 
 
 def vocabulary(catalog: Catalog) -> dict[str, str]:
@@ -46,18 +54,43 @@ def vocabulary(catalog: Catalog) -> dict[str, str]:
     return {**{g: g for g in genres}, **{w: g for w, g in WORDS.items() if g in genres}}
 
 
-def _pattern(vocab: dict[str, str]) -> re.Pattern:
+def plain_text(text: str) -> str:
+    """``text`` with token look-alikes and ``@id`` mentions blanked (they are not words)."""
+    return _LITERAL.sub(" ", text)
+
+
+def pattern(vocab: dict[str, str]) -> re.Pattern:
+    """The regular expression of ``vocab``'s words, longest first, as whole words."""
     words = sorted(vocab, key=len, reverse=True)  # "science fiction" before "fiction"
     return re.compile(r"(?<![\w-])(" + "|".join(re.escape(w) for w in words) + r")(?![\w-])",
                       re.IGNORECASE)
 
 
-def asked_genres(text: str, vocab: dict[str, str]) -> frozenset[str]:
-    """The genres ``text`` asks for (module docstring); empty when none."""
+def _negated(text: str, start: int) -> bool:
+    """Is the word at ``start`` negated: a cue of :data:`NEGATIONS` earlier in its clause,
+    within six words?"""
+    before = text[:start]
+    cut = max((m.end() for m in _CLAUSE.finditer(before)), default=0)
+    window = " ".join(re.findall(r"[\w']+", before[cut:].lower())[-6:])
+    return any(re.search(rf"(?<![\w']){re.escape(cue)}(?![\w'])", window) for cue in NEGATIONS)
+
+
+def genres_in(text: str, vocab: dict[str, str]) -> tuple[frozenset[str], frozenset[str]]:
+    """``(asked, refused)``: the genres ``text`` asks for and those it negates (module
+    docstring); a genre both asked and refused counts as refused."""
     if not vocab:
-        return frozenset()
-    plain = _LITERAL.sub(" ", text)
-    return frozenset(vocab[m.group(1).lower()] for m in _pattern(vocab).finditer(plain))
+        return frozenset(), frozenset()
+    plain = plain_text(text)
+    asked, refused = set(), set()
+    for m in pattern(vocab).finditer(plain):
+        (refused if _negated(plain, m.start()) else asked).add(vocab[m.group(1).lower()])
+    return frozenset(asked - refused), frozenset(refused)
+
+
+def asked_genres(text: str, vocab: dict[str, str]) -> frozenset[str]:
+    """The genres ``text`` asks for, the negated ones left out (module docstring); empty when
+    none."""
+    return genres_in(text, vocab)[0]
 
 
 def carries(catalog: Catalog, item_id: str | None, asked: Iterable[str]) -> bool:

@@ -131,6 +131,21 @@ class SIDVocab:
     def levels(self) -> int:
         return self.trie.levels
 
+    def restricted(self, item_ids) -> "SIDVocab":
+        """The same tokens over a sub-catalog: a beam or constraint built from it can only
+        reach ``item_ids`` (a filtered catalog, e.g. what a chat message asks for). Raises
+        ``ValueError`` for an empty set or an unknown item."""
+        keep = list(dict.fromkeys(item_ids))
+        if not keep:
+            raise ValueError("no item left to decode")
+        missing = [i for i in keep if i not in self.sids]
+        if missing:
+            raise ValueError(f"{len(missing)} unknown items, e.g. {missing[:3]}")
+        sub = SemanticIDs(keep, np.array([self.sids.code_of(i) for i in keep]),
+                          self.sids.codebook_size, self.sids.config)
+        return SIDVocab(sub, SIDTrie.from_sids(sub), self.boi, self.eoi, self.level_tokens,
+                        self.level_of, self.code_of)
+
     def item_of_tokens(self, tokens: Sequence[int]) -> str | None:
         """Item id of L SID token ids, or None when they are no item."""
         t = torch.as_tensor(list(tokens), dtype=torch.long)

@@ -334,3 +334,28 @@ def test_one_film_is_never_listed_twice_under_two_catalog_entries(world, monkeyp
     # "Jaws" (no year) first; "Jaws" (1975) and (2021) are the same title without a year clash
     # with it, so both are left out; then "Up" and Movie 4
     assert [x.item_id for x in r.recommendations] == ["101", "103", "104"]
+
+
+def test_a_request_restricts_the_list_to_what_it_asks_for(world):
+    """Issue 22: genres, decades and refusals become a filtered catalog; the beam over its
+    sub-trie gives the exact order of the allowed items; the toggle turns it off."""
+    model, tok, sids, _, _ = world
+    cat = Catalog(Item(i, f"Movie {k}", str(1980 + k), ("Comedy",) if k % 2 else ("Horror",))
+                  for k, i in enumerate(ITEMS))
+    s = chat.ChatSession(model, tok, sids, cat, max_new_tokens=8)
+    r = s.reply("any comedy from the 80s?", mode="rec")
+    want = [i for k, i in enumerate(ITEMS) if k % 2 and k <= 9]
+    assert r.request == "comedy, from 1980 to 1989" and r.matching == len(want) == 5
+    exact = trie.score_all_items(s.model, tok, rec_prompt(s), sids)
+    assert [x.item_id for x in r.recommendations] == [i for i in exact.items if i in want][:5]
+    r = s.reply("I don't like horror at all. Another one?", mode="rec")
+    assert r.request == "not horror" and r.matching == 8
+    assert all(cat[x.item_id].genres == ("Comedy",) for x in r.recommendations)
+    with pytest.raises(chat.InputError, match="No film in the catalog"):
+        s.reply("a comedy from the 1920s", mode="rec")
+    s.reset()
+    s.only_asked = False
+    r = s.reply("any comedy from the 80s?", mode="rec")
+    assert r.matching is None and r.request == "comedy, from 1980 to 1989"
+    exact = trie.score_all_items(s.model, tok, rec_prompt(s), sids)
+    assert [x.item_id for x in r.recommendations] == exact.items[:5]

@@ -29,6 +29,22 @@ def test_asked_genres(text, want):
     assert genres.asked_genres(text, genres.vocabulary(CATALOG)) == want
 
 
+@pytest.mark.parametrize("text, asked, refused", [
+    ("I don't like horror at all. A thriller?", {"thriller"}, {"horror"}),
+    ("no horror please", set(), {"horror"}),
+    ("nothing scary, something funny", {"comedy"}, {"horror"}),
+    ("no horror but a comedy", {"comedy"}, {"horror"}),
+    ("anything but comedies", set(), {"comedy"}),
+    ("I'm not sure, maybe a comedy", {"comedy"}, set()),  # "not" is in another clause
+    ("I love horror, not comedy", {"horror"}, {"comedy"}),
+    ("I hate horror movies, I want a horror-free family film", {"family"}, {"horror"}),
+])
+def test_a_negated_genre_is_refused_not_asked(text, asked, refused):
+    vocab = genres.vocabulary(CATALOG)
+    assert genres.genres_in(text, vocab) == (frozenset(asked), frozenset(refused))
+    assert genres.asked_genres(text, vocab) == asked
+
+
 def test_following_is_the_mean_share_over_cases_that_ask():
     tops = [["1", "2", "3", "4"], ["3", "2"], ["1"], ["9"]]
     asked = [{"horror", "family"}, {"comedy"}, set(), {"horror"}]

@@ -313,3 +313,19 @@ def test_shared_rows_equal_one_prompt_at_a_time_and_brute_force():
     exact = trie.score_all_items(model, tok, prompts, vocab)
     for e, s in zip(exact, shared):
         assert e.items[:8] == s.items
+
+
+def test_restricted_vocab_decodes_only_the_subset_in_exact_order():
+    """A filtered catalog (a chat request) is a sub-trie: the beam reaches only its items, in
+    the order of their exact scores."""
+    sids, tok, model, vocab = toy_setup(n_items=40, levels=3, codebook=5)
+    subset = [f"i{j}" for j in range(0, 40, 3)]
+    sub = vocab.restricted(subset)
+    prompt = ids_of(tok, PROMPTS[0])
+    got = trie.sid_beam_search(model, tok, prompt, sub, k=len(subset), num_beams=40)
+    exact = trie.score_all_items(model, tok, [prompt], vocab)[0]
+    assert got.items == [i for i in exact.items if i in set(subset)]
+    with pytest.raises(ValueError, match="no item"):
+        vocab.restricted([])
+    with pytest.raises(ValueError, match="unknown"):
+        vocab.restricted(["nope"])
