@@ -236,6 +236,7 @@ class ChatSession:
         self._turn_end = turn_end_ids(tok)
         self.linker = TitleLinker(self.catalog, tok, self.sids.item_ids) if self.catalog else None
         self._genre_words = genres.vocabulary(self.catalog) if self.catalog else {}
+        self._cache, self._cached = None, []  # the conversation's KV cache and its token ids
 
     def __repr__(self) -> str:
         return (f"ChatSession({len(self.sids)} items, {len(self.turns)} turns, "
@@ -261,6 +262,7 @@ class ChatSession:
         """Forget the conversation."""
         self.turns.clear()
         self.replies.clear()
+        self._cache, self._cached = None, []
 
     @property
     def history(self) -> list[tuple[str, str]]:
@@ -358,8 +360,9 @@ class ChatSession:
         prompt = self.prompt_ids(turns)
         p_rec, recs = None, []
         intent = {"free": None, "rec": "rec", "chat": "chat", "item": "rec"}[mode]
+        h_prompt = self._encode(prompt)  # one encoding of the turn, from the kept cache
         if intent is None:
-            margin = self._rec_margin(prompt)
+            margin = self._margin(h_prompt)
             p_rec = 1 / (1 + math.exp(-margin)) if margin > -700 else 0.0
             intent = "rec" if margin > self.intent_cut else "chat"
         asked = (request_mod.parse(text, self.catalog, self._genre_words)
@@ -378,9 +381,7 @@ class ChatSession:
                                      "'only what I asked for' to see the model's choice.")
                 vocab = self.vocab.restricted(allowed)
             k = 2 * self.top_k + len(named)  # room for the ones left out below
-            ranked = trie.sid_beam_search(self.model, self.tokenizer,
-                                          prompt + self._prefix("rec"), vocab,
-                                          k=k, num_beams=max(self.num_beams, k))
+            ranked = self._beam(prompt, vocab, k)
             recs = []
             for i, score in zip(ranked.items, ranked.scores):
                 if len(recs) < self.top_k and i not in named and not any(
@@ -430,12 +431,61 @@ class ChatSession:
         out = self.model.get_decoder()(input_ids=torch.tensor([ids], device=device))
         return out.last_hidden_state[0]
 
-    def _rec_margin(self, prompt: list[int]) -> float:
-        """``logit(<MODE=REC>) - logit(<MODE=CHAT>)`` after the prompt."""
-        h = self._hidden(prompt)[-1]
-        w = self.model.get_output_embeddings().weight
-        logits = w[[self._id[serialize.MODE_REC], self._id[serialize.MODE_CHAT]]] @ h
+    def _encode(self, ids: list[int]) -> torch.Tensor:
+        """The hidden state after ``ids``, with the conversation's KV cache holding exactly
+        ``ids`` afterwards. Only what the cache does not hold yet is run: the cache is cut back
+        to the longest common prefix (a turn adds messages at the end; where the context was
+        truncated at the front, little or nothing is shared) and extended."""
+        from transformers import DynamicCache
+        n = 0
+        while n < min(len(ids), len(self._cached)) and ids[n] == self._cached[n]:
+            n += 1
+        n = min(n, len(ids) - 1)  # run at least the last token: its state is needed
+        if self._cache is None or n == 0:
+            self._cache, n = DynamicCache(), 0
+        else:
+            self._keep(n)
+        device = self.model.get_output_embeddings().weight.device
+        out = self.model.get_decoder()(
+            input_ids=torch.tensor([ids[n:]], device=device),
+            position_ids=torch.arange(n, len(ids), device=device)[None],
+            cache=self._cache, use_cache=True)
+        self._cache = trie.cache_of(out)
+        self._cached = list(ids)
+        return out.last_hidden_state[0, -1]
+
+    def _keep(self, n: int) -> None:
+        """Cut the conversation's cache back to its first ``n`` tokens."""
+        extra = self._cache.get_seq_length() - n
+        if extra > 0:
+            self._cache.crop(-extra)
+        self._cached = self._cached[:n]
+
+    def _margin(self, h: torch.Tensor) -> float:
+        """``logit(<MODE=REC>) - logit(<MODE=CHAT>)`` from the state after the prompt (the
+        output head's bias counted, as :func:`crslib.freemode.rec_margin` does)."""
+        head = self.model.get_output_embeddings()
+        rows = [self._id[serialize.MODE_REC], self._id[serialize.MODE_CHAT]]
+        logits = head.weight[rows] @ h
+        if getattr(head, "bias", None) is not None:
+            logits = logits + head.bias[rows]
         return float(logits[0] - logits[1])
+
+    def _rec_margin(self, prompt: list[int]) -> float:
+        """``logit(<MODE=REC>) - logit(<MODE=CHAT>)`` after ``prompt``."""
+        return self._margin(self._encode(prompt))
+
+    def _beam(self, prompt: list[int], vocab: trie.SIDVocab, k: int) -> trie.Ranked:
+        """The constrained beam (width ``max(num_beams, k)``) after ``prompt`` +
+        ``<MODE=REC><BOI>``, from the conversation's cache (then cut back to ``prompt``)."""
+        ids = prompt + self._prefix("rec")
+        h = self._encode(ids)
+        T = len(ids)
+        ranked = trie.expand_beams(self.model, vocab, self._cache, h[None],
+                                   torch.ones(1, T, dtype=torch.bool), torch.tensor([T - 1]),
+                                   max(self.num_beams, k), k)[0]
+        self._keep(len(prompt))
+        return ranked
 
     def _item_score(self, prompt: list[int], item_id: str) -> float:
         """The item's score (summed per-level log-probabilities) after ``<MODE=REC><BOI>``."""
@@ -462,6 +512,10 @@ class ChatSession:
         config = self.decoding.generation_config(self.max_new_tokens, self._pad, self._turn_end)
         device = self.model.get_output_embeddings().weight.device
         input_ids = torch.tensor([ids], device=device)
+        if len(ids) > 1:  # the cache holds all but the last token: generate runs only that one
+            self._encode(ids[:-1])
+        else:
+            self._cache, self._cached = None, []
         procs = self._processors + self.decoding.processors(len(ids), self._inside_mention)
         # a response does not bring back what the user named or was shown, nor repeat itself
         procs.append(NoMentionOf(self.vocab, self.sids, sorted(excluded), prompt_len=len(ids)))
@@ -469,8 +523,11 @@ class ChatSession:
             out = self.decoding.generate(self.model, offset=len(self.replies),
                                          input_ids=input_ids,
                                          attention_mask=torch.ones_like(input_ids),
+                                         cache=self._cache if len(ids) > 1 else None,
                                          generation_config=config,
                                          logits_processor=LogitsProcessorList(procs))
+        if self._cache is not None:  # generate extended it: keep what is the conversation
+            self._keep(len(ids) - 1)
         seq = out.sequences[0, len(ids):].tolist()
         ends = [k for k, t in enumerate(seq) if t in set(self._turn_end)]
         if ends:

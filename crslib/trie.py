@@ -259,7 +259,8 @@ def _check_boi(ids_list: list[list[int]], vocab: SIDVocab) -> None:
             raise ValueError(f"prompt {k} must end with {BOI} (ends with token ids {ids[-5:]})")
 
 
-def _cache_of(output):
+def cache_of(output):
+    """The KV cache a decoder call returned (``cache`` or ``past_key_values``)."""
     cache = getattr(output, "cache", None)
     return cache if cache is not None else output.past_key_values
 
@@ -361,7 +362,7 @@ def recommend(model, tokenizer, prompts, sids: SemanticIDs | SIDVocab, k: int = 
             position = (mask.cumsum(-1) - 1).clamp(min=0)
             prefill = model.get_decoder()(input_ids=input_ids[:, :-1], attention_mask=mask[:, :-1],
                                           position_ids=position[:, :-1], use_cache=True)
-            cache = _cache_of(prefill)
+            cache = cache_of(prefill)
             cache.batch_repeat_interleave(beams)
         with _neutral_generation_config(model):
             gen = model.generate(input_ids=input_ids, attention_mask=mask, cache=cache,
@@ -482,16 +483,28 @@ def prompt_trie(prompts: Sequence[Sequence[int]]):
 
 def _beam_row(model, vocab: SIDVocab, prompts: list[tuple[int, ...]], beams: int, k: int
               ) -> list[Ranked]:
-    head, decoder = model.get_output_embeddings(), model.get_decoder()
-    dev = head.weight.device  # the bookkeeping stays on the CPU; the model's inputs go there
+    decoder = model.get_decoder()
+    dev = model.get_output_embeddings().weight.device
     ids, depth, anc, last = prompt_trie(prompts)
-    T, m = len(ids), len(prompts)
     o = decoder(input_ids=torch.tensor([ids], device=dev),
                 attention_mask=torch.from_numpy(anc)[None, None].to(dev),
                 position_ids=torch.from_numpy(depth)[None].to(dev), use_cache=True)
-    cache, h = _cache_of(o), o.last_hidden_state[0, last].unsqueeze(1)  # (m, beams=1, d)
-    visible = torch.from_numpy(anc[last])  # (m, T): each prompt's own tokens
-    pos0 = torch.from_numpy(depth[last])  # position of each prompt's <BOI>
+    return expand_beams(model, vocab, cache_of(o), o.last_hidden_state[0, last],
+                        torch.from_numpy(anc[last]), torch.from_numpy(depth[last]), beams, k)
+
+
+@torch.no_grad()
+def expand_beams(model, vocab: SIDVocab, cache, hidden: torch.Tensor, visible: torch.Tensor,
+                 pos0: torch.Tensor, beams: int, k: int) -> list[Ranked]:
+    """The constrained beam of :func:`sid_beam_search` for ``m`` prompts already in ``cache``
+    (one row): ``hidden`` ``(m, d)`` the state after each prompt's ``<BOI>``, ``visible``
+    ``(m, T)`` the cache positions each prompt consists of (``T``: the cache's length), ``pos0``
+    ``(m,)`` the position of each ``<BOI>``. Appends the beam tokens to ``cache`` (a caller
+    that keeps the cache crops it back, e.g. the chat's conversation cache)."""
+    head, decoder = model.get_output_embeddings(), model.get_decoder()
+    dev = head.weight.device
+    m, T = visible.shape
+    h = hidden.reshape(m, 1, -1)
     node = torch.zeros(m, 1, dtype=torch.long)
     score = torch.zeros(m, 1)
     path = torch.zeros(m, 1, 0, dtype=torch.long)  # cache positions of each beam's tokens
@@ -519,7 +532,7 @@ def _beam_row(model, vocab: SIDVocab, prompts: list[tuple[int, ...]], beams: int
         o = decoder(input_ids=tokens.reshape(1, -1).to(dev),
                     attention_mask=attend.reshape(1, 1, m * n, -1).to(dev),
                     position_ids=pos.reshape(1, -1).to(dev), cache=cache, use_cache=True)
-        cache, h = _cache_of(o), o.last_hidden_state.view(m, n, -1)
+        cache, h = cache_of(o), o.last_hidden_state.view(m, n, -1)
         length += m * n
     out = []
     for b in range(m):
@@ -565,7 +578,7 @@ def item_log_probs(model, vocab: SIDVocab, prompt: Sequence[int], chunk_size: in
     body, head, trie = model.get_decoder(), model.get_output_embeddings(), vocab.trie
     device = head.weight.device
     first = body(input_ids=torch.tensor([list(prompt)], device=device), use_cache=True)
-    prompt_kv = [(layer.keys, layer.values) for layer in _cache_of(first).layers]
+    prompt_kv = [(layer.keys, layer.values) for layer in cache_of(first).layers]
     logp = _level_log_probs(head, first.last_hidden_state[:, -1], vocab.level_tokens[0]).cpu()
     score = logp[0, torch.from_numpy(trie.last_code[1])]  # scores of the depth-1 nodes
     node_kv: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # depth -> per layer K, V
@@ -621,5 +634,5 @@ def _run_nodes(body, vocab: SIDVocab, prompt_kv, node_kv, ancestors: dict[int, n
     res = body(input_ids=tokens[None].to(device), attention_mask=mask, cache=cache,
                position_ids=torch.full((1, C), P + d - 1, device=device), use_cache=True)
     new = [(layer.keys[:, :, -C:].clone(), layer.values[:, :, -C:].clone())
-           for layer in _cache_of(res).layers]
+           for layer in cache_of(res).layers]
     return res.last_hidden_state[0], new

@@ -131,7 +131,14 @@ def test_answers_of_a_saved_run_are_5_catalog_items_with_titles(world):
         assert a.item == (a.top[0].item_id if a.mode == "rec" else None)
         assert isinstance(a.response, str) and set(a.mentions) <= set(ITEMS)
         assert a.as_dict()["top"][0]["title"] == a.top[0].title
-    assert casestudy.answers(folder, cases[:2], catalog) == got[:2]  # deterministic
+    # deterministic; scoring fewer cases packs other beam rows (trie.sid_beam_search), which
+    # moves a score by float rounding only
+    again = casestudy.answers(folder, cases[:2], catalog)
+    for x, y in zip(again, got[:2]):
+        assert [t.item_id for t in x.top] == [t.item_id for t in y.top]
+        assert [t.score for t in x.top] == pytest.approx([t.score for t in y.top], abs=1e-5)
+        assert (x.mode, x.gold_rank, x.response, x.item, x.mentions) == (
+            y.mode, y.gold_rank, y.response, y.item, y.mentions)
     rows = casestudy.side_by_side({"gcrs": got[0]}, gold=cases[0].item)
     assert rows[0]["model"] == "gcrs" and rows[0]["top"].startswith("1. Movie")
 

@@ -328,7 +328,7 @@ def test_one_film_is_never_listed_twice_under_two_catalog_entries(world, monkeyp
     s = chat.ChatSession(model, tok, sids, catalog, max_new_tokens=4, top_k=3)
     assert s.same_film("100", "101") and not s.same_film("100", "102") and s.same_film("102", "101")
     order = ["101", "100", "102", "103", "104", "105"]
-    monkeypatch.setattr(trie, "sid_beam_search", lambda *a, **k: trie.Ranked(
+    monkeypatch.setattr(chat.ChatSession, "_beam", lambda *a, **k: trie.Ranked(
         order, [-float(j) for j in range(len(order))]))
     r = s.reply("a shark film?", mode="rec")
     # "Jaws" (no year) first; "Jaws" (1975) and (2021) are the same title without a year clash
