@@ -40,6 +40,7 @@ meant for people; the widget shows it.
 """
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import math
@@ -67,6 +68,21 @@ MAX_CHARS = 1000
 _ZWSP = "\u200b"
 
 
+# "Why that one?", "tell me more about it": a question about the item just recommended
+FOLLOW_UP = re.compile(
+    r"\bwhy\b[^.?!]*\b(that|this|it|one|pick|picked|choose|chose|recommend|recommended|suggest)\b"
+    r"|\b(what'?s|what is|tell me( more)?|more|anything)\s+(else\s+)?about\s+(it|that|this)\b"
+    r"|\bwhat('?s| is) (it|that|this)( one| movie| film)? (about|like)\b", re.IGNORECASE)
+_NEW_REQUEST = re.compile(r"\b(another|else|other|others|different|instead|something|anything)\b"
+                          r"(?!\s+(else\s+)?about)", re.IGNORECASE)
+
+
+def is_follow_up(text: str) -> bool:
+    """Does ``text`` ask about the item just recommended, rather than for a new one?"""
+    return bool(FOLLOW_UP.search(text)) and not _NEW_REQUEST.search(
+        FOLLOW_UP.sub(" ", text))
+
+
 class InputError(ValueError):
     """A user message that cannot be answered (empty, too long, unknown item); the message
     is written for people."""
@@ -92,7 +108,7 @@ class Reply:
     ``truncated``: ``max_new_tokens`` was reached before the end-of-turn token;
     ``request``: what the message asked for, in words (:mod:`crslib.request`; empty when
     nothing checkable), and ``matching`` how many catalog items satisfy it when the list was
-    restricted to them (``only_asked``), else None.
+    restricted to them (``only_asked``), else None; ``reason``: the decision in words.
     """
 
     requested: str
@@ -109,6 +125,7 @@ class Reply:
     seconds: float = 0.0
     request: str = ""
     matching: int | None = None
+    reason: str = ""  # the decision in words, for the badge
 
 
 class ResponseGrammar(LogitsProcessor):
@@ -257,6 +274,11 @@ class ChatSession:
                   "template": rc.template, **kwargs}                     # loops: no 3-gram twice
         return cls(model, tok, sids, load_catalog(rc.dataset, data_root), **kwargs)
 
+    def fresh(self) -> "ChatSession":
+        """A new, empty conversation with the same model and settings (the widget's own: an
+        example conversation played above it stays apart)."""
+        return dataclasses.replace(self, turns=[], replies=[])
+
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
         """Forget the conversation."""
@@ -355,6 +377,9 @@ class ChatSession:
             raise InputError(f"Unknown mode {mode!r}; choose from {', '.join(INFERENCE_MODES)}.")
         if mode == "item" and not item:
             raise InputError("Item-conditioned mode needs an item: pick one first.")
+        requested = mode
+        if mode == "free" and self.replies and self.replies[-1].item and is_follow_up(text):
+            mode, item = "item", self.replies[-1].item  # the paper's item-conditioned mode
         item_id = self.find_item(item) if mode == "item" else None
         turns = self.turns + [("user", self.user_text(text))]
         prompt = self.prompt_ids(turns)
@@ -392,15 +417,17 @@ class ChatSession:
                                  "conversation; allow named titles to see them again.")
             item_id = recs[0].item_id
         prefix = self._prefix(intent, item_id)
+        shown = [x.item_id for x in recs] if intent == "rec" and mode != "item" else None
         generated, truncated = self._generate(prompt + prefix,
-                                              self.excluded_items(turns) - {item_id})
+                                              self.excluded_items(turns) - {item_id}, shown)
         serialized, mentions = self._response_text(generated)
         tokens = tuple(prefix + generated)
-        out = Reply(mode, intent, recs, item_id,
+        reason = self._reason(requested, mode, intent, p_rec, item_id)
+        out = Reply(requested, intent, recs, item_id,
                     serialize.display_text(serialized, self.sids, self.catalog), serialized,
                     self.tokenizer.decode(list(tokens), skip_special_tokens=False), tokens,
                     mentions, p_rec, truncated, time.perf_counter() - t0,
-                    asked.describe(), matching)
+                    asked.describe(), matching, reason)
         self.turns[:] = turns + [("assistant", serialized)]
         self.replies.append(out)
         return out
@@ -454,6 +481,21 @@ class ChatSession:
         self._cached = list(ids)
         return out.last_hidden_state[0, -1]
 
+    def _reason(self, requested: str, mode: str, intent: str, p_rec, item_id) -> str:
+        """The decision of a reply in words (the widget's badge)."""
+        if requested == "free" and mode == "item":
+            return f"about {self.title(item_id)}: you asked about it (item-conditioned)"
+        if mode == "item":
+            return f"about {self.title(item_id)}: the item you picked (item-conditioned)"
+        if requested != "free":
+            return ("recommending: you asked it to (guided)" if intent == "rec"
+                    else "chatting: you asked it to (guided)")
+        cut = 1 / (1 + math.exp(-self.intent_cut))
+        rule = ("the paper's rule, p > 0.50" if self.intent_cut == 0 else
+                f"recommends from p > {cut:.2f}, a cut chosen on validation turns")
+        what = "recommending" if intent == "rec" else "chatting"
+        return f"{what}: the model's choice (p(recommend) = {p_rec:.2f}; {rule})"
+
     def _keep(self, n: int) -> None:
         """Cut the conversation's cache back to its first ``n`` tokens."""
         extra = self._cache.get_seq_length() - n
@@ -505,10 +547,11 @@ class ChatSession:
         return (last == self.vocab.boi) | (
             self.vocab.level_of[last.clamp(0, len(self.vocab.level_of) - 1)] >= 0)
 
-    def _generate(self, ids: list[int], excluded: set[str] = frozenset()
-                  ) -> tuple[list[int], bool]:
+    def _generate(self, ids: list[int], excluded: set[str] = frozenset(),
+                  only: Sequence[str] | None = None) -> tuple[list[int], bool]:
         """Continuation of ``ids`` (``self.decoding``) up to the end of the turn (dropped) or
-        ``max_new_tokens``; an item mention cut off by the limit is dropped."""
+        ``max_new_tokens``; an item mention cut off by the limit is dropped. ``only``: the
+        items a mention may name (a recommendation turn names only what its list shows)."""
         config = self.decoding.generation_config(self.max_new_tokens, self._pad, self._turn_end)
         device = self.model.get_output_embeddings().weight.device
         input_ids = torch.tensor([ids], device=device)
@@ -516,7 +559,10 @@ class ChatSession:
             self._encode(ids[:-1])
         else:
             self._cache, self._cached = None, []
-        procs = self._processors + self.decoding.processors(len(ids), self._inside_mention)
+        procs = list(self._processors)
+        if only:
+            procs[0] = trie.SIDConstraint(self.vocab.restricted(only))
+        procs += self.decoding.processors(len(ids), self._inside_mention)
         # a response does not bring back what the user named or was shown, nor repeat itself
         procs.append(NoMentionOf(self.vocab, self.sids, sorted(excluded), prompt_len=len(ids)))
         with trie._neutral_generation_config(self.model):
@@ -626,31 +672,44 @@ def load_catalog(dataset: str, data_root=None) -> data.Catalog | None:
 
 
 # ----------------------------------------------------------------------------- widget
-def reply_html(reply: Reply) -> str:
-    """One assistant turn as HTML: mode, response, the recommendation table (all escaped)."""
-    how = MODE_LABELS[reply.requested]
-    if reply.p_rec is not None:
-        how += f", p(REC) = {reply.p_rec:.2f}"
+def reply_html(reply: Reply, catalog: data.Catalog | None = None, details: bool = False) -> str:
+    """One assistant turn as HTML (all escaped): a badge with the decision in words, the
+    response, and the recommendations as a person reads them (title, year, genres); with
+    ``details`` also each item's SID path and score (summed per-level log-probability)."""
     badge = (f"<span style='font-size:85%;color:#666'>[{reply.mode.upper()}] "
-             f"{html.escape(how)}</span>")
+             f"{html.escape(reply.reason or MODE_LABELS[reply.requested])}</span>")
     body = html.escape(reply.text) if reply.text.strip() else "<i>(empty response)</i>"
-    rows = "".join(
-        f"<tr><td>{k}</td><td>{html.escape(r.title)}</td><td>{r.score:.3f}</td>"
-        f"<td><code>{html.escape(r.sid)}</code></td></tr>"
-        for k, r in enumerate(reply.recommendations, start=1))
-    table = ("<table style='font-size:85%;margin:2px 0 4px 12px'><tr><th>#</th><th>item</th>"
-             f"<th>score</th><th>SID path</th></tr>{rows}</table>") if rows else ""
-    return f"<div><b>Assistant</b> {badge}<br>{body}{table}</div>"
+    note = ""
+    if reply.request and reply.matching is not None:
+        shown = len(reply.recommendations)
+        note = (f"<div style='font-size:85%;color:#666'>only films that are "
+                f"{html.escape(reply.request)}: {reply.matching} in the catalog"
+                + (f", so {shown} shown" if reply.matching < 5 else "") + "</div>")
+
+    def row(k: int, r: Recommendation) -> str:
+        it = catalog[r.item_id] if catalog is not None and r.item_id in catalog else None
+        title = html.escape(it.title if it else r.title)
+        year = html.escape(str(it.year)) if it and it.year else ""
+        kinds = html.escape(", ".join(it.genres)) if it and it.genres else ""
+        extra = (f"<td>{r.score:.3f}</td><td><code>{html.escape(r.sid)}</code></td>"
+                 if details else "")
+        return f"<tr><td>{k}</td><td>{title}</td><td>{year}</td><td>{kinds}</td>{extra}</tr>"
+    rows = "".join(row(k, r) for k, r in enumerate(reply.recommendations, start=1))
+    head = "<th>#</th><th>title</th><th>year</th><th>genres</th>" + (
+        "<th>score</th><th>SID path</th>" if details else "")
+    table = (f"<table style='font-size:85%;margin:2px 0 4px 12px;line-height:1.1'>"
+             f"<tr>{head}</tr>{rows}</table>") if rows else ""
+    return f"<div><b>Assistant</b> {badge}<br>{body}{note}{table}</div>"
 
 
-def transcript_html(session: ChatSession, height: str = "360px") -> str:
+def transcript_html(session: ChatSession, height: str = "360px", details: bool = False) -> str:
     """The conversation as HTML, newest at the bottom, in a box that stays scrolled down."""
     parts, k = [], 0
     for role, text in session.history:
         if role == "user":
             parts.append(f"<div style='margin:4px 0'><b>You</b><br>{html.escape(text)}</div>")
         else:
-            parts.append(reply_html(session.replies[k]))
+            parts.append(reply_html(session.replies[k], session.catalog, details))
             k += 1
     inner = "".join(parts) or "<i>Say hello to start.</i>"
     # column-reverse keeps the scroll position at the newest turn
@@ -661,15 +720,20 @@ def transcript_html(session: ChatSession, height: str = "360px") -> str:
 
 class ChatWidget:
     """ipywidgets front end of a :class:`ChatSession`: transcript, mode selector, item picker
-    (item mode), a box "recommend titles I named" (the session's ``exclude_named``), text box
-    (Enter sends), Send and Reset buttons, and a status line for messages.
+    (item mode), boxes "only what I asked for" (the session's ``only_asked``), "recommend
+    titles I named" (``exclude_named``) and "details" (SID paths and scores in the tables), a
+    text box (Enter sends), Send and Reset buttons, and a status line: "thinking…" while a reply
+    is computed (Send and the text box disabled), then the seconds it took, or a message.
 
-    :meth:`send` and :meth:`reset` are what the buttons and Enter call; tests call them directly.
+    It talks in its own conversation (``session.fresh()`` unless ``share=True``), so an example
+    conversation played above it stays apart. :meth:`send` and :meth:`reset` are what the
+    buttons and Enter call; tests call them directly.
     """
 
-    def __init__(self, session: ChatSession, height: str = "360px"):
+    def __init__(self, session: ChatSession, height: str = "360px", share: bool = False):
         import ipywidgets as w
-        self.session, self.height = session, height
+        self.session, self.height = (session if share else session.fresh()), height
+        session = self.session
         names = {}
         if session.catalog is not None:
             for iid in session.sids.item_ids:
@@ -678,16 +742,22 @@ class ChatWidget:
         else:
             names = {iid: iid for iid in session.sids.item_ids}
         self.item_ids = names
+        self._busy, self._done_at = False, -1e9
         self.transcript = w.HTML(transcript_html(session, height))
         self.mode = w.Dropdown(options=[(MODE_LABELS[m], m) for m in INFERENCE_MODES],
                                value="free", description="mode")
+        # ensure_option off: a cleared picker reaches the kernel as "" (then item mode asks for
+        # an item) instead of keeping the last valid title
         self.item = w.Combobox(options=sorted(names), placeholder="type a title",
-                               ensure_option=True, description="item",
+                               ensure_option=False, description="item",
                                layout=w.Layout(display="none", width="420px"))
         self.text = w.Text(placeholder="Type a message and press Enter…",
                            layout=w.Layout(width="60%"))
+        self.only_asked = w.Checkbox(value=session.only_asked, indent=False,
+                                     description="only what I asked for")
         self.allow_named = w.Checkbox(value=not session.exclude_named, indent=False,
                                       description="recommend titles I named")
+        self.details = w.Checkbox(value=False, indent=False, description="details")
         self.send_button = w.Button(description="Send", button_style="primary")
         self.reset_button = w.Button(description="Reset")
         self.status = w.HTML()
@@ -697,9 +767,16 @@ class ChatWidget:
             warnings.simplefilter("ignore", DeprecationWarning)  # only Enter-only event
             self.text.on_submit(lambda _: self.send())
         self.mode.observe(self._on_mode, names="value")
+        self.only_asked.observe(self._on_only_asked, names="value")
         self.allow_named.observe(self._on_allow_named, names="value")
-        self.box = w.VBox([self.transcript, w.HBox([self.mode, self.item, self.allow_named]),
+        self.details.observe(lambda _: self._refresh(), names="value")
+        self.box = w.VBox([self.transcript,
+                           w.HBox([self.mode, self.item, self.only_asked, self.allow_named,
+                                   self.details]),
                            w.HBox([self.text, self.send_button, self.reset_button]), self.status])
+
+    def _on_only_asked(self, change) -> None:
+        self.session.only_asked = bool(change["new"])
 
     def _on_allow_named(self, change) -> None:
         self.session.exclude_named = not change["new"]
@@ -707,30 +784,47 @@ class ChatWidget:
     def _on_mode(self, change) -> None:
         self.item.layout.display = None if change["new"] == "item" else "none"
 
+    def _refresh(self) -> None:
+        self.transcript.value = transcript_html(self.session, self.height, self.details.value)
+
     def _status(self, message: str, error: bool = False) -> None:
         color = "#b00" if error else "#666"
         self.status.value = f"<span style='color:{color}'>{html.escape(message)}</span>"
 
+    def _thinking(self, on: bool) -> None:
+        self._busy = on
+        self.text.disabled = self.send_button.disabled = on
+        if on:
+            self._status("thinking…")
+
     def send(self, text: str | None = None) -> Reply | None:
         """Send ``text`` (default: the text box) with the selected mode; a rejected message
-        is shown in the status line and returns None."""
+        is shown in the status line and returns None. An Enter pressed while the last reply
+        was being computed (queued, arriving just after it) is dropped, not answered."""
         text = self.text.value if text is None else text
+        if self._busy or (not text.strip() and time.monotonic() - self._done_at < 1.5):
+            return None
         item = None
         if self.mode.value == "item":
             item = self.item_ids.get(self.item.value, self.item.value) or None
+        self._thinking(True)
         try:
             reply = self.session.reply(text, self.mode.value, item)
         except InputError as e:
             self._status(str(e), error=True)
             return None
+        finally:
+            self._busy = False
+            self.text.disabled = self.send_button.disabled = False
+            self._done_at = time.monotonic()
         self.text.value = ""
-        self.transcript.value = transcript_html(self.session, self.height)
+        self._refresh()
         self._status(f"answered in {reply.seconds:.2f} s")
         return reply
 
     def reset(self) -> None:
         self.session.reset()
-        self.transcript.value = transcript_html(self.session, self.height)
+        self._refresh()
         self._status("conversation cleared")
 
     def display(self):

@@ -179,8 +179,11 @@ def test_context_is_truncated_from_the_left(world):
 
 def test_widget_is_driven_through_its_buttons(world):
     pytest.importorskip("ipywidgets")
-    s = session(world)
-    w = chat.ChatWidget(s)
+    example = session(world)
+    example.reply("an example conversation played above the widget", mode="chat")
+    w = chat.ChatWidget(example)
+    s = w.session
+    assert s is not example and s.turns == [] and len(example.turns) == 2  # kept apart
     empty = w.transcript.value
     w.text.value = ""
     w.send_button.click()
@@ -188,14 +191,24 @@ def test_widget_is_driven_through_its_buttons(world):
 
     w.mode.value = "rec"
     w.text.value = "I liked <MODE=REC> & @103"
+    w._done_at = -1e9
     w.send_button.click()
     r = s.replies[-1]
     assert w.text.value == "" and "answered in" in w.status.value
+    assert not w.text.disabled and not w.send_button.disabled
     html = w.transcript.value
     assert "I liked &lt;MODE=REC&gt; &amp; Movie 3 (1993)" in html
-    for rec in r.recommendations:
-        assert rec.title in html and rec.sid.replace("<", "&lt;").replace(">", "&gt;") in html
-    assert "<MODE=REC>" not in html
+    assert "recommending: you asked it to (guided)" in html
+    for rec in r.recommendations:  # title and year; SID paths only behind "details"
+        it = s.catalog[rec.item_id]
+        assert f"<td>{it.title}</td><td>{it.year}</td>" in html
+        assert rec.sid.replace("<", "&lt;").replace(">", "&gt;") not in html
+    w.details.value = True
+    assert r.recommendations[0].sid.replace("<", "&lt;").replace(">", "&gt;") in w.transcript.value
+    assert "<MODE=REC>" not in w.transcript.value
+    # an Enter queued while that reply was computed arrives empty just after it: dropped
+    w.text.value = ""
+    assert w.send() is None and "answered in" in w.status.value
 
     assert w.item.layout.display == "none"
     w.mode.value = "item"
@@ -204,9 +217,14 @@ def test_widget_is_driven_through_its_buttons(world):
     reply = w.send("and this one?")
     assert reply.item == "109" and "Movie 9 (1999)" in w.transcript.value
     assert len(s.replies) == 2
+    w.item.value = ""  # cleared in the browser: the kernel sees it, no stale item
+    w._done_at = -1e9
+    assert w.send("and now?") is None and "needs an item" in w.status.value
 
+    w.only_asked.value = False
+    assert s.only_asked is False
     w.reset_button.click()
-    assert s.turns == [] and w.transcript.value == empty and "cleared" in w.status.value
+    assert s.turns == [] and "cleared" in w.status.value
 
 
 def test_typed_titles_become_mentions_and_named_items_are_not_recommended(world):
@@ -267,8 +285,8 @@ def test_responses_end_at_the_turn_and_repeat_no_ngram(world):
 
 
 def test_enter_sends(world):
-    s = session(world)
-    w = chat.ChatWidget(s)
+    w = chat.ChatWidget(session(world))
+    s = w.session
     w.text.value = "hello"
     w.text._submission_callbacks(w.text)  # what the front end triggers on Enter
     assert len(s.turns) == 2 and w.text.value == ""
@@ -359,3 +377,34 @@ def test_a_request_restricts_the_list_to_what_it_asks_for(world):
     assert r.matching is None and r.request == "comedy, from 1980 to 1989"
     exact = trie.score_all_items(s.model, tok, rec_prompt(s), sids)
     assert [x.item_id for x in r.recommendations] == exact.items[:5]
+
+
+@pytest.mark.parametrize("text, follow", [
+    ("Tell me why you picked that one.", True), ("Why that one?", True),
+    ("What's it about?", True), ("tell me more about it", True),
+    ("why did you recommend it", True),
+    ("Why not? Give me another one", False), ("Do you have something else?", False),
+    ("why do you like horror", False), ("I loved it", False),
+])
+def test_follow_up_questions_are_recognised(text, follow):
+    assert chat.is_follow_up(text) is follow
+
+
+def test_why_that_one_answers_about_the_item_just_recommended(world):
+    """Issue 22 item 6: the paper's item-conditioned mode for a question about the last
+    recommendation; a REC reply's response names only what its list shows."""
+    s = session(world, max_new_tokens=24)
+    first = s.reply("Any movie for tonight?", mode="rec")
+    shown = {x.item_id for x in first.recommendations}
+    assert set(first.mentions) <= shown
+    assert first.reason == "recommending: you asked it to (guided)"
+    r = s.reply("Tell me why you picked that one.")
+    assert r.requested == "free" and r.item == first.item
+    assert [x.item_id for x in r.recommendations] == [first.item]
+    assert r.reason.startswith(f"about {s.title(first.item)}: you asked about it")
+    r = s.reply("ok, something else?")
+    assert r.reason.startswith(("recommending: the model's choice", "chatting: the model's choice"))
+    assert "the paper's rule, p > 0.50" in r.reason
+    empty = s.fresh()
+    assert empty.turns == [] and empty.replies == [] and len(s.replies) == 3
+    assert empty.model is s.model and empty.only_asked == s.only_asked
