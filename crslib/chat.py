@@ -230,6 +230,7 @@ class ChatSession:
     exclude_named: bool = True
     exclude_recommended: bool = True
     only_asked: bool = True  # a request's genres/years restrict the list (crslib.request)
+    reuse_cache: bool = True  # keep the conversation's KV cache (False: encode every time)
     turns: list[tuple[str, str]] = field(default_factory=list)
     replies: list[Reply] = field(default_factory=list)
 
@@ -468,7 +469,7 @@ class ChatSession:
         while n < min(len(ids), len(self._cached)) and ids[n] == self._cached[n]:
             n += 1
         n = min(n, len(ids) - 1)  # run at least the last token: its state is needed
-        if self._cache is None or n == 0:
+        if self._cache is None or n == 0 or not self.reuse_cache:
             self._cache, n = DynamicCache(), 0
         else:
             self._keep(n)
@@ -616,43 +617,44 @@ class ChatSession:
 
 
 # A conversation a person might have: titles typed as text, requests for recommendations
-SCRIPT = {
-    "redial": ("Hi! I'm looking for a good horror movie tonight.",
-               "I loved The Shining and It (2017). Anything like them?",
-               "Hmm, I've seen Get Out already. Something else?",
-               "Do you have a comedy too? I liked Superbad.",
-               "What about something for the whole family?",
-               "Thanks! Any last recommendation?"),
-    "inspired": ("Hi! I'm looking for a good movie to watch tonight.",
-                 "I loved Frozen and Coco. Anything like them?",
-                 "I've seen Moana already. Something else?",
-                 "Do you have an action movie too? I liked Black Panther.",
-                 "What about a scary one?",
-                 "Thanks! Any last recommendation?"),
+SCRIPT = {  # one turn per kind of request (issue 22): a genre, a decade, a follow-up about the
+    # item just recommended, a refused genre, a genre with a liked title, an audience
+    "redial": ("Hi! I want a scary movie for tonight. I loved The Shining.",
+               "Something from the 80s maybe?",
+               "Tell me why you picked that one.",
+               "I don't like horror at all. A thriller instead?",
+               "Do you have a comedy too? I liked Superbad (2007).",
+               "What about something for the whole family?"),
+    "inspired": ("Hi! I want a scary movie for tonight. I loved The Shining.",
+                 "Something from the 80s maybe?",
+                 "Tell me why you picked that one.",
+                 "I don't like horror at all. A thriller instead?",
+                 "Do you have a comedy too? I liked Superbad.",
+                 "What about something for the whole family?"),
 }
 
 
 def run_script(session: ChatSession, script: Sequence[str]) -> list[dict]:
     """Play ``script`` in free mode from a fresh conversation; one row per turn with the checks
     a person would make: a repeated word 3-gram (a loop), the longest run of digits, the
-    recommended items the user did not name, the genres the message asks for
-    (:func:`crslib.genres.asked_genres`) and how many of the recommendations carry one, and
-    the seconds the reply took."""
+    recommended items the user named, what the message asks for (:mod:`crslib.request`) and
+    how many of the recommendations satisfy it, whether a recommendation turn's response names
+    its item, and the seconds the reply took."""
     session.reset()
-    vocab = genres.vocabulary(session.catalog) if session.catalog is not None else {}
     rows = []
     for text in script:
         r = session.reply(text, mode="free")
         named = session.named_items()
-        new = [x.item_id for x in r.recommendations if x.item_id not in named]
-        asked = genres.asked_genres(session.turns[-2][1], vocab)  # mentions are not words
-        hits = sum(genres.carries(session.catalog, x.item_id, asked) for x in r.recommendations)
-        rows.append({"user": session.history[-2][1], "intent": r.mode,
-                     "p(REC)": None if r.p_rec is None else round(r.p_rec, 2),
-                     "assistant": r.text, "recommended": [session.title(i) for i in new],
-                     "asked_genres": ", ".join(sorted(asked)),
-                     "with_asked_genre": (f"{hits}/{len(r.recommendations)}"
-                                          if asked and r.recommendations else ""),
+        asked = (request_mod.parse(text, session.catalog, session._genre_words)
+                 if session.catalog is not None else request_mod.Request())
+        recs = [x.item_id for x in r.recommendations]
+        ok = sum(request_mod.satisfies(session.catalog, i, asked) for i in recs) if asked else 0
+        rows.append({"user": session.history[-2][1], "intent": r.mode, "why": r.reason,
+                     "assistant": r.text, "recommended": [session.title(i) for i in recs],
+                     "asked": asked.describe(),
+                     "satisfying": f"{ok}/{len(recs)}" if asked and recs else "",
+                     "named_recommended": [session.title(i) for i in recs if i in named],
+                     "names_its_item": (r.item in r.mentions) if r.mode == "rec" else None,
                      "repeats_3gram": repeats_ngram(r.text, 3),
                      "longest_digit_run": max((len(m) for m in re.findall(r"\d+", r.text)),
                                               default=0),

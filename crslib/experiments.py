@@ -206,6 +206,54 @@ def chat_decoding(profile: str, dataset: str, variant: str, data_root=None,
                          limit, sweep, reuse=reuse)
 
 
+CHAT_BEAMS = (10, 20, 50)  # the chat asks the beam for 2 x top 5 items: 10 is the least
+
+
+def chat_beam(profile: str, dataset: str, variant: str, data_root=None, limit: int = 60,
+              agreement: float = 0.95, widths=CHAT_BEAMS, reuse: bool = True) -> dict:
+    """The chat's beam width, its own setting (the evaluation keeps the paper's 50), chosen on
+    validation turns (a seeded sample of ``limit`` recommendation cases of
+    :data:`crslib.data.VALIDATION`): per width, the mean share of its top 5 that width 50's
+    top 5 also holds, and the seconds per turn (this machine, one row per prompt); the chosen
+    width is the smallest whose mean agreement reaches ``agreement``. Saved as
+    ``results/<profile>/<dataset>/<variant>.chat_beam.json``."""
+    import time
+
+    import torch
+
+    from crslib import serialize, trie
+    folder = run_dir(profile, dataset, variant)
+    cfg = run.saved_config(folder)
+    split = data.VALIDATION[dataset]
+
+    def compute() -> dict:
+        ds = data.load(dataset, data_root)
+        rec, sids, _ = ev_mod.load_recommender(folder)
+        cases = ev_mod.rec_cases(ds, sids, split, resolve(cfg).format, limit=limit)
+        vocab = trie.SIDVocab.build(sids, rec.tokenizer)
+        prompts = [serialize.rec_prompt_ids(ex, rec.tokenizer, rec.max_context_tokens)
+                   for ex in cases]
+        tops, rows = {}, []
+        with torch.no_grad():
+            for w in sorted(set(widths) | {50}, reverse=True):
+                t = time.perf_counter()
+                tops[w] = [trie.sid_beam_search(rec.model, rec.tokenizer, p, vocab, k=10,
+                                                num_beams=w).items[:5] for p in prompts]
+                seconds = (time.perf_counter() - t) / len(prompts)
+                agree = [len(set(a) & set(b)) / 5 for a, b in zip(tops[w], tops[50])]
+                rows.append({"num_beams": w, "top5_agreement": sum(agree) / len(agree),
+                             "seconds_per_turn": seconds})
+        rows.sort(key=lambda r: r["num_beams"])
+        chosen = min((r for r in rows if r["top5_agreement"] >= agreement),
+                     key=lambda r: r["num_beams"])["num_beams"]
+        return {"rows": rows, "chosen": chosen, "n_cases": len(cases),
+                "rule": f"the smallest width whose top 5 agrees with width 50's on at least "
+                        f"{agreement:.0%} of its items, mean over {len(cases)} {split} turns"}
+    return ev_mod.scored({"dataset": dataset, "split": split, "profile": profile,
+                          "variant": variant, **identity(cfg, folder), "protocol": "chat_beam"},
+                         limit, compute, reuse=reuse)
+
+
 def training_log(profile: str, dataset: str, variant: str = "gcrs") -> list[dict]:
     """The ``log.jsonl`` records of a finished run (step, loss, tokens/s, ...)."""
     path = run_dir(profile, dataset, variant) / "log.jsonl"

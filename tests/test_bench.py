@@ -113,14 +113,14 @@ def test_main_quick_runs_every_script_with_quick_and_writes_one_json(tmp_path, m
     assert run_all.main(["--quick", "--out", str(out), "--parts", str(tmp_path / "parts")]) == 0
     scripts = [Path(c[1]).name for c, _ in calls]
     assert scripts == ["bench_ids.py", "bench_decode.py", "bench_train.py",
-                       "bench_train.py", "bench_score.py"]  # decode_cpu skipped; train_smollm2
+                       "bench_train.py", "bench_score.py", "bench_chat.py"]  # decode_cpu skipped; train_smollm2
     # is bench_train
     assert all("--quick" in c and threads == "1" for c, threads in calls)
     assert "--threads" not in calls[0][0] and calls[1][0][calls[1][0].index("--threads") + 1] == "1"
     bench = json.loads(out.read_text())
     assert bench["quick"] is True and bench["machine"]["threads"] == 1
     assert list(bench["benchmarks"]) == ["ids", "decode_tiny", "decode_cpu", "train",
-                                         "train_smollm2", "score_smollm2"]
+                                         "train_smollm2", "score_smollm2", "chat_reply"]
     assert bench["benchmarks"]["decode_cpu"] == {
         "skipped": "skipped: no/such/run not found (train that run first)"}
     assert bench["benchmarks"]["train"]["command"] == [

@@ -16,7 +16,7 @@ LAYERS = [  # bottom to top
     ("run", {"runbase", "decoupled", "run"}),  # a run folder per config, each variant
     ("evaluate", {"evaluate"}),
     ("chat", {"chat"}),
-    ("studies", {"experiments", "coldstart", "freemode", "casestudy", "bench"}),
+    ("studies", {"experiments", "coldstart", "freemode", "casestudy", "bench", "constraints"}),
     ("claims", {"claims", "curve"}),  # judge saved results: claims, a budget from a curve
     ("top", {"cli", "__main__", "notebooks"}),
 ]

@@ -42,3 +42,20 @@ def test_parse_and_satisfies():
 def test_coverage_counts_missing_metadata():
     assert request.coverage(CATALOG) == {"items": 7, "no_genres": 1, "no_year": 1,
                                          "no_genres_share": 1 / 7, "no_year_share": 1 / 7}
+
+
+def test_constraint_summary_means_and_kinds():
+    from crslib import constraints
+    r = request.parse("I don't like horror. A comedy from the 80s?", CATALOG)
+    assert constraints.kind(r) == "genre+refused+years"
+    rows = [{"kind": "genre", "satisfied@5": 0.2, "satisfied@5 constrained": 1.0,
+             "recall@10": 1.0, "recall@10 constrained": 0.0, "gold_satisfies": 1.0,
+             "popularity satisfied@5 constrained": None},
+            {"kind": "years", "satisfied@5": 0.6, "satisfied@5 constrained": 1.0,
+             "recall@10": 0.0, "recall@10 constrained": 1.0, "gold_satisfies": 0.0,
+             "popularity satisfied@5 constrained": 0.5}]
+    s = constraints.summarize(rows)
+    assert s["all"]["n_cases"] == 2 and s["all"]["satisfied@5"] == pytest.approx(0.4)
+    assert s["all"]["popularity satisfied@5 constrained"] == 0.5  # None skipped
+    assert s["all"]["popularity satisfied@5"] is None
+    assert s["by_kind"]["genre"]["recall@10"] == 1.0 and set(s["by_kind"]) == {"genre", "years"}

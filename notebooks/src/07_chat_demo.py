@@ -3,6 +3,7 @@ profile = "cpu"  # cpu | paper | paper-dry: whose runs to choose from (smoke run
 run_dir = None  # a run folder to chat with; None: the best run of the profile by dialog metrics
 data_root = None  # folder with redial/ and inspired/; None: $CRSLIB_DATA, else data/ in the repo
 shipped_only = None  # choose among committed runs only; None: yes when the repository ships runs of the profile (cpu), else no (paper, paper-dry)
+save_demo = False  # write results/<profile>/chat_demo.{json,md} (tools/chat_demo.py does; a plain run writes nothing tracked)
 
 # %% [markdown]
 # # 07 — Chat with a trained run
@@ -16,9 +17,12 @@ shipped_only = None  # choose among committed runs only; None: yes when the repo
 # * **item-conditioned** — the item's SID is given after `<MODE=REC>` and the model writes about it.
 #
 # A recommendation shows the top 5 of the constrained beam search the evaluation uses (width 50,
-# score = summed per-level log-probability of the SID) and the SID path; the response is written
-# after the top item, with item mentions constrained to catalog SIDs and shown as titles, and
-# ends at the end of its turn. Titles typed as text ("I loved The Shining") become item
+# score = summed per-level log-probability of the SID); the response is written after the top
+# item, names only items of its list, and ends at the end of its turn. What a message asks for
+# — genres, a decade, a genre refused ("no horror") — restricts the list to the catalog items
+# that satisfy it (`crslib.request`: the same constrained decoding over a filtered catalog; the
+# widget's "only what I asked for"). "Why that one?" is answered about the item just
+# recommended, in the paper's item-conditioned mode. Titles typed as text ("I loved The Shining") become item
 # mentions (`crslib.titles`: case-insensitive, year optional, ambiguity resolved by year, then
 # by how often the dataset mentions the item), and items the user named are not recommended
 # again (the widget's "recommend titles I named" box allows them).
@@ -93,19 +97,22 @@ pd.DataFrame([{k: r[k] for k in ("decoding", "bleu", "distinct@2", "looping_shar
 
 # %% [markdown]
 # ## A scripted conversation
-# Six turns in free mode, titles typed as plain text. Each row checks what a person would
-# notice: a repeated word 3-gram (a loop), the longest run of digits, the recommended items
-# the user did not name, the genres the message asks for and how many of the five
-# recommendations carry one (`crslib.genres`), and the seconds the reply took on this CPU
-# (one thread).
+# Six turns in free mode, titles typed as plain text, one kind of request each: a genre, a
+# decade, "why that one?", a refused genre, a genre with a liked title, an audience. Each row
+# checks what a person would notice: what the message asks for and how many of the five
+# recommendations satisfy it, whether a recommendation's response names its item, a recommended
+# title the user named, a repeated word 3-gram (a loop), the longest run of digits, and the
+# seconds the reply took on this CPU (one thread). The committed copy
+# (`results/<profile>/chat_demo.json`) is written by `tools/chat_demo.py`, not by this notebook.
 
 # %%
 rows = chat.run_script(session, chat.SCRIPT[dataset])
-report.save_table(rows, "chat_demo", profile,
-                  meta={"run": str(folder.relative_to(experiments.RUNS.parent)),
-                        "decoding": decoding["chosen_setting"],
-                        "recommendations": [[(x.title, round(x.score, 3)) for x in r.recommendations]
-                                            for r in session.replies]})
+if save_demo:
+    report.save_table(rows, "chat_demo", profile,
+                      meta={"run": str(folder.relative_to(experiments.RUNS.parent)),
+                            "decoding": decoding["chosen_setting"], "intent_cut": cut["cut"],
+                            "recommendations": [[(x.title, round(x.score, 3)) for x in r.recommendations]
+                                                for r in session.replies]})
 pd.set_option("display.max_colwidth", 90)
 pd.DataFrame(rows)
 
@@ -114,6 +121,24 @@ pd.DataFrame(rows)
 
 # %%
 IPython.display.HTML(chat.transcript_html(session, height="auto"))
+
+# %% [markdown]
+# ## Does the list give what was asked?
+# On validation turns whose last user message asks for something checkable (INSPIRED `dev`,
+# ReDial `valid`; a seeded sample), `crslib.constraints` compares the run's top 5 with and
+# without the request as a constraint: the share that satisfies the request, beside
+# popularity's; and what it costs or gains in the gold item's recall@10. `gold_satisfies` is
+# how often the dataset's own answer satisfies the parsed request. A filter is only as good as
+# the catalog's metadata: `coverage` counts the items without genres or year, which can never
+# satisfy a genre or year request.
+
+# %%
+from crslib import constraints
+
+measured = constraints.measure(profile, dataset, variant, data_root)
+print(f"{measured['all']['n_cases']} {measured['split']} request turns; catalog coverage:",
+      {k: v for k, v in measured["coverage"].items() if not k.endswith("share")})
+pd.DataFrame({"all": measured["all"], **measured["by_kind"]}).T.round(3)
 
 # %% [markdown]
 # ## Typed text stays text
@@ -147,11 +172,12 @@ messages, len(session.turns)
 
 # %% [markdown]
 # ## The widget
-# Type a message and press **Enter** (or **Send**), pick a mode (the item picker appears in
-# item-conditioned mode); **Reset** starts over. Recommendations show the top 5 with scores and SID paths.
+# Its own conversation, empty: the scripted one above stays apart. Type a message and press
+# **Enter** (or **Send**); "thinking…" shows while a reply is computed. Pick a mode (the item
+# picker appears in item-conditioned mode); **only what I asked for** restricts lists to what
+# the message asks for; **details** shows each item's SID path and score; **Reset** starts over.
 # Widgets need a live kernel: in a stored copy of this notebook only the layout is saved.
 
 # %%
 widget = chat.ChatWidget(session)
-widget.send("Hello! Can you recommend a movie?")
 widget.display();
