@@ -4,8 +4,9 @@ tracked; this is the one writer of the committed copy.
 
     python tools/chat_demo.py [--profile cpu]
 
-The run, decoding and intent cut are the notebook's: ``experiments.best_chat_run`` among the
-shipped runs, the decoding chosen on validation turns, ``freemode.intent_cut``.
+The run, decoding, intent cut and beam width are the notebook's: ``experiments.best_chat_run``
+among the shipped runs, the decoding chosen on validation turns, ``freemode.intent_cut``,
+``experiments.chat_beam``.
 """
 import argparse
 import sys
@@ -28,12 +29,15 @@ def main(argv=None) -> int:
     ds, variant = best["dataset"], best["variant"]
     decoding = experiments.chat_decoding(args.profile, ds, variant, args.data_root)
     cut = freemode.intent_cut(args.profile, ds, variant, args.data_root)
+    beam = experiments.chat_beam(args.profile, ds, variant, args.data_root)
     session = chat.ChatSession.from_run(folder, args.data_root, intent_cut=cut["cut"],
+                                        num_beams=beam["chosen"],
                                         decoding=ResponseDecoding(**decoding["chosen_setting"]))
     rows = chat.run_script(session, chat.SCRIPT[ds])
     report.save_table(rows, "chat_demo", args.profile,
                       meta={"run": best["run"], "decoding": decoding["chosen_setting"],
-                            "intent_cut": cut["cut"], "threads": args.threads,
+                            "intent_cut": cut["cut"], "num_beams": beam["chosen"],
+                            "threads": args.threads,
                             "recommendations": [[(x.title, round(x.score, 3))
                                                  for x in r.recommendations]
                                                 for r in session.replies]})

@@ -90,7 +90,10 @@ print(f"free mode recommends when logit(REC) - logit(CHAT) > {cut['cut']:.2f}, t
       f"best intent F1 on {cut['n_turns']} {cut['split']} turns: F1 {cut['f1']:.2f} "
       f"(the paper's cut 0: {cut['f1_at_zero']:.2f}); it recommends on {cut['rec_share']:.0%} "
       f"of them, the dataset on {cut['gold_rec_share']:.0%}")
+beam = experiments.chat_beam(profile, dataset, variant, data_root)
+print(f"the chat's beam width: {beam['chosen']} ({beam['rule']}; the evaluation keeps 50)")
 session = chat.ChatSession.from_run(folder, data_root, intent_cut=cut["cut"],
+                                    num_beams=beam["chosen"],
                                     decoding=ResponseDecoding(**decoding["chosen_setting"]))
 pd.DataFrame([{k: r[k] for k in ("decoding", "bleu", "distinct@2", "looping_share", "n_turns")}
               for r in decoding["rows"]])
