@@ -13,8 +13,6 @@ first). p50 and p95 are over every reply of every round.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 
 
@@ -35,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
     from crslib import chat, config, experiments, run
-    from crslib.report import write_json
+    from crslib.report import emit_json
 
     cfg = config.resolve(run.saved_config(args.run))
     width = args.num_beams or experiments.chat_beam(cfg.profile, cfg.dataset, cfg.variant,
@@ -65,10 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             report[f"{name}_p95_s_{threads}t"] = float(np.percentile(xs, 95))
         report[f"p95_old_over_new_{threads}t"] = (report[f"old_p95_s_{threads}t"]
                                                    / report[f"new_p95_s_{threads}t"])
-    json.dump(report, sys.stdout, indent=1)
-    sys.stdout.write("\n")
-    if args.out:
-        write_json(report, args.out)
+    emit_json(report, args.out)
     return 0
 
 

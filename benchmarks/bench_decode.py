@@ -10,8 +10,6 @@ scoring of every item; ratios within one run (see ``crslib/bench.py``). Same num
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,16 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from crslib import bench
-    from crslib.report import write_json
+    from crslib.report import emit_json
 
     report = bench.bench_decode(args.dataset, args.backbone, 8 if args.quick else args.prompts,
                                 batch_size=args.batch_size, data_root=args.data_root,
                                 seed=args.seed, threads=args.threads, run=args.run)
     report["quick"] = args.quick
-    json.dump(report, sys.stdout, indent=1)
-    sys.stdout.write("\n")
-    if args.out:
-        write_json(report, args.out)
+    emit_json(report, args.out)
     return 0
 
 

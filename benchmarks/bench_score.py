@@ -13,7 +13,6 @@ Parity: the share of cases whose gold rank is the same under both, and of identi
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -36,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
     from crslib import config, data, evaluate, serialize, train, trie
-    from crslib.report import write_json
+    from crslib.report import emit_json
     from reference_beam import old_sid_beam_search
 
     torch.set_num_threads(args.threads)
@@ -71,10 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         "speedup": old_s / new_s,
         "same_gold_rank_share": same_rank / len(cases), "same_top50_share": same_top / len(cases),
     }
-    json.dump(report, sys.stdout, indent=1)
-    sys.stdout.write("\n")
-    if args.out:
-        write_json(report, args.out)
+    emit_json(report, args.out)
     return 0
 
 

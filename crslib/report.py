@@ -22,6 +22,16 @@ def write_json(obj, path: str | os.PathLike) -> Path:
     return path
 
 
+def emit_json(obj, out: str | os.PathLike | None = None) -> None:
+    """Print ``obj`` as JSON on standard output (a benchmark's one object) and, with ``out``,
+    also write it there (:func:`write_json`)."""
+    import sys
+    json.dump(obj, sys.stdout, indent=1, default=str)
+    sys.stdout.write("\n")
+    if out:
+        write_json(obj, out)
+
+
 def write_text(text: str, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
