@@ -36,7 +36,11 @@ def render(bench: dict) -> str:
     """The Markdown block: one line on the machine, then name | what | value | ratio | goal."""
     m = bench.get("machine", {})
     quick = " — **quick mode: toy sizes, numbers not comparable**" if bench.get("quick") else ""
-    head = (f"Measured {m.get('date', '?')} on {m.get('cpu_count', '?')} CPUs "
+    dates = sorted({b.get("date", "?")[:10] for b in bench.get("benchmarks", {}).values()
+                    if isinstance(b, dict) and b.get("date")})
+    when = (f" (rows measured on {', '.join(dates)}: each benchmark's date and command "
+            "are in results/bench.json)" if len(dates) > 1 else "")
+    head = (f"Last run {m.get('date', '?')}{when} on {m.get('cpu_count', '?')} CPUs "
             f"({m.get('platform', '?')}), torch {m.get('torch', '?')}, {m.get('threads', '?')} "
             f"thread(s) per benchmark, load average {m.get('loadavg_start', '?')} at the start, "
             f"{number(m.get('wall_s'))} s in all, commit {m.get('commit', '?')}"

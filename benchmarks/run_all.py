@@ -184,9 +184,17 @@ def machine(threads: int) -> dict:
             "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
 
 
+def machine_kind(platform_name: str | None) -> str | None:
+    """The platform without the sandbox's kernel build number (``-v657``): every session runs
+    on a fresh host of the same kind, whose kernel build differs."""
+    import re
+    return None if platform_name is None else re.sub(r"-v\d+(?=-)", "", platform_name)
+
+
 def same_machine(a: dict, b: dict) -> bool:
-    keys = ("cpu_count", "torch", "platform", "threads")
-    return all(a.get(k) == b.get(k) for k in keys)
+    keys = ("cpu_count", "torch", "threads")
+    return all(a.get(k) == b.get(k) for k in keys) and \
+        machine_kind(a.get("platform")) == machine_kind(b.get("platform"))
 
 
 def rows(benchmarks: dict) -> list[dict]:

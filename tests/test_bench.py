@@ -150,7 +150,7 @@ BENCH_JSON = {"machine": MACHINE, "quick": False, "rows": [
     {"name": "decode_cpu: validity", "what": "skipped: no run", "value": None, "unit": "",
      "ratio": None, "vs": None, "goal": "= 1", "met": None}]}
 TABLE = (
-    "Measured 2025-01-02T03:04:05+00:00 on 2 CPUs (Linux-x), torch 2.13.0, 1 thread(s) per "
+    "Last run 2025-01-02T03:04:05+00:00 on 2 CPUs (Linux-x), torch 2.13.0, 1 thread(s) per "
     "benchmark, load average [1.5, 1.0, 0.5] at the start, 321 s in all, commit abc1234.\n\n"
     "| name | what | value | ratio | goal |\n"
     "|---|---|---|---|---|\n"
@@ -189,3 +189,11 @@ def test_main_writes_the_readme(tmp_path):
     readme_table.main([str(tmp_path / "bench.json"), str(tmp_path / "README.md")])
     text = (tmp_path / "README.md").read_text()
     assert text.endswith("<!-- bench:start -->\n" + TABLE + "<!-- bench:end -->\n")
+
+
+def test_same_machine_ignores_the_sandbox_kernel_build_only():
+    a = {"cpu_count": 2, "torch": "2.13.0+cpu", "threads": 1,
+         "platform": "Linux-6.18.44-fc-v657-x86_64-with-glibc2.36"}
+    assert run_all.same_machine(a, {**a, "platform": "Linux-6.18.44-fc-v1252-x86_64-with-glibc2.36"})
+    assert not run_all.same_machine(a, {**a, "platform": "Linux-6.18.44-fc-v657-aarch64-with-glibc2.36"})
+    assert not run_all.same_machine(a, {**a, "cpu_count": 4})
