@@ -418,7 +418,7 @@ class ChatSession:
                                  "conversation; allow named titles to see them again.")
             item_id = recs[0].item_id
         prefix = self._prefix(intent, item_id)
-        shown = [x.item_id for x in recs] if intent == "rec" and mode != "item" else None
+        shown = [x.item_id for x in recs] if intent == "rec" else None  # item mode: that item
         generated, truncated = self._generate(prompt + prefix,
                                               self.excluded_items(turns) - {item_id}, shown)
         serialized, mentions = self._response_text(generated)
@@ -561,11 +561,14 @@ class ChatSession:
         else:
             self._cache, self._cached = None, []
         procs = list(self._processors)
-        if only:
-            procs[0] = trie.SIDConstraint(self.vocab.restricted(only))
+        vocab = self.vocab
+        if only:  # mentions spell only these items; "already said" is decided among them too
+            vocab = self.vocab.restricted(only)
+            procs[0] = trie.SIDConstraint(vocab)
+            excluded = {i for i in excluded if i in vocab.sids}
         procs += self.decoding.processors(len(ids), self._inside_mention)
         # a response does not bring back what the user named or was shown, nor repeat itself
-        procs.append(NoMentionOf(self.vocab, self.sids, sorted(excluded), prompt_len=len(ids)))
+        procs.append(NoMentionOf(vocab, vocab.sids, sorted(excluded), prompt_len=len(ids)))
         with trie._neutral_generation_config(self.model):
             out = self.decoding.generate(self.model, offset=len(self.replies),
                                          input_ids=input_ids,

@@ -398,8 +398,10 @@ def test_why_that_one_answers_about_the_item_just_recommended(world):
     shown = {x.item_id for x in first.recommendations}
     assert set(first.mentions) <= shown
     assert first.reason == "recommending: you asked it to (guided)"
+    assert len(set(first.mentions)) == len(first.mentions)  # never one item twice
     r = s.reply("Tell me why you picked that one.")
     assert r.requested == "free" and r.item == first.item
+    assert set(r.mentions) <= {first.item}  # about that item, and no other
     assert [x.item_id for x in r.recommendations] == [first.item]
     assert r.reason.startswith(f"about {s.title(first.item)}: you asked about it")
     r = s.reply("ok, something else?")
