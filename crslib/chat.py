@@ -157,7 +157,9 @@ class NoMentionOf(LogitsProcessor):
     In a row inside a mention (``<BOI>`` and k < L codes so far), every next code whose whole
     subtree holds only excluded items loses its score, so the mention turns to an item still
     allowed as early as it must (most SID prefixes lead to one item only). Should that leave
-    the row nothing, it is left as it was: the mention stays well-formed.
+    the row nothing, it is left as it was: the mention stays well-formed. Outside a mention,
+    once every item of ``sids`` is excluded or said, ``<BOI>`` loses its score: no mention is
+    started that could only repeat one (a reply about one item names it once).
     """
 
     def __init__(self, vocab: trie.SIDVocab, sids: SemanticIDs, items: Sequence[str],
@@ -169,6 +171,7 @@ class NoMentionOf(LogitsProcessor):
             for k in range(1, self.L + 1):
                 self.total[codes[:k]] = self.total.get(codes[:k], 0) + 1
         self.items = {tuple(int(c) for c in sids.code_of(i)) for i in items}
+        self.n_items = len(sids)
 
     def _said(self, toks: list[int]) -> set[tuple[int, ...]]:
         """Codes of the complete mentions in the generated part of a row."""
@@ -179,15 +182,24 @@ class NoMentionOf(LogitsProcessor):
                 out.add(tuple(int(v.code_of[x]) for x in toks[k + 1:k + 1 + L]))
         return out
 
+    def _nothing_left(self, toks: list[int]) -> bool:
+        """Is every item excluded or already said by this row's generated part?"""
+        return len(self.items | self._said(toks[self.prompt_len:])) >= self.n_items
+
     def __call__(self, input_ids, scores):
         v, L = self.vocab, self.L
         rows = input_ids.cpu().tolist()
         for row, toks in enumerate(rows):
             tail = toks[-L:]
-            if v.boi not in tail:
-                continue
-            after = tail[len(tail) - tail[::-1].index(v.boi):]
-            if len(after) >= L or any(int(v.level_of[t]) != k for k, t in enumerate(after)):
+            after = (tail[len(tail) - tail[::-1].index(v.boi):] if v.boi in tail else None)
+            inside = after is not None and len(after) < L and all(
+                int(v.level_of[t]) == k for k, t in enumerate(after))
+            if not inside:
+                if self.prompt_len is not None and self._nothing_left(toks):
+                    kept = scores[row].clone()
+                    kept[v.boi] = float("-inf")
+                    if bool(torch.isfinite(kept).any()):
+                        scores[row] = kept
                 continue
             prefix = tuple(int(v.code_of[t]) for t in after)
             said = self._said(toks[self.prompt_len:]) if self.prompt_len is not None else set()

@@ -401,7 +401,7 @@ def test_why_that_one_answers_about_the_item_just_recommended(world):
     assert len(set(first.mentions)) == len(first.mentions)  # never one item twice
     r = s.reply("Tell me why you picked that one.")
     assert r.requested == "free" and r.item == first.item
-    assert set(r.mentions) <= {first.item}  # about that item, and no other
+    assert set(r.mentions) <= {first.item} and len(r.mentions) <= 1  # about it, named once
     assert [x.item_id for x in r.recommendations] == [first.item]
     assert r.reason.startswith(f"about {s.title(first.item)}: you asked about it")
     r = s.reply("ok, something else?")
@@ -410,3 +410,16 @@ def test_why_that_one_answers_about_the_item_just_recommended(world):
     empty = s.fresh()
     assert empty.turns == [] and empty.replies == [] and len(s.replies) == 3
     assert empty.model is s.model and empty.only_asked == s.only_asked
+
+
+def test_no_mention_is_started_once_every_item_is_excluded_or_said(world):
+    _, tok, sids, _, _ = world
+    s = session(world)
+    one = s.vocab.restricted([ITEMS[2]])
+    proc = chat.NoMentionOf(one, one.sids, [], prompt_len=2)
+    mention = [one.boi] + [int(one.level_tokens[lv, c]) for lv, c in enumerate(sids.code_of(ITEMS[2]))]
+    scores = torch.zeros(1, len(tok))
+    before = proc(torch.tensor([[5, 9]]), scores.clone())  # nothing said yet: <BOI> allowed
+    assert torch.isfinite(before[0, one.boi])
+    after = proc(torch.tensor([[5, 9] + mention + [one.eoi]]), scores.clone())
+    assert after[0, one.boi] == float("-inf") and torch.isfinite(after[0]).sum() == len(tok) - 1
