@@ -106,3 +106,30 @@ def choose_budget(rows: list[dict], metric: str = METRIC) -> dict:
 def load(profile: str, dataset: str, variant: str = "gcrs") -> dict | None:
     path = report.RESULTS / profile / dataset / f"{variant}.curve.json"
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def plot(c: dict, path=None):
+    """The learning curve as a figure: Recall@1, Recall@10 and NDCG@10 (%) by step, the chosen
+    metric's 95% interval shaded, the chosen budget marked; saved to ``path`` when given."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    rows = c["rows"]
+    steps = [r["step"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for metric in ("recall@1", "recall@10", "ndcg@10"):
+        ax.plot(steps, [100 * r[metric] for r in rows], marker="o", label=metric)
+    lo, hi = np.array([r[f"{c['metric']} 95% CI"] for r in rows]).T
+    ax.fill_between(steps, 100 * lo, 100 * hi, alpha=0.15, color="tab:green",
+                    label=f"{c['metric']} 95% CI")
+    ax.axvline(c["chosen_steps"], color="gray", ls="--",
+               label=f"chosen: {c['chosen_steps']} steps")
+    ax.set_xlabel("optimizer steps (4,096 tokens each)")
+    ax.set_ylabel(f"{c['split']} score (%)")
+    ax.set_title(f"{c['dataset']} {c['variant']} ({c['profile']}): {rows[0]['cases']} "
+                 f"{c['split']} cases" + ("" if c.get("finished") else ", run unfinished"))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+    return fig

@@ -143,3 +143,14 @@ def test_budget_is_the_best_validation_point_ties_to_fewer_steps():
         curve.choose_budget([])
     with pytest.raises(ValueError, match="never on the test split"):
         curve.learning_curve("p", "toy", "gcrs", split="test")
+
+
+def test_curve_plot_marks_the_chosen_budget(tmp_path):
+    rows = [{"step": s, "cases": 10, "recall@1": a, "recall@10": b, "ndcg@10": n,
+             "ndcg@10 95% CI": [n - 0.05, n + 0.05]}
+            for s, a, b, n in ((25, 0.1, 0.2, 0.15), (50, 0.2, 0.3, 0.25))]
+    c = {"rows": rows, "metric": "ndcg@10", "chosen_steps": 50, "split": "dev",
+         "dataset": "toy", "variant": "gcrs", "profile": "p", "finished": True}
+    fig = curve.plot(c, tmp_path / "sub" / "curve.png")
+    assert (tmp_path / "sub" / "curve.png").stat().st_size > 1000
+    assert "chosen: 50 steps" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]

@@ -137,20 +137,8 @@ from crslib import curve
 curves = {ds: curve.load(profile, ds) for ds in datasets}
 curves = {ds: c for ds, c in curves.items() if c}
 for ds, c in curves.items():
-    cv = pd.DataFrame(c["rows"])
-    fig, ax = plt.subplots(figsize=(6, 3.4))
-    for metric in ("recall@1", "recall@10", "ndcg@10"):
-        ax.plot(cv["step"], 100 * cv[metric], marker="o", label=metric)
-    lo, hi = np.array(cv[f"{c['metric']} 95% CI"].tolist()).T
-    ax.fill_between(cv["step"], 100 * lo, 100 * hi, alpha=0.15, color="tab:green")
-    ax.axvline(c["chosen_steps"], color="gray", ls="--", label=f"chosen: {c['chosen_steps']} steps")
-    ax.set_xlabel("optimizer steps (4,096 tokens each)")
-    ax.set_ylabel(f"{c['split']} score (%)")
-    ax.set_title(f"{ds} {c['variant']} learning curve ({cv['cases'].iloc[0]} {c['split']} cases)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(report.FIGURES / profile / f"05_learning_curve_{ds}.png", dpi=100)
-    display(cv.drop(columns=["model_hash"]))
+    curve.plot(c, report.FIGURES / profile / f"05_learning_curve_{ds}.png")
+    display(pd.DataFrame(c["rows"]).drop(columns=["model_hash"]))
 
 # %% [markdown]
 # ## Every claim of the profile
