@@ -19,7 +19,7 @@ import random
 from pathlib import Path
 from typing import Sequence
 
-from crslib import data, evaluate as ev_mod, genres, report, run
+from crslib import data, evaluate as ev_mod, genres, report, run, serialize, trie
 from crslib.config import EvalConfig, resolve
 from crslib.evaluate import identity
 from crslib.semantic_ids import SemanticIDs
@@ -220,8 +220,6 @@ def chat_beam(profile: str, dataset: str, variant: str, data_root=None, limit: i
     import time
 
     import torch
-
-    from crslib import serialize, trie
     folder = run_dir(profile, dataset, variant)
     cfg = run.saved_config(folder)
     split = data.VALIDATION[dataset]

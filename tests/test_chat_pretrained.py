@@ -1,7 +1,8 @@
-"""The chat a person meets: the committed SmolLM2 INSPIRED run plays the scripted conversation
-(chat.SCRIPT) with the decoding chosen on validation turns, and reads like a recommender: no
-loops, no digit babble, each turn ends, recommendations are titles the user did not name and
-the assistant did not already show. Skipped when the run or the data is absent."""
+"""The chat a person meets: the demo's run (the committed ReDial SmolLM2 run) plays the scripted
+conversation (chat.SCRIPT) with the decoding, intent cut and beam width chosen on validation
+turns, and reads like a recommender: no loops, no digit babble, each turn ends, recommendations
+are titles the user did not name and the assistant did not already show, requests are followed.
+Skipped when the run, its validation results or the data are absent."""
 import json
 import re
 
@@ -11,18 +12,21 @@ import torch
 from crslib import chat, report
 from crslib.generation import ResponseDecoding
 
-RUN = report.REPO / "runs" / "cpu" / "inspired" / "backbone_smollm2_135m"
-DECODING = report.REPO / "results" / "cpu" / "inspired" / "backbone_smollm2_135m.decoding.json"
+RUN = report.REPO / "runs" / "cpu" / "redial" / "backbone_smollm2_135m"
+SAVED = report.REPO / "results" / "cpu" / "redial" / "backbone_smollm2_135m"
 
 
 @pytest.fixture(scope="module")
 def transcript(shared_data):
-    if not (RUN / "train_summary.json").is_file() or not DECODING.is_file():
-        pytest.skip(f"{RUN} or its decoding result is not here")
+    chosen = {k: SAVED.with_name(SAVED.name + f".{k}.json") for k in ("decoding", "intent", "chat_beam")}
+    if not (RUN / "train_summary.json").is_file() or not all(p.is_file() for p in chosen.values()):
+        pytest.skip(f"{RUN} or its validation choices are not here")
     torch.set_num_threads(1)
-    setting = json.loads(DECODING.read_text())["chosen_setting"]
-    session = chat.ChatSession.from_run(RUN, shared_data, decoding=ResponseDecoding(**setting))
-    return session, chat.run_script(session, chat.SCRIPT["inspired"])
+    got = {k: json.loads(p.read_text()) for k, p in chosen.items()}
+    session = chat.ChatSession.from_run(
+        RUN, shared_data, decoding=ResponseDecoding(**got["decoding"]["chosen_setting"]),
+        intent_cut=got["intent"]["cut"], num_beams=got["chat_beam"]["chosen"])
+    return session, chat.run_script(session, chat.SCRIPT["redial"])
 
 
 def test_responses_do_not_loop_or_babble(transcript):
@@ -60,3 +64,4 @@ def test_requests_are_followed_and_why_gets_an_answer_about_the_item(transcript)
         assert why["why"].startswith(f"about {eighties['recommended'][0]}")
     assert all(r["satisfying"] == "" for r in rows if not r["asked"])
     assert all(not r["named_recommended"] for r in rows)
+    assert all(r["names_its_item"] for r in rows if r["intent"] == "rec")
