@@ -83,9 +83,8 @@ def measure(profile: str, dataset: str, variant: str, data_root=None, limit: int
                 "top5 constrained": [cat[i].name for i in held[:5]]})
         return summarize(rows) | {"rows": rows, "split": split, "k": 5,
                                   "coverage": request_mod.coverage(cat)}
-    return ev_mod.scored({"dataset": dataset, "split": split, "profile": profile,
-                          "variant": variant, **ev_mod.identity(cfg, folder),
-                          "protocol": "constraints"}, limit, compute, reuse=reuse)
+    return ev_mod.scored(ev_mod.run_meta(profile, dataset, variant, split, "constraints", cfg,
+                                         folder), limit, compute, reuse=reuse)
 
 
 def ex_prompt(rec, ex) -> list[int]:

@@ -537,6 +537,14 @@ def identity(cfg: dict, run_path=None) -> dict:
             "model_hash": run.model_hash(run_path) if run_path is not None else None}
 
 
+def run_meta(profile: str, dataset: str, variant: str, split: str, protocol: str, cfg: dict,
+             folder) -> dict:
+    """What opens the result file of a study of one trained run (:func:`scored`'s ``meta``):
+    where it lives, the split it read, and the run's :func:`identity`."""
+    return {"dataset": dataset, "split": split, "profile": profile, "variant": variant,
+            **identity(cfg, folder), "protocol": protocol}
+
+
 def saved_result(path: Path, who: dict, limit, split: str, say=print) -> dict | None:
     """The result saved at ``path`` if the same model (``who``: :func:`identity`) scored it on
     the same sample and split; else None, and ``say`` tells why a file there is not reused

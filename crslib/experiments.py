@@ -201,8 +201,7 @@ def chat_decoding(profile: str, dataset: str, variant: str, data_root=None,
                                     else None, limit=limit)
         seen = {d.id for d in run.training_dialogs(cfg, ds)} & {d.id for d in ds[split]}
         return {"validation_in_training": bool(seen), **out}
-    return ev_mod.scored({"dataset": dataset, "split": split, "profile": profile,
-                          "variant": variant, **identity(cfg, folder), "protocol": "decoding"},
+    return ev_mod.scored(ev_mod.run_meta(profile, dataset, variant, split, "decoding", cfg, folder),
                          limit, sweep, reuse=reuse)
 
 
@@ -247,8 +246,7 @@ def chat_beam(profile: str, dataset: str, variant: str, data_root=None, limit: i
         return {"rows": rows, "chosen": chosen, "n_cases": len(cases),
                 "rule": f"the smallest width whose top 5 agrees with width 50's on at least "
                         f"{agreement:.0%} of its items, mean over {len(cases)} {split} turns"}
-    return ev_mod.scored({"dataset": dataset, "split": split, "profile": profile,
-                          "variant": variant, **identity(cfg, folder), "protocol": "chat_beam"},
+    return ev_mod.scored(ev_mod.run_meta(profile, dataset, variant, split, "chat_beam", cfg, folder),
                          limit, compute, reuse=reuse)
 
 
@@ -297,8 +295,7 @@ def request_following(profile: str, dataset: str, variant: str, data_root=None,
                 "note": (f"share of the top {k} carrying a genre the last user message asks "
                          "for (crslib.genres), over the validation cases that ask for one; "
                          "gold: the dataset's own answer")}
-    return ev_mod.scored({"dataset": dataset, "split": split, "profile": profile,
-                          "variant": variant, **identity(cfg, folder), "protocol": "request"},
+    return ev_mod.scored(ev_mod.run_meta(profile, dataset, variant, split, "request", cfg, folder),
                          limit, check, reuse=reuse)
 
 
