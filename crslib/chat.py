@@ -158,13 +158,16 @@ class NoMentionOf(LogitsProcessor):
     subtree holds only excluded items loses its score, so the mention turns to an item still
     allowed as early as it must (most SID prefixes lead to one item only). Should that leave
     the row nothing, it is left as it was: the mention stays well-formed. Outside a mention,
-    once every item of ``sids`` is excluded or said, ``<BOI>`` loses its score: no mention is
-    started that could only repeat one (a reply about one item names it once).
+    once every item of ``sids`` is excluded or said, no mention is started that could only
+    repeat one (a reply about one item names it once): where the model would open one, the
+    turn ends instead (``<BOI>``'s score goes to the ``end_ids``, the turn's end tokens) rather
+    than leaving it to spell a title in words or digits.
     """
 
     def __init__(self, vocab: trie.SIDVocab, sids: SemanticIDs, items: Sequence[str],
-                 prompt_len: int | None = None):
+                 prompt_len: int | None = None, end_ids: Sequence[int] = ()):
         self.vocab, self.L, self.prompt_len = vocab, sids.levels, prompt_len
+        self.end_ids = list(end_ids)
         self.total: dict[tuple[int, ...], int] = {}
         for item in sids.item_ids:
             codes = tuple(int(c) for c in sids.code_of(item))
@@ -197,6 +200,8 @@ class NoMentionOf(LogitsProcessor):
             if not inside:
                 if self.prompt_len is not None and self._nothing_left(toks):
                     kept = scores[row].clone()
+                    for end in self.end_ids:
+                        kept[end] = torch.maximum(kept[end], kept[v.boi])
                     kept[v.boi] = float("-inf")
                     if bool(torch.isfinite(kept).any()):
                         scores[row] = kept
@@ -580,7 +585,8 @@ class ChatSession:
             excluded = {i for i in excluded if i in vocab.sids}
         procs += self.decoding.processors(len(ids), self._inside_mention)
         # a response does not bring back what the user named or was shown, nor repeat itself
-        procs.append(NoMentionOf(vocab, vocab.sids, sorted(excluded), prompt_len=len(ids)))
+        procs.append(NoMentionOf(vocab, vocab.sids, sorted(excluded), prompt_len=len(ids),
+                                 end_ids=self._turn_end))
         with trie._neutral_generation_config(self.model):
             out = self.decoding.generate(self.model, offset=len(self.replies),
                                          input_ids=input_ids,

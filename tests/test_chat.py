@@ -423,3 +423,8 @@ def test_no_mention_is_started_once_every_item_is_excluded_or_said(world):
     assert torch.isfinite(before[0, one.boi])
     after = proc(torch.tensor([[5, 9] + mention + [one.eoi]]), scores.clone())
     assert after[0, one.boi] == float("-inf") and torch.isfinite(after[0]).sum() == len(tok) - 1
+    # with the turn's end tokens given, the wish to open a mention ends the turn instead
+    scores[0, one.boi] = 3.0
+    ends = chat.NoMentionOf(one, one.sids, [], prompt_len=2, end_ids=[tok.eos_token_id])(
+        torch.tensor([[5, 9] + mention + [one.eoi]]), scores.clone())
+    assert ends[0, one.boi] == float("-inf") and ends[0, tok.eos_token_id] == 3.0
