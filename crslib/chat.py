@@ -699,13 +699,14 @@ def reply_html(reply: Reply, catalog: data.Catalog | None = None, details: bool 
     """One assistant turn as HTML (all escaped): a badge with the decision in words, the
     response, and the recommendations as a person reads them (title, year, genres); with
     ``details`` also each item's SID path and score (summed per-level log-probability)."""
-    badge = (f"<span style='font-size:85%;color:#666'>[{reply.mode.upper()}] "
+    badge = (f"<span class='crslib-badge' style='font-size:85%;color:#666'>[{reply.mode.upper()}] "
              f"{html.escape(reply.reason or MODE_LABELS[reply.requested])}</span>")
-    body = html.escape(reply.text) if reply.text.strip() else "<i>(empty response)</i>"
+    body = (f"<span class='crslib-response'>{html.escape(reply.text)}</span>" if reply.text.strip()
+            else "<i>(empty response)</i>")
     note = ""
     if reply.request and reply.matching is not None:
         shown = len(reply.recommendations)
-        note = (f"<div style='font-size:85%;color:#666'>only films that are "
+        note = (f"<div class='crslib-filter' style='font-size:85%;color:#666'>only films that are "
                 f"{html.escape(reply.request)}: {reply.matching} in the catalog"
                 + (f", so {shown} shown" if reply.matching < 5 else "") + "</div>")
 
@@ -720,9 +721,9 @@ def reply_html(reply: Reply, catalog: data.Catalog | None = None, details: bool 
     rows = "".join(row(k, r) for k, r in enumerate(reply.recommendations, start=1))
     head = "<th>#</th><th>title</th><th>year</th><th>genres</th>" + (
         "<th>score</th><th>SID path</th>" if details else "")
-    table = (f"<table style='font-size:85%;margin:2px 0 4px 12px;line-height:1.1'>"
+    table = (f"<table class='crslib-recs' style='font-size:85%;margin:2px 0 4px 12px;line-height:1.1'>"
              f"<tr>{head}</tr>{rows}</table>") if rows else ""
-    return f"<div><b>Assistant</b> {badge}<br>{body}{note}{table}</div>"
+    return f"<div class='crslib-assistant'><b>Assistant</b> {badge}<br>{body}{note}{table}</div>"
 
 
 def transcript_html(session: ChatSession, height: str = "360px", details: bool = False) -> str:
@@ -730,7 +731,8 @@ def transcript_html(session: ChatSession, height: str = "360px", details: bool =
     parts, k = [], 0
     for role, text in session.history:
         if role == "user":
-            parts.append(f"<div style='margin:4px 0'><b>You</b><br>{html.escape(text)}</div>")
+            parts.append(f"<div class='crslib-user' style='margin:4px 0'><b>You</b><br>"
+                         f"{html.escape(text)}</div>")
         else:
             parts.append(reply_html(session.replies[k], session.catalog, details))
             k += 1

@@ -1,6 +1,9 @@
 """ChatSession on a tiny random backbone and a toy catalog: the three inference modes, parity of
 the shown scores with exact scoring, well-formed responses, escaping of user text, input
 errors, reset and determinism; ChatWidget driven through its buttons."""
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -428,3 +431,38 @@ def test_no_mention_is_started_once_every_item_is_excluded_or_said(world):
     ends = chat.NoMentionOf(one, one.sids, [], prompt_len=2, end_ids=[tok.eos_token_id])(
         torch.tensor([[5, 9] + mention + [one.eoi]]), scores.clone())
     assert ends[0, one.boi] == float("-inf") and ends[0, tok.eos_token_id] == 3.0
+
+
+def _browser_check():
+    spec = importlib.util.spec_from_file_location(
+        "browser_check", Path(__file__).resolve().parents[1] / "tools" / "browser_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_transcript_has_the_hooks_the_browser_check_reads(world):
+    # tools/browser_check.py finds turns, responses, badges and list titles by these classes
+    s = session(world)
+    s.reply("I liked @103", mode="rec")
+    html = chat.transcript_html(s)
+    assert html.count("class='crslib-user'") == 1 and html.count("class='crslib-assistant'") == 1
+    assert "class='crslib-badge'" in html and "class='crslib-recs'" in html
+    assert "class='crslib-response'" in html or "(empty response)" in html
+
+
+def test_browser_check_judges_what_the_browser_showed():
+    bc = _browser_check()
+    assert bc.names_an_item("How about Taken (2008)?", ["Taken", "John Wick"])
+    assert bc.names_an_item("I like die hard", ["Die Hard (1988)"])
+    assert not bc.names_an_item("How about Alien?", ["Taken", "John Wick"])
+    turn = {"badge": "[REC] recommending", "response": "How about Taken (2008)",
+            "titles": ["Taken"], "status": "answered in 1.75 s", "filter_on": False,
+            "filter_note": ""}
+    assert all(bc.check_turn(turn).values())
+    assert not bc.check_turn({**turn, "status": "thinking…"})["latency shown"]
+    assert not bc.check_turn({**turn, "response": "How about Alien"})["recommendation names its item"]
+    assert not bc.check_turn({**turn, "filter_note": "only films that are horror: 3"})[
+        "filter note follows the toggle"]
+    chat_turn = {**turn, "badge": "[CHAT] chatting", "titles": [], "response": "Sure."}
+    assert bc.check_turn(chat_turn)["recommendation names its item"]
