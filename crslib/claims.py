@@ -89,6 +89,15 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
     ]),
 }
 CLAIMS["paper"] = CLAIMS["smollm2"]  # the paper's scale: the same claims
+# beyond the paper (issue 24): teaching the model what each SID means (crslib.align)
+CLAIMS["smollm2"] += _claims(
+    [(f"beyond the paper: alignment beats {b} on {NAMES[ds]} new-item Recall@10",
+      ds, "gcrs_align", b, "recall@10", "new_items")
+     for ds in ("inspired", "redial") for b in ("gcrs", "popularity")]
+    + [(f"beyond the paper: alignment beats GCRS on {NAMES[ds]} {m}",
+        ds, "gcrs_align", "gcrs", metric, "paper")
+       for ds in ("inspired", "redial") for metric, m in (("recall@1", "Recall@1"),
+                                                          ("recall@10", "Recall@10"))])
 
 
 def profile_claims(profile: str) -> tuple[Claim, ...]:

@@ -1,5 +1,6 @@
 """A run's configuration, typed: :class:`RunConfig` with its blocks :class:`SIDsConfig`,
-:class:`ModelConfig` (with :class:`LoraConfig`), :class:`TrainConfig` and :class:`EvalConfig`.
+:class:`ModelConfig` (with :class:`LoraConfig`), :class:`TrainConfig` (with :class:`AlignConfig`)
+and :class:`EvalConfig`.
 
 A config file (``crslib/configs/<profile>-<dataset>-<variant>.json``) is read by
 :func:`RunConfig.from_dict`: an unknown key, a missing required key or a value of the wrong type
@@ -87,6 +88,35 @@ class ModelConfig:
             raise ConfigError("model.name is required when model.kind is 'hf'")
 
 
+ALIGN_TASKS = ("text_to_sid", "sid_to_text", "genre_to_sid")
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    """Item–ID alignment instances mixed with the dialog instances (:mod:`crslib.align`, beyond
+    the paper): which ``tasks``, how many per dialog instance (``ratio``), how much of each
+    plot the item text keeps (``plot_chars``), the ``seed`` of the draw."""
+    BLOCK: ClassVar[str] = "train.align"
+    tasks: tuple = ("text_to_sid", "sid_to_text")
+    ratio: float = 0.5                # alignment instances per dialog instance, each epoch
+    plot_chars: int = 160
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        if not self.tasks or len(set(self.tasks)) != len(self.tasks):
+            raise ConfigError(f"train.align.tasks must list distinct tasks from "
+                              f"{list(ALIGN_TASKS)}, not {list(self.tasks)}")
+        for t in self.tasks:
+            if t not in ALIGN_TASKS:
+                raise ConfigError(f"train.align.tasks: unknown task {t!r}; choose from "
+                                  f"{list(ALIGN_TASKS)}")
+        if not self.ratio > 0:
+            raise ConfigError(f"train.align.ratio must be above 0, not {self.ratio!r}")
+        if self.plot_chars < 0:
+            raise ConfigError(f"train.align.plot_chars must be 0 or more, not {self.plot_chars!r}")
+
+
 @dataclass
 class TrainConfig:
     """Training (:func:`crslib.train.fit`). ``fmt`` is the run's ``format``: set from it, never
@@ -121,9 +151,13 @@ class TrainConfig:
     snapshot_every: int | None = None  # also save the model every N steps (a learning curve:
                                       # runs/.../snapshots/step-NNNN, loadable as a run)
     threads: int | None = None
+    align: AlignConfig | None = None  # item–ID alignment instances (crslib.align; beyond the paper)
 
     RUNTIME: ClassVar[tuple] = ("threads", "time_limit_minutes", "snapshot_every")  # how, not
                                       # what, it trains: not part of the config hash
+    # fields added after runs were shipped: left out of the identity while at their default,
+    # so every earlier run keeps its config hash
+    ADDED: ClassVar[tuple] = ("align",)
 
     def __post_init__(self):
         self.aux_formats = tuple(self.aux_formats)
@@ -239,7 +273,9 @@ class RunConfig:
         record, no runtime keys."""
         out = {k: v for k, v in self.to_dict().items()
                if not k.startswith("_") and k != "dry_run"}
-        out["train"] = {k: v for k, v in out["train"].items() if k not in TrainConfig.RUNTIME}
+        defaults = _plain(asdict(TrainConfig()))
+        out["train"] = {k: v for k, v in out["train"].items() if k not in TrainConfig.RUNTIME
+                        and not (k in TrainConfig.ADDED and v == defaults[k])}
         return out
 
 

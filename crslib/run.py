@@ -185,7 +185,7 @@ def _train_run(cfg: dict, out: Path, data_root, progress: bool) -> dict:
             shutil.copyfile(work / "output_vocab.json", folder / "output_vocab.json")
         report.write_json({**record, "model_hash": model_hash(folder)}, folder / "snapshot.json")
     summary = train.train(net, tok, sids, dialogs, rc.train, work, new_ids, extra_config=cfg,
-                          progress=progress, on_snapshot=snapshot)
+                          progress=progress, on_snapshot=snapshot, catalog=ds.catalog)
 
     def save():
         save_run(out, net, tok, sids, cfg)

@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import broadcast
 
-from crslib import packing
+from crslib import align, packing
 from crslib.config import TrainConfig
-from crslib.data import Dialog
+from crslib.data import Catalog, Dialog
 from crslib.pretrained import process_state
 from crslib.semantic_ids import SemanticIDs
 
@@ -445,12 +445,13 @@ def flush_denormals():
 @flush_denormals()
 def train(model, tokenizer, sids: SemanticIDs, dialogs: Sequence[Dialog], cfg: TrainConfig,
           out: str | os.PathLike, new_ids: Sequence[int], extra_config: dict | None = None,
-          progress: bool = True, on_snapshot=None) -> dict:
+          progress: bool = True, on_snapshot=None, catalog: Catalog | None = None) -> dict:
     """Train ``model`` (GCRS, format ``cfg.fmt``) in place with :func:`fit`; write the run
     folder ``out``; return a summary dict.
 
     ``new_ids``: ids of the added tokens (their rows train). Resumes from ``out/checkpoint``
-    when it exists and its config matches. ``on_snapshot``: see :func:`fit`.
+    when it exists and its config matches. ``on_snapshot``: see :func:`fit`. ``catalog``: the
+    items whose alignment instances ``cfg.align`` mixes in (:mod:`crslib.align`).
     """
     out = Path(out)
     with num_threads(cfg.threads):
@@ -461,6 +462,14 @@ def train(model, tokenizer, sids: SemanticIDs, dialogs: Sequence[Dialog], cfg: T
             windows += build_windows(dialogs, sids, tokenizer, aux, cfg.max_context_tokens)
         if not windows:
             raise ValueError("no training instances: the dialogs have no assistant turns")
+        n_align = 0
+        if cfg.align is not None:
+            if catalog is None:
+                raise ValueError("train.align needs the catalog: train(..., catalog=...)")
+            extra = align.mix(align.pool(catalog, sids, cfg.align, cfg.fmt),
+                              sum(w.n_branches for w in windows), cfg.align)
+            windows += packing.pack_examples(extra, tokenizer, cfg.max_context_tokens)
+            n_align = len(extra)
         head_ids = None
         if cfg.output_vocab == "targets":
             head_ids = torch.tensor(target_vocab(windows, new_ids, tokenizer.eos_token_id))
@@ -470,8 +479,9 @@ def train(model, tokenizer, sids: SemanticIDs, dialogs: Sequence[Dialog], cfg: T
         emb = Embeddings(model, None if cfg.embeddings == "all" else new_ids)
         objective = TokenObjective(windows, head_ids, tokenizer.pad_token_id or 0, emb.first,
                                    cfg.new_token_loss_weight)
-        return fit(model, emb, objective, cfg, out, new_ids, extra_config, progress,
-                   on_snapshot=on_snapshot)
+        summary = fit(model, emb, objective, cfg, out, new_ids, extra_config, progress,
+                      on_snapshot=on_snapshot)
+        return {**summary, "align_instances": n_align} if cfg.align is not None else summary
 
 
 @contextlib.contextmanager

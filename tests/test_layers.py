@@ -9,7 +9,7 @@ LAYERS = [  # bottom to top
     ("util", {"__init__", "report", "metrics", "pretrained", "config"}),  # imports no crslib module
     ("data", {"data", "download", "stats", "titles", "genres", "request"}),
     ("ids", {"encode", "quantize", "semantic_ids"}),
-    ("format", {"serialize", "packing"}),
+    ("format", {"serialize", "packing", "align"}),
     ("decode", {"trie", "generation"}),
     ("model", {"model", "baselines"}),  # the backbone, and the rankers that need none
     ("train", {"train"}),

@@ -89,6 +89,10 @@ SMOLLM2_VARIANTS = {"inspired": ["tiger", "sid", "mode_resp", "resp", "sid3x64",
                                  "all_embeddings"],
                     "redial": ["tiger", "sid"]}
 SMOLLM2_SEEDS = {"inspired": {"gcrs": (1, 2), "tiger": (1, 2)}, "redial": {}}
+# beyond the paper (issue 24): GCRS plus item–ID alignment instances (crslib.align), same budget
+# in steps (so in tokens: batch_tokens per step), seed and splits as gcrs
+SMOLLM2_ALIGN = {"tasks": ["text_to_sid", "sid_to_text", "genre_to_sid"], "ratio": 0.5,
+                 "plot_chars": 160, "seed": 0}
 
 
 def smollm2_base(cpu_base: dict) -> dict:
@@ -115,6 +119,11 @@ def smollm2_configs(cpu_base: dict) -> dict[str, dict]:
             cfg["train"] = {**cfg["train"], "seed": k}
             cfg["train"].pop("snapshot_every", None)
             out[cfg["variant"]] = cfg
+    cfg = copy.deepcopy(base)
+    cfg["variant"] = "gcrs_align"
+    cfg["train"] = {**cfg["train"], "align": dict(SMOLLM2_ALIGN)}
+    cfg["train"].pop("snapshot_every", None)
+    out["gcrs_align"] = cfg
     return out
 
 
