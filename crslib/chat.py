@@ -554,7 +554,7 @@ class ChatSession:
         start = len(prompt) + 1  # position of <BOI>: it predicts level 0
         h = self._hidden(ids[:start + L])[start:start + L]
         head, levels = self.model.get_output_embeddings(), self.vocab.level_tokens
-        return sum(float(trie._level_log_probs(head, h[lv:lv + 1], levels[lv])[0, c])
+        return sum(float(trie.level_log_probs(head, h[lv:lv + 1], levels[lv])[0, c])
                    for lv, c in enumerate(self.sids.code_of(item_id)))
 
     def _recommendation(self, item_id: str, score: float) -> Recommendation:
@@ -587,7 +587,7 @@ class ChatSession:
         # a response does not bring back what the user named or was shown, nor repeat itself
         procs.append(NoMentionOf(vocab, vocab.sids, sorted(excluded), prompt_len=len(ids),
                                  end_ids=self._turn_end))
-        with trie._neutral_generation_config(self.model):
+        with trie.neutral_generation_config(self.model):
             out = self.decoding.generate(self.model, offset=len(self.replies),
                                          input_ids=input_ids,
                                          attention_mask=torch.ones_like(input_ids),
@@ -614,7 +614,7 @@ class ChatSession:
 
         def flush():
             text = self.tokenizer.decode(plain, skip_special_tokens=True)
-            parts.append(serialize._TOKEN_RE.sub(lambda m: serialize.escape(m.group(0)), text))
+            parts.append(serialize.TOKEN_RE.sub(lambda m: serialize.escape(m.group(0)), text))
             plain.clear()
 
         while k < len(ids):

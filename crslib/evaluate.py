@@ -422,9 +422,9 @@ def generate_responses(model, tokenizer, sids: SemanticIDs, dialogs, catalog=Non
     for k in range(0, len(turns), batch_size):
         chunk = turns[k:k + batch_size]
         ids = [serialize.prompt_ids(ex, tokenizer, max_context_tokens) for ex in chunk]
-        input_ids, mask = trie._left_pad(ids, config.pad_token_id, model.device)
+        input_ids, mask = trie.left_pad(ids, config.pad_token_id, model.device)
         extra = decoding.processors(input_ids.shape[1])
-        with trie._neutral_generation_config(model):
+        with trie.neutral_generation_config(model):
             out = decoding.generate(model, input_ids=input_ids, attention_mask=mask,
                                     generation_config=config,
                                     logits_processor=LogitsProcessorList(procs + extra))

@@ -41,7 +41,7 @@ def rec_margin(model, tokenizer, cases: Sequence[serialize.Example],
     ids = [serialize.prompt_ids(ex, tokenizer, max_context_tokens) for ex in cases]
     out: list[float] = []
     for s in range(0, len(ids), batch_size):
-        input_ids, mask = trie._left_pad(ids[s:s + batch_size], pad, head.weight.device)
+        input_ids, mask = trie.left_pad(ids[s:s + batch_size], pad, head.weight.device)
         position = (mask.cumsum(-1) - 1).clamp(min=0)
         h = decoder(input_ids=input_ids, attention_mask=mask,
                     position_ids=position).last_hidden_state[:, -1]

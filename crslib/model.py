@@ -55,17 +55,17 @@ def compact_model(tokenizer, layers: int = 2, hidden: int = 256, heads: int = 4,
     """
     from transformers import LlamaConfig, LlamaForCausalLM
     projected = projected_embeddings(source, hidden)
-    config = LlamaConfig(vocab_size=projected.shape[0], hidden_size=hidden, intermediate_size=3 * hidden,
-                         num_hidden_layers=layers, num_attention_heads=heads,
-                         num_key_value_heads=heads, max_position_embeddings=4096,
-                         tie_word_embeddings=True, rope_theta=10000.0,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
-    config._attn_implementation = "sdpa"
-    config.gcrs_compact = {"source": source}  # saved compactly (see save_compact)
+    llama_config = LlamaConfig(
+        vocab_size=projected.shape[0], hidden_size=hidden, intermediate_size=3 * hidden,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+        max_position_embeddings=4096, tie_word_embeddings=True, rope_theta=10000.0,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id)
+    llama_config._attn_implementation = "sdpa"
+    llama_config.gcrs_compact = {"source": source}  # saved compactly (see save_compact)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
+        model = LlamaForCausalLM(llama_config)
     with torch.no_grad():
         model.get_input_embeddings().weight.copy_(projected)
     return model.eval()

@@ -11,6 +11,8 @@ import os
 import time
 from pathlib import Path
 
+from crslib import report
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -28,8 +30,12 @@ def numbered_notebooks(folder: Path = REPO / "notebooks") -> list[Path]:
 
 
 def run_all(profile: str, out: Path, only: list[str] | None = None,
-            results: Path = REPO / "results") -> dict[str, float]:
+            results: Path | None = None) -> dict[str, float]:
+    """Execute the profile's notebooks into ``out``; their seconds go to
+    ``<results>/<profile>/reproduce_times.json`` (default: ``$CRSLIB_RESULTS``, else
+    ``results/``)."""
     import papermill as pm
+    results = Path(results) if results is not None else report.RESULTS
     out.mkdir(parents=True, exist_ok=True)
     for var in ("CRSLIB_DATA", "CRSLIB_CACHE", "CRSLIB_RESULTS", "CRSLIB_RUNS"):  # kernels run in notebooks/
         if os.environ.get(var):
@@ -49,9 +55,6 @@ def run_all(profile: str, out: Path, only: list[str] | None = None,
         times[nb.name] = round(time.perf_counter() - t0, 1)
         print(f"{nb.name}: {times[nb.name]} s", flush=True)
     path = results / profile / "reproduce_times.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
     seconds = json.loads(path.read_text())["seconds"] if path.is_file() else {}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"profile": profile, "seconds": {**seconds, **times}}, indent=1))
-    os.replace(tmp, path)
+    report.write_json({"profile": profile, "seconds": {**seconds, **times}}, path)
     return times

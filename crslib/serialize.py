@@ -63,7 +63,7 @@ _NAME = r"BOI|EOI|RESP|MODE=REC|MODE=CHAT|[a-z]_[0-9]+"
 _ESCAPE_RE = re.compile(rf"<(\\*)({_NAME})>")
 _UNESCAPE_RE = re.compile(rf"<\\(\\*)({_NAME})>")
 _SID_RE = re.compile(r"<([a-z])_([0-9]+)>")
-_TOKEN_RE = re.compile(rf"<({_NAME})>")
+TOKEN_RE = re.compile(rf"<({_NAME})>")
 
 
 def escape(text: str) -> str:
@@ -314,7 +314,7 @@ def _read_response(s: str, pos: int, sids: SemanticIDs, catalog: Catalog | None,
                    ) -> tuple[str, str, str, tuple[str, ...]]:
     text, metric, display, mentions = [], [], [], []
     while pos < len(s):
-        m = _TOKEN_RE.search(s, pos)
+        m = TOKEN_RE.search(s, pos)
         end = m.start() if m else len(s)
         plain = unescape(s[pos:end])
         text.append(plain)

@@ -266,7 +266,7 @@ def cache_of(output):
 
 
 @contextlib.contextmanager
-def _neutral_generation_config(model):
+def neutral_generation_config(model):
     """Hide the checkpoint's generation config, whose values fill every field a passed config
     leaves unset (``do_sample=True``, repetition penalties, suppressed tokens, ...)."""
     saved = model.generation_config
@@ -315,10 +315,10 @@ def _batches(ids_list: list[list[int]], batch_size: int, row_bytes: int, budget:
         s = e
 
 
-def _left_pad(batch: list[list[int]], pad: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(batch: list[list[int]], pad: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(input_ids, attention_mask)`` of the prompts, left-padded, on ``device``."""
     if device is not None and torch.device(device).type != "cpu":
-        return tuple(t.to(device) for t in _left_pad(batch, pad))
+        return tuple(t.to(device) for t in left_pad(batch, pad))
     T = max(len(ids) for ids in batch)
     input_ids = torch.full((len(batch), T), pad, dtype=torch.long)
     mask = torch.zeros((len(batch), T), dtype=torch.long)
@@ -356,7 +356,7 @@ def recommend(model, tokenizer, prompts, sids: SemanticIDs | SIDVocab, k: int = 
     out: list[Ranked] = []
     row_bytes = beams * _kv_bytes_per_token(model)
     for batch in _batches(ids_list, batch_size, row_bytes, max_cache_bytes):
-        input_ids, mask = _left_pad(batch, config.pad_token_id, model.device)
+        input_ids, mask = left_pad(batch, config.pad_token_id, model.device)
         cache = None
         if input_ids.shape[1] > 1:  # run the prompt once; generate() then only sees <BOI>
             position = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -364,7 +364,7 @@ def recommend(model, tokenizer, prompts, sids: SemanticIDs | SIDVocab, k: int = 
                                           position_ids=position[:, :-1], use_cache=True)
             cache = cache_of(prefill)
             cache.batch_repeat_interleave(beams)
-        with _neutral_generation_config(model):
+        with neutral_generation_config(model):
             gen = model.generate(input_ids=input_ids, attention_mask=mask, cache=cache,
                                  generation_config=config, logits_processor=processors)
         new = gen.sequences[:, input_ids.shape[1]:].view(len(input_ids), beams, -1).tolist()
@@ -512,7 +512,7 @@ def expand_beams(model, vocab: SIDVocab, cache, hidden: torch.Tensor, visible: t
     length = T
     for level in range(L):
         nb = node.shape[1]
-        lp = _level_log_probs(head, h.reshape(m * nb, -1), vocab.level_tokens[level]).cpu()
+        lp = level_log_probs(head, h.reshape(m * nb, -1), vocab.level_tokens[level]).cpu()
         child = vocab.trie.children[level][node]  # (m, nb, K), -1 where no item
         cand = (score.unsqueeze(-1) + lp.view(m, nb, K)).masked_fill(child < 0, float("-inf"))
         top = cand.view(m, -1).topk(min(beams, nb * K), dim=1)
@@ -565,7 +565,7 @@ def score_all_items(model, tokenizer, prompts, sids: SemanticIDs | SIDVocab, *,
     return out[0] if single else out
 
 
-def _level_log_probs(head, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+def level_log_probs(head, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     bias = head.bias[tokens] if getattr(head, "bias", None) is not None else None
     logits = torch.nn.functional.linear(hidden, head.weight[tokens], bias)
     return torch.log_softmax(logits.float(), dim=-1)
@@ -579,7 +579,7 @@ def item_log_probs(model, vocab: SIDVocab, prompt: Sequence[int], chunk_size: in
     device = head.weight.device
     first = body(input_ids=torch.tensor([list(prompt)], device=device), use_cache=True)
     prompt_kv = [(layer.keys, layer.values) for layer in cache_of(first).layers]
-    logp = _level_log_probs(head, first.last_hidden_state[:, -1], vocab.level_tokens[0]).cpu()
+    logp = level_log_probs(head, first.last_hidden_state[:, -1], vocab.level_tokens[0]).cpu()
     score = logp[0, torch.from_numpy(trie.last_code[1])]  # scores of the depth-1 nodes
     node_kv: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # depth -> per layer K, V
     for d in range(1, trie.levels):
@@ -593,7 +593,7 @@ def item_log_probs(model, vocab: SIDVocab, prompt: Sequence[int], chunk_size: in
             e = min(n, s + chunk_size)
             hidden, kv = _run_nodes(body, vocab, prompt_kv, node_kv,
                                     {j: a[s:e] for j, a in ancestors.items()}, d)
-            logp[s:e] = _level_log_probs(head, hidden, vocab.level_tokens[d]).cpu()
+            logp[s:e] = level_log_probs(head, hidden, vocab.level_tokens[d]).cpu()
             if d < trie.levels - 1:
                 chunks.append(kv)
         if chunks:

@@ -83,3 +83,31 @@ def test_no_circles():
 
     for m in MODULES:
         visit(m)
+
+
+def private_reaches(path: Path) -> list[str]:
+    """``path:line: module._name`` for every attribute access to a leading-underscore name of
+    another crslib module (dunder names excepted), through ``import crslib.x``, ``from crslib
+    import x`` or ``from crslib import x as y``."""
+    tree = ast.parse(path.read_text())
+    aliases = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "crslib":
+            for a in node.names:
+                if a.name in MODULES:
+                    aliases[a.asname or a.name] = a.name
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("crslib.") and a.asname:
+                    aliases[a.asname] = a.name.split(".")[1]
+    return [f"{path.name}:{node.lineno}: {aliases[node.value.id]}.{node.attr}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+            and node.value.id in aliases and node.attr.startswith("_")
+            and not node.attr.startswith("__")]
+
+
+def test_no_module_reads_another_modules_private_names():
+    tools = PKG.parent / "tools"
+    found = [r for p in [*PKG.glob("*.py"), *tools.glob("*.py")] for r in private_reaches(p)]
+    assert not found, found
