@@ -40,7 +40,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from crslib import config, data, model as backbones, packing, runbase, serialize, train
+from crslib import config, data, model as backbones, packing, report, runbase, serialize, train
 from crslib.metrics import PROTOCOLS
 from crslib.semantic_ids import SemanticIDs
 
@@ -268,10 +268,9 @@ def save_decoupled(out: str | os.PathLike, rec: DecoupledRecommender, sids: Sema
         raise ValueError("the head's items are not the SIDs' items, in the same order")
     out = Path(out)
     runbase.save_run(out, rec.lm, rec.tokenizer, sids, cfg)
-    tmp = out / "head.safetensors.tmp"
-    save_file({k: v.detach().contiguous().cpu() for k, v in rec.head.state_dict().items()},
-              str(tmp))
-    os.replace(tmp, out / "head.safetensors")
+    with report.atomic(out / "head.safetensors") as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in rec.head.state_dict().items()},
+                  str(tmp))
 
 
 def load_decoupled(path: str | os.PathLike, device=None):

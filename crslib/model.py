@@ -5,12 +5,11 @@ loading of the trained weights.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 
-from crslib import config
+from crslib import config, report
 from crslib.encode import cache_dir
 # the pretrained LMs by name live in crslib.pretrained; their names stay reachable here
 from crslib.pretrained import (BACKBONES, SMOLLM2_GGUF, TINY_CONFIG,  # noqa: F401
@@ -81,10 +80,8 @@ def projected_embeddings(source: str, hidden: int) -> torch.Tensor:
     src, _ = load_backbone(source)
     z = pca_embeddings(src.get_input_embeddings().weight, hidden).contiguous()
     del src
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(z, tmp)
-    os.replace(tmp, path)
+    with report.atomic(path) as tmp:
+        torch.save(z, tmp)
     return z
 
 
@@ -167,10 +164,9 @@ def compact_adapter(folder) -> bool:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     if not any(t.dtype == torch.float32 for t in tensors.values()):
         return False
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: (t.to(ADAPTER_DTYPE) if t.dtype == torch.float32 else t).contiguous()
-               for k, t in tensors.items()}, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with report.atomic(path) as tmp:
+        save_file({k: (t.to(ADAPTER_DTYPE) if t.dtype == torch.float32 else t).contiguous()
+                   for k, t in tensors.items()}, str(tmp), metadata=meta)
     return True
 
 

@@ -4,22 +4,40 @@ Writes are atomic (temp file + rename), so an interrupted run never leaves half 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(os.environ.get("CRSLIB_RESULTS", REPO / "results"))
 FIGURES = REPO / "figures"
 
 
-def write_json(obj, path: str | os.PathLike) -> Path:
+@contextlib.contextmanager
+def atomic(path: str | os.PathLike) -> Iterator[Path]:
+    """Write the file ``path`` atomically: the block writes the yielded temporary sibling (a
+    unique name, so two processes never share it), which replaces ``path`` only when the block
+    ends without an error; otherwise it is removed and ``path`` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(obj, path: str | os.PathLike) -> Path:
+    with atomic(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1, sort_keys=False, default=str) + "\n")
+    return Path(path)
 
 
 def emit_json(obj, out: str | os.PathLike | None = None) -> None:
@@ -33,12 +51,9 @@ def emit_json(obj, out: str | os.PathLike | None = None) -> None:
 
 
 def write_text(text: str, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    with atomic(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
 
 
 def markdown_table(rows: list[dict], columns: list[str] | None = None, floatfmt: str = ".4g") -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from crslib import config, data, model as backbones, semantic_ids, serialize
+from crslib import config, data, model as backbones, report, semantic_ids, serialize
 from crslib.semantic_ids import SemanticIDs
 
 REPO = Path(__file__).resolve().parent.parent
@@ -161,9 +161,8 @@ def finish_run(out: Path, summary: dict) -> dict:
     """Mark a saved run finished: ``train_summary.json`` (with the weights' ``model_hash``)
     written last and atomically, so a run folder without it is never taken for done."""
     summary["model_hash"] = model_hash(out)
-    tmp = out / "train_summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, out / "train_summary.json")
+    with report.atomic(out / "train_summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=1))
     return summary
 
 

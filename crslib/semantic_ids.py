@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from crslib import encode, quantize
+from crslib import encode, quantize, report
 
 LEVEL_NAMES = string.ascii_lowercase
 MAPS_DIR = Path(__file__).resolve().parent / "sid_maps"
@@ -101,12 +101,9 @@ class SemanticIDs:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write JSON atomically (a crash never leaves a half-written file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        os.replace(tmp, path)
-        return path
+        with report.atomic(path) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=1))
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SemanticIDs":

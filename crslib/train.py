@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import broadcast
 
-from crslib import align, packing
+from crslib import align, packing, report
 from crslib.config import TrainConfig
 from crslib.data import Catalog, Dialog
 from crslib.pretrained import process_state
@@ -641,9 +641,8 @@ RUNTIME_KEYS = TrainConfig.RUNTIME  # how a run is executed, not what it trains
 
 
 def write_config(out: Path, config: dict) -> None:
-    tmp = out / "config.json.tmp"
-    tmp.write_text(json.dumps(config, indent=1, default=str))
-    os.replace(tmp, out / "config.json")
+    with report.atomic(out / "config.json") as tmp:
+        tmp.write_text(json.dumps(config, indent=1, default=str))
 
 
 def check_resume_config(out: Path, config: dict) -> None:

@@ -39,3 +39,19 @@ def test_paper_tables_5_6_agree_with_tables_1_2():
         for k in ("recall@1", "recall@10", "ndcg@10", "mrr@10"):
             assert row[k] == p[t12]["GCRS"][k]
         assert len(p["table5_backbones"][ds]) == 5 and len(p["table6_encoders"][ds]) == 4
+
+
+def test_atomic_write_replaces_only_on_success(tmp_path):
+    from crslib import report
+    path = tmp_path / "sub" / "a.json"
+    report.write_json({"x": 1}, path)
+    with pytest.raises(RuntimeError):
+        with report.atomic(path) as tmp:
+            tmp.write_text("half a fi")
+            raise RuntimeError("crash while writing")
+    assert json.loads(path.read_text()) == {"x": 1}  # untouched
+    assert [p.name for p in path.parent.iterdir()] == ["a.json"]  # no temporary file left
+    with report.atomic(path) as tmp:
+        assert tmp.parent == path.parent and tmp != path
+        tmp.write_text("new")
+    assert path.read_text() == "new" and oct(path.stat().st_mode & 0o777) == "0o644"
