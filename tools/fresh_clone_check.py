@@ -57,8 +57,14 @@ def main(argv=None) -> int:
         setup_s = time.perf_counter() - t0
         # a new folder: the clone holds the shipped run itself, which train would just reuse
         out = clone / "fresh-check" / rc.profile / rc.dataset / rc.variant
+        cfg_path = clone / Path(args.config)
+        if args.snapshot:  # snapshot_every is a runtime key: the same run, saved at step N too
+            cfg = json.loads(cfg_path.read_text())
+            cfg["train"] = {**cfg["train"], "snapshot_every": args.snapshot}
+            cfg_path = work / f"snapshot-{cfg_path.name}"
+            cfg_path.write_text(json.dumps(cfg, indent=1))
         cmd = [str(clone / ".venv/bin/python"), "-m", "crslib", "train", "--config",
-               str(clone / Path(args.config)), "--out", str(out), "--threads", "1", "--quiet"]
+               str(cfg_path), "--out", str(out), "--threads", "1", "--quiet"]
         log.write(f"$ {' '.join(cmd)}\n")
         log.flush()
         proc = subprocess.Popen(cmd, cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT)
