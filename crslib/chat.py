@@ -279,11 +279,18 @@ class ChatSession:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_run(cls, path, data_root=None, **kwargs) -> "ChatSession":
+    def from_run(cls, path, data_root=None, merge_lora: bool = True, **kwargs) -> "ChatSession":
         """A session over the run folder ``path`` (``run.load_run``): its restricted output
         vocabulary when it has one, the evaluation context length, titles from the dataset's
-        catalog (item ids when the data is not found). Loads nothing from the internet."""
+        catalog (item ids when the data is not found). Loads nothing from the internet.
+
+        ``merge_lora``: a LoRA run's adapters are merged into the base weights (peft's
+        ``merge_and_unload``), so each linear layer is one matmul instead of three and a
+        decoded token costs less; the merged weights equal base + adapter up to float
+        rounding. The evaluation protocols score the unmerged model, as trained."""
         model, tok, sids, cfg = run.load_run(path)
+        if merge_lora and hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload().eval()
         vocab_file = Path(path) / "output_vocab.json"
         head_ids = json.loads(vocab_file.read_text()) if vocab_file.is_file() else None
         rc = resolve(cfg)

@@ -65,3 +65,21 @@ def test_requests_are_followed_and_why_gets_an_answer_about_the_item(transcript)
     assert all(r["satisfying"] == "" for r in rows if not r["asked"])
     assert all(not r["named_recommended"] for r in rows)
     assert all(r["names_its_item"] for r in rows if r["intent"] == "rec")
+
+
+def test_merged_adapters_answer_as_the_trained_model(transcript, shared_data):
+    # the chat merges the LoRA adapters into the base weights (speed); the reply is the same
+    session, _ = transcript
+    assert not hasattr(session.model, "peft_config")  # merged: a plain causal LM
+    kw = dict(decoding=session.decoding, intent_cut=session.intent_cut,
+              num_beams=session.num_beams)
+    unmerged = chat.ChatSession.from_run(RUN, shared_data, merge_lora=False, **kw)
+    assert hasattr(unmerged.model, "peft_config")
+    merged = session.fresh()
+    for s in (merged, unmerged):
+        s.reply("Hi! I loved The Shining (1980). Can you recommend a scary movie?")
+    a, b = merged.replies[-1], unmerged.replies[-1]
+    assert a.text == b.text and [x.item_id for x in a.recommendations] == \
+        [x.item_id for x in b.recommendations]
+    for x, y in zip(a.recommendations, b.recommendations):
+        assert abs(x.score - y.score) < 1e-3

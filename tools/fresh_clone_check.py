@@ -44,6 +44,7 @@ def main(argv=None) -> int:
     rc = config.load(args.config)
     ref_hash = run.model_hash(args.reference)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="fresh-clone-"))
+    work.mkdir(parents=True, exist_ok=True)
     clone = work / "crslib"
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
                             text=True, check=True).stdout.strip()
