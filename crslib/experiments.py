@@ -19,13 +19,13 @@ import random
 from pathlib import Path
 from typing import Sequence
 
-from crslib import data, evaluate as ev_mod, genres, report, run, serialize, trie
+from crslib import data, evaluate as ev_mod, genres, paths, report, run, serialize, trie
 from crslib.config import EvalConfig, resolve
 from crslib.evaluate import identity
 from crslib.semantic_ids import SemanticIDs
 
 BASELINES = ev_mod.BASELINES
-RUNS = Path(os.environ.get("CRSLIB_RUNS", report.REPO / "runs")).resolve()
+RUNS = paths.RUNS
 
 
 def quiet() -> None:

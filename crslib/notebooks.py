@@ -11,9 +11,9 @@ import os
 import time
 from pathlib import Path
 
-from crslib import report
+from crslib import paths, report
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = paths.REPO
 
 
 # A profile that reproduces only some tables runs only their notebooks (``make reproduce

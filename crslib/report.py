@@ -11,9 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = Path(os.environ.get("CRSLIB_RESULTS", REPO / "results"))
-FIGURES = REPO / "figures"
+from crslib.paths import FIGURES, REPO, RESULTS  # noqa: F401  (re-exported)
 
 
 @contextlib.contextmanager

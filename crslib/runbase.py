@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from crslib import config, data, model as backbones, report, semantic_ids, serialize
+from crslib import config, data, model as backbones, paths, report, semantic_ids, serialize
 from crslib.semantic_ids import SemanticIDs
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = paths.REPO
 
 
 def config_hash(cfg) -> str:
@@ -87,7 +87,7 @@ def prepare_sids(cfg, catalog: data.Catalog, progress: bool = False) -> Semantic
     committed = semantic_ids.committed_map(rc.dataset, spec, catalog)
     if committed is not None:
         return committed
-    cache_root = Path(os.environ.get("CRSLIB_CACHE", REPO / "cache"))
+    cache_root = paths.cache_dir()
     path = cache_root / "sids" / f"{rc.dataset}-{semantic_ids.sid_key(rc.dataset, spec)}.json"
     if path.is_file():
         sids = SemanticIDs.load(path)

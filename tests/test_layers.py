@@ -6,7 +6,7 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parent.parent / "crslib"
 LAYERS = [  # bottom to top
-    ("util", {"__init__", "report", "metrics", "pretrained", "config"}),  # imports no crslib module
+    ("util", {"__init__", "paths", "report", "metrics", "pretrained", "config"}),  # imports no crslib module
     ("data", {"data", "download", "stats", "titles", "genres", "request"}),
     ("ids", {"encode", "quantize", "semantic_ids"}),
     ("format", {"serialize", "packing", "align"}),
