@@ -56,7 +56,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from crslib import data, evaluate, genres, request as request_mod, run, serialize, trie
 from crslib.config import resolve
-from crslib.generation import GREEDY, ResponseDecoding, turn_end_ids
+from crslib.generation import GREEDY, ResponseDecoding, trim_unfinished, turn_end_ids
 from crslib.metrics import repeats_ngram
 from crslib.semantic_ids import SemanticIDs
 from crslib.titles import TitleLinker
@@ -446,6 +446,8 @@ class ChatSession:
         generated, truncated = self._generate(prompt + prefix,
                                               self.excluded_items(turns) - {item_id}, shown)
         serialized, mentions = self._response_text(generated)
+        # an unfinished last sentence goes (its tail names no item: mentions unchanged)
+        serialized = trim_unfinished(serialized, serialize.BOI)
         tokens = tuple(prefix + generated)
         reason = self._reason(requested, mode, intent, p_rec, item_id)
         out = Reply(requested, intent, recs, item_id,

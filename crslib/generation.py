@@ -12,6 +12,7 @@ line break (the plain prompt puts one turn per line). Every sampling setting is 
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -116,3 +117,23 @@ def turn_end_ids(tokenizer) -> list[int]:
     (the next line would be another speaker's turn)."""
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     return eos + [i for i in _line_break_ids(tokenizer) if i not in eos]
+
+
+_SENTENCE_END = re.compile(r"[.!?…][\"')\]]*(?=\s)")
+_FINISHED = tuple(".!?…\"')>")  # ``>``: a response may end with an item mention (``<EOI>``)
+
+
+def trim_unfinished(text: str, mention_open: str = "<BOI>") -> str:
+    """A chat response cut mid-sentence — at the token limit, or where its turn was ended
+    because the only way on was a title it may not name — ends at its last finished sentence
+    instead ("… is a good one. I like" -> "… is a good one."). Left as it is: a response that
+    ends finished (punctuation, a closing bracket or quote, an item mention), one with no
+    finished sentence before the tail, and one whose tail names an item (``mention_open``).
+    Only what a person reads is trimmed; the evaluation decodes and scores untrimmed text."""
+    s = text.rstrip()
+    if not s or s.endswith(_FINISHED):
+        return text
+    ends = list(_SENTENCE_END.finditer(s))
+    if not ends or mention_open in s[ends[-1].end():]:
+        return text
+    return s[:ends[-1].end()]

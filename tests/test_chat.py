@@ -466,3 +466,19 @@ def test_browser_check_judges_what_the_browser_showed():
         "filter note follows the toggle"]
     chat_turn = {**turn, "badge": "[CHAT] chatting", "titles": [], "response": "Sure."}
     assert bc.check_turn(chat_turn)["recommendation names its item"]
+
+
+@pytest.mark.parametrize("text,want", [
+    ("Die Hard (1988) is also a good one. I like ", "Die Hard (1988) is also a good one."),
+    ("Sure! He gets his magical powers", "Sure!"),
+    ("It is great. Have you seen it? I think", "It is great. Have you seen it?"),
+    ("How about Taken (2008)", "How about Taken (2008)"),           # ends with a mention's year
+    ("I really like <BOI><a_1><b_2><EOI>", "I really like <BOI><a_1><b_2><EOI>"),
+    ("Hi there, what kind of movies do you like", "Hi there, what kind of movies do you like"),
+    ("Good one. I also like <BOI><a_1><EOI> and", "Good one. I also like <BOI><a_1><EOI> and"),
+    ("Done.", "Done."), ("", ""),
+    ('He said "go." Then he', 'He said "go."'),
+])
+def test_an_unfinished_last_sentence_is_trimmed(text, want):
+    from crslib.generation import trim_unfinished
+    assert trim_unfinished(text) == want
