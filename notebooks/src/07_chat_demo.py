@@ -144,6 +144,19 @@ print(f"{measured['all']['n_cases']} {measured['split']} request turns; catalog 
 pd.DataFrame({"all": measured["all"], **measured["by_kind"]}).T.round(3)
 
 # %% [markdown]
+# The same check on INSPIRED `dev`, with the pretrained profile's INSPIRED run
+# (`runs/smollm2/inspired/gcrs`), read from its saved result (measured for those weights):
+
+# %%
+inspired_saved = report.RESULTS / "smollm2" / "inspired" / "gcrs.constraints.json"
+if dataset != "inspired" and inspired_saved.is_file():
+    on_dev = constraints.measure("smollm2", "inspired", "gcrs", data_root)
+    print(f"{on_dev['all']['n_cases']} {on_dev['split']} request turns; catalog coverage:",
+          {k: v for k, v in on_dev["coverage"].items() if not k.endswith("share")})
+    IPython.display.display(
+        pd.DataFrame({"all": on_dev["all"], **on_dev["by_kind"]}).T.round(3))
+
+# %% [markdown]
 # ## Typed text stays text
 # User text is rendered like dataset text: token look-alikes are escaped (`<MODE=REC>` becomes
 # `<\MODE=REC>`, read back as the literal), the tokenizer's own special tokens are broken, and
