@@ -22,7 +22,7 @@ import time
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from crslib import config, data, run, train
+    from crslib import config, data, paths, run, train
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default=str(run.config_path("cpu", "redial")))
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         loop = train.train(net2, tok2, sids, dialogs, tcfg, tmp, new_ids2, progress=False)
     bare_steps(range(half, args.steps))
     bare_rate = bare["tokens"] / bare["seconds"]
-    result = {"config": os.path.relpath(args.config, run.REPO), "dialogs": args.dialogs,
+    result = {"config": os.path.relpath(args.config, paths.REPO), "dialogs": args.dialogs,
               "steps": args.steps, "threads": args.threads, "quick": args.quick,
               "windows": len(windows), "batch_tokens": tcfg.batch_tokens,
               "model": cfg["model"], "loop_tokens": loop["tokens"], "bare_tokens": bare["tokens"],

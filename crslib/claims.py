@@ -58,17 +58,28 @@ _VS_BASELINES = [(f"GCRS beats {b} on {NAMES[ds]} {'new-item ' if p == 'new_item
                  for p in ("paper", "new_items")]
 # What each profile claims (issue 21): the paper's headline, its ablation order, and the bars a
 # recommender must clear here (popularity, and recommending again what the dialog mentioned).
+_PAPER_SCALE = _claims([
+    ("the paper's headline: GCRS beats TIGER on INSPIRED Recall@1",
+     "inspired", "gcrs", "tiger", "recall@1", "paper"),
+    ("GCRS beats TIGER on ReDial Recall@10", "redial", "gcrs", "tiger", "recall@10", "paper"),
+    *[(f"the full model beats the {name} ablation (INSPIRED {m})",
+       "inspired", "gcrs", v, metric, "paper")
+      for v, name in (("sid", "SID-only"), ("mode_resp", "MODE+RESP"), ("resp", "RESP-only"))
+      for metric, m in (("recall@1", "Recall@1"), ("ndcg@10", "NDCG@10"))],
+    *_VS_BASELINES,
+])
+# beyond the paper (issue 24): teaching the model what each SID means (crslib.align)
+_ALIGNMENT = _claims(
+    [(f"beyond the paper: alignment beats {b} on {NAMES[ds]} new-item Recall@10",
+      ds, "gcrs_align", b, "recall@10", "new_items")
+     for ds in ("inspired", "redial") for b in ("gcrs", "popularity")]
+    + [(f"beyond the paper: alignment beats GCRS on {NAMES[ds]} {m}",
+        ds, "gcrs_align", "gcrs", metric, "paper")
+       for ds in ("inspired", "redial") for metric, m in (("recall@1", "Recall@1"),
+                                                          ("recall@10", "Recall@10"))])
 CLAIMS: dict[str, tuple[Claim, ...]] = {
-    "smollm2": _claims([
-        ("the paper's headline: GCRS beats TIGER on INSPIRED Recall@1",
-         "inspired", "gcrs", "tiger", "recall@1", "paper"),
-        ("GCRS beats TIGER on ReDial Recall@10", "redial", "gcrs", "tiger", "recall@10", "paper"),
-        *[(f"the full model beats the {name} ablation (INSPIRED {m})",
-           "inspired", "gcrs", v, metric, "paper")
-          for v, name in (("sid", "SID-only"), ("mode_resp", "MODE+RESP"), ("resp", "RESP-only"))
-          for metric, m in (("recall@1", "Recall@1"), ("ndcg@10", "NDCG@10"))],
-        *_VS_BASELINES,
-    ]),
+    "smollm2": _PAPER_SCALE + _ALIGNMENT,
+    "paper": _PAPER_SCALE,  # the paper's scale: its claims (it defines no gcrs_align)
     "cpu": _claims([
         ("the paper's headline: GCRS beats TIGER on INSPIRED Recall@1",
          "inspired", "gcrs", "tiger", "recall@1", "paper"),
@@ -88,16 +99,6 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
            "recall@10", "paper") for ds in ("inspired", "redial") for b in ("popularity", "repeat")],
     ]),
 }
-CLAIMS["paper"] = CLAIMS["smollm2"]  # the paper's scale: the same claims
-# beyond the paper (issue 24): teaching the model what each SID means (crslib.align)
-CLAIMS["smollm2"] += _claims(
-    [(f"beyond the paper: alignment beats {b} on {NAMES[ds]} new-item Recall@10",
-      ds, "gcrs_align", b, "recall@10", "new_items")
-     for ds in ("inspired", "redial") for b in ("gcrs", "popularity")]
-    + [(f"beyond the paper: alignment beats GCRS on {NAMES[ds]} {m}",
-        ds, "gcrs_align", "gcrs", metric, "paper")
-       for ds in ("inspired", "redial") for metric, m in (("recall@1", "Recall@1"),
-                                                          ("recall@10", "Recall@10"))])
 
 
 def profile_claims(profile: str) -> tuple[Claim, ...]:

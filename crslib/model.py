@@ -9,8 +9,7 @@ from pathlib import Path
 
 import torch
 
-from crslib import config, report
-from crslib.encode import cache_dir
+from crslib import config, paths, report
 # the pretrained LMs by name live in crslib.pretrained; their names stay reachable here
 from crslib.pretrained import (BACKBONES, SMOLLM2_GGUF, TINY_CONFIG,  # noqa: F401
                                default_device, load_backbone, load_tokenizer, process_state,
@@ -74,7 +73,7 @@ def projected_embeddings(source: str, hidden: int) -> torch.Tensor:
     """``pca_embeddings`` of ``source``'s token embeddings, cached on disk (``$CRSLIB_CACHE/
     compact/``): loading a backbone to project its embeddings costs tens of seconds, the
     cached matrix a fraction of one. The cache file is written atomically."""
-    path = cache_dir() / "compact" / f"{source.replace('/', '__')}-pca{hidden}.pt"
+    path = paths.cache_dir() / "compact" / f"{source.replace('/', '__')}-pca{hidden}.pt"
     if path.is_file():
         return torch.load(path)
     src, _ = load_backbone(source)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from crslib import paths, report
 
-REPO = paths.REPO
 
 
 # A profile that reproduces only some tables runs only their notebooks (``make reproduce
@@ -25,7 +24,7 @@ class NotebookFailed(RuntimeError):
     pass
 
 
-def numbered_notebooks(folder: Path = REPO / "notebooks") -> list[Path]:
+def numbered_notebooks(folder: Path = paths.REPO / "notebooks") -> list[Path]:
     return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
 
 
@@ -48,7 +47,7 @@ def run_all(profile: str, out: Path, only: list[str] | None = None,
         t0 = time.perf_counter()
         try:
             pm.execute_notebook(str(nb), str(out / nb.name), parameters={"profile": profile},
-                                cwd=str(REPO / "notebooks"), progress_bar=False)
+                                cwd=str(paths.REPO / "notebooks"), progress_bar=False)
         except Exception as e:  # papermill raises PapermillExecutionError with the cell
             raise NotebookFailed(f"notebook {nb.name} failed (profile={profile}); executed "
                                  f"copy with the error: {out / nb.name}\n{e}") from e

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crslib import config, data, decoupled, encode, model as backbones, report, train
-from crslib.runbase import (REPO, RunLocked, build_model, config_hash, finish_run,  # noqa: F401
+from crslib.runbase import (RunLocked, build_model, config_hash, finish_run,  # noqa: F401
                             is_finished, model_hash, peak_rss_mb, prepare_sids, run_lock,
                             save_and_finish, save_run, saved_config, training_dialogs)
 from crslib.semantic_ids import SemanticIDs

@@ -20,9 +20,6 @@ import torch
 from crslib import config, data, model as backbones, paths, report, semantic_ids, serialize
 from crslib.semantic_ids import SemanticIDs
 
-REPO = paths.REPO
-
-
 def config_hash(cfg) -> str:
     """The run's identity (:func:`crslib.config.config_hash`: the resolved config, without how
     it is executed), so the same budget on a busier machine is the same run."""
@@ -161,8 +158,7 @@ def finish_run(out: Path, summary: dict) -> dict:
     """Mark a saved run finished: ``train_summary.json`` (with the weights' ``model_hash``)
     written last and atomically, so a run folder without it is never taken for done."""
     summary["model_hash"] = model_hash(out)
-    with report.atomic(out / "train_summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=1))
+    report.write_text(json.dumps(summary, indent=1), out / "train_summary.json")
     return summary
 
 
@@ -202,7 +198,7 @@ def run_lock(out: Path):
                 pid = int(lock.read_text() or 0)
             except (OSError, ValueError):
                 pid = 0
-            if pid and _alive(pid):
+            if pid and pid_alive(pid):
                 raise RunLocked(f"{out}: being trained by process {pid} (remove {lock} if not)")
             lock.unlink(missing_ok=True)
     else:
@@ -215,7 +211,7 @@ def run_lock(out: Path):
         lock.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -101,9 +101,7 @@ class SemanticIDs:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write JSON atomically (a crash never leaves a half-written file)."""
-        with report.atomic(path) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        return Path(path)
+        return report.write_text(json.dumps(self.to_dict(), indent=1), path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SemanticIDs":

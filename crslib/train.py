@@ -641,8 +641,7 @@ RUNTIME_KEYS = TrainConfig.RUNTIME  # how a run is executed, not what it trains
 
 
 def write_config(out: Path, config: dict) -> None:
-    with report.atomic(out / "config.json") as tmp:
-        tmp.write_text(json.dumps(config, indent=1, default=str))
+    report.write_text(json.dumps(config, indent=1, default=str), out / "config.json")
 
 
 def check_resume_config(out: Path, config: dict) -> None:

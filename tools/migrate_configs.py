@@ -24,8 +24,8 @@ import os
 import sys
 from pathlib import Path
 
-from crslib import config, report, run
-from crslib.runbase import _alive
+from crslib import config, paths, report, run
+from crslib.runbase import pid_alive
 
 LEGACY_FORMATS = {"resp": "resp", "mode_resp": "mode_resp", "sid": "sid", "tiger": "tiger"}
 LEGACY_RANKERS = {"decoupled": "item_head"}
@@ -62,7 +62,7 @@ def being_trained(folder: Path) -> str | None:
     """Why ``folder`` is left alone when its ``.lock`` names a live process; else None."""
     lock = folder / ".lock"
     pid = lock.read_text().strip() if lock.is_file() else ""
-    if pid.isdigit() and _alive(int(pid)):
+    if pid.isdigit() and pid_alive(int(pid)):
         return f"SKIPPED {folder}: being trained by process {pid}"
     return None
 
@@ -121,8 +121,8 @@ def migrate_result(path: Path, table: dict, dry: bool) -> str | None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--runs", default=str(run.REPO / "runs"))
-    ap.add_argument("--results", default=str(run.REPO / "results"))
+    ap.add_argument("--runs", default=str(paths.REPO / "runs"))
+    ap.add_argument("--results", default=str(paths.REPO / "results"))
     ap.add_argument("--dry-run", action="store_true")
     args = ap.parse_args(argv)
     table = hash_map()

@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from crslib import report, run
+from crslib import paths, report, run
 
 DEFAULT_RUNS = ("inspired/gcrs", "inspired/decoupled", "inspired/all_embeddings",
                 "inspired/tiger", "inspired/sid")
@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default="smoke")
     ap.add_argument("--runs", nargs="+", default=list(DEFAULT_RUNS))
-    ap.add_argument("--reference", default=str(run.REPO / "runs"))
+    ap.add_argument("--reference", default=str(paths.REPO / "runs"))
     ap.add_argument("--scratch", default="/tmp/train_parity")
     ap.add_argument("--data-root", default=None)
     args = ap.parse_args(argv)
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
                      "final_loss": summary["final_loss"], "reference_loss": ref["final_loss"]})
         print(json.dumps(rows[-1]), flush=True)
     report.write_json({"profile": args.profile, "runs": rows},
-                      run.REPO / "results" / args.profile / "train_parity.json")
+                      paths.REPO / "results" / args.profile / "train_parity.json")
     return 0 if all(r["identical"] is not False for r in rows) else 1
 
 
