@@ -56,7 +56,8 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from crslib import data, evaluate, genres, request as request_mod, run, serialize, trie
 from crslib.config import resolve
-from crslib.generation import GREEDY, ResponseDecoding, trim_unfinished, turn_end_ids
+from crslib.generation import (GREEDY, ResponseDecoding, close_punctuation, trim_unfinished,
+                               turn_end_ids)
 from crslib.metrics import repeats_ngram
 from crslib.semantic_ids import SemanticIDs
 from crslib.titles import TitleLinker
@@ -65,6 +66,7 @@ INFERENCE_MODES = ("free", "rec", "chat", "item")
 MODE_LABELS = {"free": "free (model decides)", "rec": "guided: recommend",
                "chat": "guided: chat", "item": "item-conditioned"}
 MAX_CHARS = 1000
+SAMPLE_CANDIDATES = 4  # draws per reply when the chat samples (ChatSession.candidates)
 _ZWSP = "\u200b"
 
 
@@ -243,6 +245,8 @@ class ChatSession:
     max_chars: int = MAX_CHARS
     template: str = "plain"
     decoding: ResponseDecoding = GREEDY
+    candidates: int = SAMPLE_CANDIDATES  # a sampling decoding draws this many responses per
+                                         # reply and keeps the likeliest (sample-and-rank)
     intent_cut: float = 0.0  # free mode recommends when logit(REC) - logit(CHAT) > intent_cut
     exclude_named: bool = True
     exclude_recommended: bool = True
@@ -314,8 +318,14 @@ class ChatSession:
     @property
     def history(self) -> list[tuple[str, str]]:
         """``(role, text for people)`` of every turn, mentions as titles."""
-        return [(role, serialize.display_text(text, self.sids, self.catalog).replace(_ZWSP, ""))
+        return [(role, self._for_people(text, tidy=role == "assistant"))
                 for role, text in self.turns]
+
+    def _for_people(self, serialized: str, tidy: bool = True) -> str:
+        """A serialized turn as a person reads it: titles for mentions; with ``tidy`` (the
+        model's turns, not the user's words) no space before a punctuation mark."""
+        text = serialize.display_text(serialized, self.sids, self.catalog).replace(_ZWSP, "")
+        return close_punctuation(text) if tidy else text
 
     def named_items(self, turns: Sequence[tuple[str, str]] | None = None,
                     role: str = "user") -> set[str]:
@@ -451,7 +461,7 @@ class ChatSession:
         tokens = tuple(prefix + generated)
         reason = self._reason(requested, mode, intent, p_rec, item_id)
         out = Reply(requested, intent, recs, item_id,
-                    serialize.display_text(serialized, self.sids, self.catalog), serialized,
+                    self._for_people(serialized), serialized,
                     self.tokenizer.decode(list(tokens), skip_special_tokens=False), tokens,
                     mentions, p_rec, truncated, time.perf_counter() - t0,
                     asked.describe(), matching, reason)
@@ -596,8 +606,10 @@ class ChatSession:
         # a response does not bring back what the user named or was shown, nor repeat itself
         procs.append(NoMentionOf(vocab, vocab.sids, sorted(excluded), prompt_len=len(ids),
                                  end_ids=self._turn_end))
+        decoding = (dataclasses.replace(self.decoding, candidates=self.candidates)
+                    if self.decoding.top_p is not None else self.decoding)
         with trie.neutral_generation_config(self.model):
-            out = self.decoding.generate(self.model, offset=len(self.replies),
+            out = decoding.generate(self.model, offset=len(self.replies),
                                          input_ids=input_ids,
                                          attention_mask=torch.ones_like(input_ids),
                                          cache=self._cache if len(ids) > 1 else None,

@@ -482,3 +482,76 @@ def test_browser_check_judges_what_the_browser_showed():
 def test_an_unfinished_last_sentence_is_trimmed(text, want):
     from crslib.generation import trim_unfinished
     assert trim_unfinished(text) == want
+
+
+@pytest.mark.parametrize("text,want", [
+    ("How about Get Out (2017) ?", "How about Get Out (2017)?"),
+    ("50 First Dates (2004) , Game Night (2018) .", "50 First Dates (2004), Game Night (2018)."),
+    ("Wow !! Really ?!", "Wow!! Really?!"),
+    ("I like it :) a lot", "I like it :) a lot"),           # an emoticon is not punctuation
+    ("rated . 5 stars", "rated. 5 stars"),
+    ("It costs .5 dollars", "It costs .5 dollars"),         # a mark before a digit stays
+    (" . ", " . "), ("", ""),
+])
+def test_a_space_before_punctuation_goes(text, want):
+    from crslib.generation import close_punctuation
+    assert close_punctuation(text) == want
+
+
+def test_rank_draws_keeps_the_likeliest_draw_of_each_group():
+    from crslib.generation import rank_draws
+    V, end = 4, 3
+    # two prompts x two draws; the log-softmax of these logits is log(p) with p below
+    p = torch.tensor([[0.5, 0.25, 0.125, 0.125]]).log()
+    logits = p.expand(4, 3, V).clone()
+    generated = torch.tensor([[1, end, 0],   # mean of log .25, log .125: the end counts
+                              [0, 0, end],   # log .5, log .5, log .125: likelier
+                              [0, end, 2],   # log .5, log .125 (the 2 after the end is padding)
+                              [0, 1, 1]])    # never ends: log .5, log .25 x 2
+    keep = rank_draws(generated, logits, 2, [end])
+    means = [(-1.386 - 2.079) / 2, (-0.693 * 2 - 2.079) / 3, (-0.693 - 2.079) / 2,
+             (-0.693 - 1.386 * 2) / 3]
+    assert means[1] > means[0] and means[2] < means[3]
+    assert keep.tolist() == [1, 3]
+    assert rank_draws(generated, logits, 1, [end]).tolist() == [0, 1, 2, 3]
+    tie = torch.tensor([[0, end, 0], [0, end, 1]])  # equal up to the end: the first is kept
+    assert rank_draws(tie, logits[:2], 2, [end]).tolist() == [0]
+    with pytest.raises(ValueError, match="candidates"):
+        from crslib.generation import ResponseDecoding
+        ResponseDecoding(candidates=2)  # greedy has one draw only
+
+
+def test_sample_and_rank_returns_the_draw_the_model_finds_likeliest(world):
+    from crslib.generation import ResponseDecoding
+    model, tok, _, _, _ = world
+    dec = ResponseDecoding(top_p=1.0, seed=5, candidates=3)
+    prompt = torch.tensor([tok.encode("User: hello there\nAssistant:")])
+    config = dec.generation_config(8, tok.pad_token_id, [tok.eos_token_id])
+    with torch.no_grad():
+        kept = dec.generate(model, offset=2, input_ids=prompt, generation_config=config)
+        with torch.random.fork_rng(devices=[]):  # the same three draws, by hand
+            torch.manual_seed(5 + 2)
+            draws = model.generate(input_ids=prompt.repeat(3, 1), generation_config=config)
+        means = []
+        for row in draws.sequences:
+            gen = row[prompt.shape[1]:].tolist()
+            if tok.eos_token_id in gen:
+                gen = gen[:gen.index(tok.eos_token_id) + 1]
+            ids = prompt[0].tolist() + gen
+            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
+            means.append(sum(float(logp[len(prompt[0]) + k - 1, t]) for k, t in enumerate(gen))
+                         / len(gen))
+    assert len({tuple(r.tolist()) for r in draws.sequences}) > 1  # the draws differ
+    best = max(range(3), key=means.__getitem__)
+    assert kept.sequences.shape[0] == 1
+    assert kept.sequences[0].tolist() == draws.sequences[best].tolist()
+
+
+def test_the_chat_ranks_its_draws_the_same_with_and_without_its_kv_cache(world):
+    from crslib.generation import ResponseDecoding
+    dec = ResponseDecoding(top_p=0.9, seed=1)
+    texts = []
+    for reuse in (True, False):
+        s = session(world, decoding=dec, candidates=3, reuse_cache=reuse)
+        texts.append([s.reply(t, mode="chat").text for t in ("hi", "any film?", "thanks")])
+    assert texts[0] == texts[1]  # the copied, expanded cache changes nothing
