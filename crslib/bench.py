@@ -48,7 +48,8 @@ def rec_prompts(dataset: data.Dataset, sids: SemanticIDs, tokenizer, split: str 
     return [serialize.rec_prompt_ids(ex, tokenizer, max_context_tokens) for ex in examples]
 
 
-def _timed(fn, *args, **kwargs):
+def timed_ms(fn, *args, **kwargs) -> tuple[object, float]:
+    """``(fn(*args, **kwargs), milliseconds it took)``."""
     t = time.perf_counter()
     out = fn(*args, **kwargs)
     return out, (time.perf_counter() - t) * 1000.0
@@ -112,7 +113,7 @@ def bench_decode(dataset: str = "redial", backbone: str = "tiny", n_prompts: int
         batch = prompts[s:s + batch_size]
         runs = {}
         for constrained in ((True, False) if b % 2 == 0 else (False, True)):  # alternate order
-            runs[constrained] = _timed(trie.recommend, model, tokenizer, batch, vocab, k,
+            runs[constrained] = timed_ms(trie.recommend, model, tokenizer, batch, vocab, k,
                                        batch_size=batch_size, constrained=constrained)
         (ranked, ms_c), (free, ms_u) = runs[True], runs[False]
         cons_ms += ms_c
@@ -125,10 +126,10 @@ def bench_decode(dataset: str = "redial", backbone: str = "tiny", n_prompts: int
         invalid_unc += sum(r.invalid for r in free)
         outputs_unc += sum(len(r.items) for r in free)
     for p in prompts:
-        _, ms = _timed(trie.score_all_items, model, tokenizer, p, vocab, chunk_size=chunk_size)
+        _, ms = timed_ms(trie.score_all_items, model, tokenizer, p, vocab, chunk_size=chunk_size)
         exact_ms += ms
     for s in range(0, len(prompts), batch_size):
-        _, ms = _timed(trie.sid_beam_search, model, tokenizer, prompts[s:s + batch_size], vocab, k,
+        _, ms = timed_ms(trie.sid_beam_search, model, tokenizer, prompts[s:s + batch_size], vocab, k,
                        batch_size=batch_size)
         sid_ms += ms
     n = len(prompts)

@@ -20,12 +20,11 @@ from __future__ import annotations
 import json
 import random
 import statistics
-import time
 from typing import Sequence
 
 import torch
 
-from crslib import data, evaluate, experiments, metrics, run, serialize, trie
+from crslib import bench, data, evaluate, experiments, metrics, run, serialize, trie
 from crslib.config import resolve
 
 
@@ -192,12 +191,6 @@ def intent_cut(profile: str, dataset: str, variant: str = "gcrs", data_root=None
     return evaluate.scored(meta, limit, choose, reuse=reuse)
 
 
-def _timed_ms(fn, *args, **kwargs) -> tuple[object, float]:
-    t = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, (time.perf_counter() - t) * 1000.0
-
-
 def latency(model, tokenizer, sids, cases: Sequence[serialize.Example], n: int = 10,
             seed: int = 0, max_context_tokens: int = 768, num_beams: int = 50) -> dict:
     """Per-turn decode latency on a seeded sample of ``n`` cases, one prompt at a time (after
@@ -215,11 +208,11 @@ def latency(model, tokenizer, sids, cases: Sequence[serialize.Example], n: int =
     rec_margin(model, tokenizer, sample[:1], max_context_tokens)
     mode_ms, beam_ms, exact_ms, agree = [], [], [], 0
     for ex, p in zip(sample, prompts):
-        mode_ms.append(_timed_ms(rec_margin, model, tokenizer, [ex], max_context_tokens)[1])
-        beam, ms = _timed_ms(trie.sid_beam_search, model, tokenizer, p, vocab, k=num_beams,
+        mode_ms.append(bench.timed_ms(rec_margin, model, tokenizer, [ex], max_context_tokens)[1])
+        beam, ms = bench.timed_ms(trie.sid_beam_search, model, tokenizer, p, vocab, k=num_beams,
                              num_beams=num_beams)
         beam_ms.append(ms)
-        exact, ms = _timed_ms(trie.score_all_items, model, tokenizer, p, vocab)
+        exact, ms = bench.timed_ms(trie.score_all_items, model, tokenizer, p, vocab)
         exact_ms.append(ms)
         agree += beam.items[:1] == exact.items[:1]
     out = {"prompts": len(sample), "prompt_tokens_mean": sum(map(len, prompts)) / len(prompts)}

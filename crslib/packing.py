@@ -29,7 +29,7 @@ import torch
 
 from crslib.data import Dialog
 from crslib.semantic_ids import SemanticIDs
-from crslib.serialize import prompt_ids, render_text, serialize
+from crslib.serialize import prompt_ids, render_text, serialize, text_ids
 
 PACKABLE = ("gcrs", "resp", "mode_resp", "sid", "tiger")
 
@@ -50,10 +50,6 @@ class Packed:
         return len(self.input_ids)
 
 
-def _ids(text: str, tokenizer) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
 def pack_dialog(dialog: Dialog, sids: SemanticIDs, tokenizer, fmt: str = "gcrs",
                 max_context_tokens: int = 768, examples=None) -> list[Packed]:
     """The windows of one dialog (see module docstring); empty if it has no instance."""
@@ -66,12 +62,12 @@ def pack_dialog(dialog: Dialog, sids: SemanticIDs, tokenizer, fmt: str = "gcrs",
     for ex in examples:
         by_turn.setdefault(ex.turn_index, []).append(ex)
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    prefix = _ids("Assistant:", tokenizer)
+    prefix = text_ids("Assistant:", tokenizer)
     # plain rendering of each turn, as render_prompt writes it: "User: …\n" / "Assistant: …\n"
     plain = []
     for t in dialog.turns:
-        body = _ids(f" {render_text(t.text, sids)}\n", tokenizer)
-        plain.append((_ids("User:", tokenizer) if t.role == "user" else prefix) + body)
+        body = text_ids(f" {render_text(t.text, sids)}\n", tokenizer)
+        plain.append((text_ids("User:", tokenizer) if t.role == "user" else prefix) + body)
     windows: list[Packed] = []
     cur: Packed | None = None
     start = 0  # first turn of the current window
@@ -96,7 +92,7 @@ def pack_dialog(dialog: Dialog, sids: SemanticIDs, tokenizer, fmt: str = "gcrs",
                     _append_plain(cur, (plain[k - 1][-keep:] if keep > 0 else []))
             _append_plain(cur, prefix)
             for ex in by_turn[k]:
-                _append_branch(cur, _ids(ex.target, tokenizer) + eos)
+                _append_branch(cur, text_ids(ex.target, tokenizer) + eos)
             _append_plain(cur, plain[k][len(prefix):])
         elif cur is not None:
             _append_plain(cur, plain[k])
@@ -114,7 +110,7 @@ def pack_examples(examples, tokenizer, max_context_tokens: int = 768) -> list[Pa
     for ex in examples:
         w = Packed()
         _append_plain(w, prompt_ids(ex, tokenizer, max_context_tokens))
-        _append_branch(w, _ids(ex.target, tokenizer) + eos)
+        _append_branch(w, text_ids(ex.target, tokenizer) + eos)
         windows.append(w)
     return windows
 

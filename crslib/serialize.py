@@ -195,7 +195,8 @@ def serialize_all(dialogs: Sequence[Dialog], sids: SemanticIDs, fmt: str = "gcrs
 
 
 # ----------------------------------------------------------------------------- token ids
-def _ids(text: str, tokenizer) -> list[int]:
+def text_ids(text: str, tokenizer) -> list[int]:
+    """Token ids of ``text`` as it stands (no special tokens added)."""
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
@@ -206,11 +207,11 @@ def prompt_ids(example: Example, tokenizer, max_context_tokens: int | None = MAX
     Drops the fewest whole oldest turns that make the prompt fit ``max_context_tokens``; if the
     last turn alone does not fit, keeps its last ``max_context_tokens`` tokens.
     """
-    tail = _ids(suffix, tokenizer) if suffix else []
+    tail = text_ids(suffix, tokenizer) if suffix else []
 
     def ids(j: int) -> list[int]:
-        return _ids(render_prompt(example.context[j:], example.fmt, example.template, tokenizer),
-                    tokenizer)
+        prompt = render_prompt(example.context[j:], example.fmt, example.template, tokenizer)
+        return text_ids(prompt, tokenizer)
 
     full = ids(0)
     if max_context_tokens is None or len(full) <= max_context_tokens:
@@ -238,7 +239,7 @@ def encode(example: Example, tokenizer, max_context_tokens: int | None = MAX_CON
            ) -> dict[str, list[int]]:
     """``input_ids``, ``labels`` (-100 everywhere but target + EOS) and ``attention_mask``."""
     context = prompt_ids(example, tokenizer, max_context_tokens)
-    target = _ids(example.target, tokenizer)
+    target = text_ids(example.target, tokenizer)
     if tokenizer.eos_token_id is not None:
         target.append(tokenizer.eos_token_id)
     return {"input_ids": context + target, "labels": [-100] * len(context) + target,
