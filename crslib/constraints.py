@@ -18,7 +18,7 @@ The evaluation protocols stay unconstrained; this measures a chat option.
 """
 from __future__ import annotations
 
-from crslib import (data, evaluate as ev_mod, experiments, genres, request as request_mod, run,
+from crslib import (data, evaluate as ev_mod, experiments, genres, request as request_mod,
                     serialize, trie)
 from crslib.config import resolve
 
@@ -37,9 +37,7 @@ def measure(profile: str, dataset: str, variant: str, data_root=None, limit: int
     """The module's measurements for one run; saved as
     ``results/<profile>/<dataset>/<variant>.constraints.json`` and reused for the same weights
     and sample."""
-    folder = experiments.run_dir(profile, dataset, variant)
-    cfg = run.saved_config(folder)
-    split = data.VALIDATION[dataset]
+    folder, cfg, split = experiments.validation_run(profile, dataset, variant)
 
     def compute() -> dict:
         ds = data.load(dataset, data_root)

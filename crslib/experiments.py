@@ -39,6 +39,13 @@ def run_dir(profile: str, dataset: str, variant: str) -> Path:
     return RUNS / profile / dataset / variant
 
 
+def validation_run(profile: str, dataset: str, variant: str) -> tuple[Path, dict, str]:
+    """``(run folder, its saved config, the dataset's validation split)``: what a study of a
+    trained run on validation turns starts from."""
+    folder = run_dir(profile, dataset, variant)
+    return folder, run.saved_config(folder), data.VALIDATION[dataset]
+
+
 def config(profile: str, dataset: str, variant: str = "gcrs") -> dict:
     """The config of ``variant`` on ``dataset`` under ``profile`` (a derived profile such as
     ``paper-dry``: its base profile's file, transformed; :func:`crslib.run.load_config`)."""
@@ -186,10 +193,8 @@ def chat_decoding(profile: str, dataset: str, variant: str, data_root=None,
     The result says whether the run trained on those dialogs (``validation_in_training``): runs
     that follow the paper's INSPIRED recipe train on ``dev`` too, so for them the choice is made
     on seen dialogs, and says so."""
-    folder = run_dir(profile, dataset, variant)
-    cfg = run.saved_config(folder)
+    folder, cfg, split = validation_run(profile, dataset, variant)
     limit = resolve(cfg).eval.decoding_limit if limit is None else limit
-    split = data.VALIDATION[dataset]
 
     def sweep() -> dict:  # data and model are loaded only when nothing can be reused
         ds = data.load(dataset, data_root)
@@ -219,9 +224,7 @@ def chat_beam(profile: str, dataset: str, variant: str, data_root=None, limit: i
     import time
 
     import torch
-    folder = run_dir(profile, dataset, variant)
-    cfg = run.saved_config(folder)
-    split = data.VALIDATION[dataset]
+    folder, cfg, split = validation_run(profile, dataset, variant)
 
     def compute() -> dict:
         ds = data.load(dataset, data_root)
@@ -270,9 +273,7 @@ def request_following(profile: str, dataset: str, variant: str, data_root=None,
     top ``k`` (fitted on the run's own training splits) and the gold items' share, the
     dataset's own answer. Saved as ``results/<profile>/<dataset>/<variant>.request.json`` and
     reused for the same weights and sample."""
-    folder = run_dir(profile, dataset, variant)
-    cfg = run.saved_config(folder)
-    split = data.VALIDATION[dataset]
+    folder, cfg, split = validation_run(profile, dataset, variant)
 
     def check() -> dict:
         ds = data.load(dataset, data_root)

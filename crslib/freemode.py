@@ -169,12 +169,10 @@ def intent_cut(profile: str, dataset: str, variant: str = "gcrs", data_root=None
     REC when the turn mentions an item), saved as
     ``results/<profile>/<dataset>/<variant>.intent.json`` and reused for the same weights. The
     evaluation protocols keep the paper's rule (cut 0); only the chat uses this cut."""
-    folder = experiments.run_dir(profile, dataset, variant)
-    cfg = run.saved_config(folder)
+    folder, cfg, split = experiments.validation_run(profile, dataset, variant)
     rc = resolve(cfg)
     if rc.format != "gcrs" or rc.ranker != "generative":
         raise ValueError(f"{variant}: an intent cut needs a run in the gcrs format")
-    split = data.VALIDATION[dataset]
 
     def choose() -> dict:
         rec, sids, _ = evaluate.load_recommender(folder)
