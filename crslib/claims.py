@@ -76,7 +76,10 @@ _ALIGNMENT = _claims(
     + [(f"beyond the paper: alignment beats GCRS on {NAMES[ds]} {m}",
         ds, "gcrs_align", "gcrs", metric, "paper")
        for ds in ("inspired", "redial") for metric, m in (("recall@1", "Recall@1"),
-                                                          ("recall@10", "Recall@10"))])
+                                                          ("recall@10", "Recall@10"))]
+    + [(f"beyond the paper: alignment follows asked genres more often than GCRS ({NAMES[ds]} "
+        "validation requests, top 10)", ds, "gcrs_align", "gcrs", "share@10", "request")
+       for ds in ("inspired", "redial")])
 CLAIMS: dict[str, tuple[Claim, ...]] = {
     "smollm2": _PAPER_SCALE + _ALIGNMENT,
     "paper": _PAPER_SCALE,  # the paper's scale: its claims (it defines no gcrs_align)
@@ -149,7 +152,16 @@ def _rebuilt_ids(profile: str, dataset: str, variant: str, result: dict, data_ro
 
 def per_case(profile: str, dataset: str, variant: str, metric: str, protocol: str,
              data_root=None) -> dict[str, float] | None:
-    """``{case id: value of metric}`` from a saved result; None when it is missing."""
+    """``{case id: value of metric}`` from a saved result; None when it is missing. Protocol
+    ``request`` (:func:`crslib.experiments.request_following`, metric ``share@k``): each
+    validation case's share of the run's top ``k`` carrying an asked genre."""
+    if protocol == "request":
+        r = experiments.load_result(profile, dataset, variant, "request")
+        if r is None or "case_shares" not in r:
+            return None
+        if metric != f"share@{r['k']}":
+            raise ValueError(f"{variant}.request: saved for share@{r['k']}, not {metric}")
+        return dict(zip(r["case_ids"], r["case_shares"]["run"]))
     r = experiments.load_result(profile, dataset, variant, protocol)
     if r is None and protocol == "new_items":
         paper = experiments.load_result(profile, dataset, variant, "paper")

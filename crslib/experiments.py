@@ -286,10 +286,12 @@ def request_following(profile: str, dataset: str, variant: str, data_root=None,
         tops = {"run": rec.top(cases, k),
                 "popularity": ev_mod.BaselineRecommender.fit("popularity", cfg, ds,
                                                              sids).top(cases, k)}
-        share = {name: genres.following(t, asked, ds.catalog, k)["share"]
-                 for name, t in tops.items()}
+        follows = {name: genres.following(t, asked, ds.catalog, k) for name, t in tops.items()}
+        share = {name: f["share"] for name, f in follows.items()}
         share["gold"] = genres.following([[ex.item] for ex in cases], asked, ds.catalog, 1)["share"]
         return {"k": k, "n_cases": len(cases), "share": share,
+                "case_ids": ev_mod.case_ids(cases),  # paired claims (crslib.claims)
+                "case_shares": {name: f["per_case"] for name, f in follows.items()},
                 "examples": [{"asked": sorted(a), "top5": [ds.catalog[i].title for i in t[:5]],
                               "gold": ds.catalog[ex.item].title}
                              for a, t, ex in list(zip(asked, tops["run"], cases))[:5]],

@@ -103,8 +103,9 @@ def carries(catalog: Catalog, item_id: str | None, asked: Iterable[str]) -> bool
 def following(tops: Sequence[Sequence[str | None]], asked: Sequence[Iterable[str]],
               catalog: Catalog, k: int = 10) -> dict:
     """Mean share of each top-``k`` list whose items carry an asked genre, over the cases that
-    ask for one: ``{"share": float | None, "n_cases": int}`` (``share`` None with no case).
-    ``tops[i]`` and ``asked[i]`` belong to the same case."""
+    ask for one: ``{"share": float | None, "n_cases": int, "per_case": [share of each case
+    that asks]}`` (``share`` None with no case). ``tops[i]`` and ``asked[i]`` belong to the
+    same case."""
     if len(tops) != len(asked):
         raise ValueError(f"{len(tops)} top lists for {len(asked)} cases")
     shares = []
@@ -116,4 +117,5 @@ def following(tops: Sequence[Sequence[str | None]], asked: Sequence[Iterable[str
         if not top:
             raise ValueError("an empty top list: a ranker returns at least one item")
         shares.append(sum(carries(catalog, i, want) for i in top) / len(top))
-    return {"share": sum(shares) / len(shares) if shares else None, "n_cases": len(shares)}
+    return {"share": sum(shares) / len(shares) if shares else None, "n_cases": len(shares),
+            "per_case": shares}

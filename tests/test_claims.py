@@ -85,6 +85,23 @@ def test_judge_pairs_cases_by_id_and_seeds(tmp_path, monkeypatch):
     assert missing["verdict"] == "not run" and missing["delta"] is None
 
 
+def test_a_request_claim_pairs_the_per_case_genre_shares(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    monkeypatch.setattr(claims, "replicates", lambda p, d, v: [(0, v)])
+    ids = [f"d{k}:1:i{k}" for k in range(30)]
+    shares = {"a": [1.0] * 20 + [0.5] * 10, "b": [0.5] * 20 + [0.5] * 10}
+    for name, xs in shares.items():
+        report.write_json({"k": 10, "case_ids": ids, "case_shares": {"run": xs, "popularity": xs}},
+                          tmp_path / "p" / "toy" / f"{name}.request.json")
+    c = claims.judge("p", claims.Claim("x", "toy", "a", "b", "share@10", "request"), n_boot=300)
+    assert c["cases"] == 30 and c["delta"] == pytest.approx(20 * 0.5 / 30)
+    assert c["verdict"] == "holds"
+    with pytest.raises(ValueError, match="share@10, not share@5"):
+        claims.per_case("p", "toy", "a", "share@5", "request")
+    report.write_json({"k": 10, "share": {"run": 0.5}}, tmp_path / "p" / "toy" / "old.request.json")
+    assert claims.per_case("p", "toy", "old", "share@10", "request") is None  # no per-case shares
+
+
 def test_one_seed_pair_that_does_not_hold_makes_it_not_shown(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     reps = {"a": [(0, "a"), (1, "a1")], "b": [(0, "b"), (1, "b1")]}

@@ -198,6 +198,8 @@ def test_chat_decoding_is_chosen_on_dev_and_reused(shared_data, tmp_path, monkey
     req = experiments.request_following("smoke", "inspired", "gcrs", shared_data, limit=6)
     assert (req["split"], req["n_cases"], req["k"]) == ("dev", 6, 10)
     assert all(0 <= v <= 1 for v in req["share"].values()) and len(req["examples"]) == 5
+    assert len(req["case_ids"]) == len(req["case_shares"]["run"]) == 6
+    assert sum(req["case_shares"]["run"]) / 6 == pytest.approx(req["share"]["run"])
     assert (tmp_path / "results" / "smoke" / "inspired" / "gcrs.request.json").is_file()
     rec, sids = fitted, fitted.sids  # what fit returned is the saved run's recommender
     ds = experiments.data.load("inspired", shared_data)

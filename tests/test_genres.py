@@ -51,9 +51,10 @@ def test_following_is_the_mean_share_over_cases_that_ask():
     # case 1: It (horror) and Coco (family) of 4 -> 0.5; case 2: both comedies -> 1.0;
     # case 3 asks nothing (left out); case 4: an unknown item carries nothing -> 0
     out = genres.following(tops, asked, CATALOG, k=4)
-    assert out == {"share": pytest.approx((0.5 + 1.0 + 0.0) / 3), "n_cases": 3}
+    assert out == {"share": pytest.approx((0.5 + 1.0 + 0.0) / 3), "n_cases": 3,
+                   "per_case": [0.5, 1.0, 0.0]}
     assert genres.following(tops, asked, CATALOG, k=1)["share"] == pytest.approx(2 / 3)
-    assert genres.following([], [], CATALOG) == {"share": None, "n_cases": 0}
+    assert genres.following([], [], CATALOG) == {"share": None, "n_cases": 0, "per_case": []}
     with pytest.raises(ValueError, match="2 top lists for 1 cases"):
         genres.following(tops[:2], asked[:1], CATALOG)
     with pytest.raises(ValueError, match="empty top list"):
