@@ -1,13 +1,15 @@
 """Seconds per chat reply over the scripted conversation (chat.SCRIPT): the chat as it is
-(one encoding per turn from the conversation's KV cache, the chat's own beam width) against
-the path it replaced (every encoding from scratch, three per turn, and the evaluation's beam
-of 50), at one and at two threads; print one JSON object.
+(one encoding per turn from the conversation's KV cache, the chat's own beam width, the
+decoding chosen on validation with sample-and-rank's draws) against the same with one draw
+(``one_draw``: what sample-and-rank costs) and the path it replaced (every encoding from
+scratch, three per turn, the evaluation's beam of 50, one draw), at one and at two threads;
+print one JSON object.
 
     python benchmarks/bench_chat.py [--run runs/cpu/redial/backbone_smollm2_135m] [--rounds 2]
 
-Both paths play the same script with the same settings (greedy decoding, the run's restricted
-vocabulary, "only what I asked for" on) in this process, alternating, ``--rounds`` times each
-per thread count; the first reply of each round loads nothing (a warm-up reply is played
+The paths play the same script with the same settings (the chat's decoding,
+``experiments.chat_decoding``, the run's restricted vocabulary, "only what I asked for" on) in
+this process, alternating, ``--rounds`` times each per thread count; the first reply of each round loads nothing (a warm-up reply is played
 first). p50 and p95 are over every reply of every round.
 """
 from __future__ import annotations
@@ -33,18 +35,24 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
     from crslib import chat, config, experiments, run
+    from crslib.generation import ResponseDecoding
     from crslib.report import emit_json
 
     cfg = config.resolve(run.saved_config(args.run))
     width = args.num_beams or experiments.chat_beam(cfg.profile, cfg.dataset, cfg.variant,
                                                     args.data_root)["chosen"]
-    session = chat.ChatSession.from_run(args.run, args.data_root)
+    decoding = experiments.chat_decoding(cfg.profile, cfg.dataset, cfg.variant,
+                                         args.data_root)["chosen_setting"]
+    session = chat.ChatSession.from_run(args.run, args.data_root,
+                                        decoding=ResponseDecoding(**decoding))
     script = chat.SCRIPT[cfg.dataset][:2 if args.quick else None]
-    paths = {"new": dict(reuse_cache=True, num_beams=width),
-             "old": dict(reuse_cache=False, num_beams=50)}
+    draws = session.candidates if session.decoding.top_p is not None else 1
+    paths = {"new": dict(reuse_cache=True, num_beams=width, candidates=draws),
+             "one_draw": dict(reuse_cache=True, num_beams=width, candidates=1),
+             "old": dict(reuse_cache=False, num_beams=50, candidates=1)}
     report = {"run": args.run, "dataset": cfg.dataset, "turns": len(script),
               "rounds": 1 if args.quick else args.rounds, "chat_num_beams": width,
-              "quick": args.quick}
+              "decoding": session.decoding.name, "draws": draws, "quick": args.quick}
     for threads in [int(t) for t in args.thread_counts.split(",")]:
         torch.set_num_threads(threads)
         seconds = {name: [] for name in paths}
@@ -61,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, xs in seconds.items():
             report[f"{name}_p50_s_{threads}t"] = float(np.percentile(xs, 50))
             report[f"{name}_p95_s_{threads}t"] = float(np.percentile(xs, 95))
-        report[f"p95_old_over_new_{threads}t"] = (report[f"old_p95_s_{threads}t"]
-                                                   / report[f"new_p95_s_{threads}t"])
+        for base in ("old", "one_draw"):
+            report[f"p95_{base}_over_new_{threads}t"] = (report[f"{base}_p95_s_{threads}t"]
+                                                         / report[f"new_p95_s_{threads}t"])
     emit_json(report, args.out)
     return 0
 
