@@ -104,3 +104,32 @@ def test_intent_cut_maximises_f1_and_prefers_the_papers_rule_on_ties():
     assert freemode.choose_cut([-1.0, 2.0, -3.0, 1.0], [False, True, False, True])["cut"] == 0.0
     with pytest.raises(ValueError, match="margins"):
         freemode.choose_cut([0.1], [True, False])
+
+
+def test_the_chat_decides_with_the_same_margin_as_free_mode_bias_included(world):
+    """Issue 23's suspected bug: the chat's intent margin and free mode's must agree, the
+    output head's bias counted by both (a head with a bias that favours CHAT by 3)."""
+    import copy
+
+    from crslib import chat
+    model, tok, sids, cases = world
+    model = copy.deepcopy(model)
+    old = model.get_output_embeddings()
+    head = torch.nn.Linear(old.in_features, old.out_features, bias=True)
+    with torch.no_grad():
+        head.weight.copy_(old.weight)
+        head.bias.zero_()
+        head.bias[tok.convert_tokens_to_ids(serialize.MODE_CHAT)] = 3.0
+    model.set_output_embeddings(head)
+    model.config.tie_word_embeddings = False
+    s = chat.ChatSession(model, tok, sids, max_context_tokens=768)
+    for ex in cases[:3]:
+        prompt = serialize.prompt_ids(ex, tok, 768)
+        want = freemode.rec_margin(model, tok, [ex], 768)[0]
+        assert s._rec_margin(prompt) == pytest.approx(want, abs=1e-4)
+        s.reset()
+    # the bias is in both: without it both margins are 3 higher
+    with torch.no_grad():
+        head.bias.zero_()
+    assert freemode.rec_margin(model, tok, [ex], 768)[0] == pytest.approx(want + 3, abs=1e-4)
+    assert s._rec_margin(prompt) == pytest.approx(want + 3, abs=1e-4)
