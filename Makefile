@@ -52,7 +52,7 @@ notebooks: ## after editing notebooks/src/NN_*.py (or a notebook), bring each pa
 smoke: ## run the notebooks with profile=smoke (seconds, toy sizes) -> notebooks/executed/smoke (nbval's reference)
 	$(BIN)/python -m crslib notebooks --profile smoke --out notebooks/executed/smoke --only $(SMOKE_NOTEBOOKS)
 
-# Every `paper` config through every notebook, made small by crslib.run.DryRun (tiny random
+# Every `paper` config through every notebook, made small by crslib.training.run.DryRun (tiny random
 # backbone, MiniLM encoder, a few steps and cases, one thread): the GPU pipeline executed on a CPU
 # in minutes. It starts from nothing each time so that every step runs (the cache of item
 # embeddings and SIDs is kept); nothing it writes is committed (.gitignore). One process, one

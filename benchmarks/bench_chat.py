@@ -34,8 +34,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
     import torch
-    from crslib import chat, config, experiments, run
-    from crslib.generation import ResponseDecoding
+    from crslib import chat, config
+    from crslib.training import run
+    from crslib.studies import experiments
+    from crslib.decoding.generation import ResponseDecoding
     from crslib.report import emit_json
 
     cfg = config.resolve(run.saved_config(args.run))

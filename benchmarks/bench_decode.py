@@ -4,7 +4,7 @@
 
 Per prompt: constrained beam search (``generate`` + the trie processor), the unconstrained
 ablation of the same width, the cache-sharing ``sid_beam_search`` used by evaluation, and exact
-scoring of every item; ratios within one run (see ``crslib/bench.py``). Same numbers as
+scoring of every item; ratios within one run (see ``crslib/studies/bench.py``). Same numbers as
 ``python -m crslib bench decode``; this script adds ``--run``, ``--quick`` and ``--out``.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="also write the JSON here")
     args = p.parse_args(argv)
 
-    from crslib import bench
+    from crslib.studies import bench
     from crslib.report import emit_json
 
     report = bench.bench_decode(args.dataset, args.backbone, 8 if args.quick else args.prompts,

@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from crslib import data, encode, semantic_ids
+    from crslib import data
+    from crslib.ids import encode, semantic_ids
 
     t = time.perf_counter()
     root = data.data_root(args.data_root) / args.dataset

@@ -1,5 +1,5 @@
 """Paper-protocol scoring cost of a pretrained run: seconds per ReDial test case, the shared
-beam (``crslib.trie.sid_beam_search``) against the path it replaced; print one JSON object.
+beam (``crslib.decoding.trie.sid_beam_search``) against the path it replaced; print one JSON object.
 
     python benchmarks/bench_score.py [--run runs/smollm2/redial/gcrs] [--dialogs 12] [--threads 1]
 
@@ -34,7 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import torch
-    from crslib import config, data, evaluate, serialize, train, trie
+    from crslib import config, data
+    from crslib.format import serialize
+    from crslib.decoding import trie
+    from crslib.training import train
+    from crslib.evaluation import evaluate
     from crslib.report import emit_json
     from reference_beam import old_sid_beam_search
 

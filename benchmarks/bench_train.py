@@ -22,7 +22,8 @@ import time
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from crslib import config, data, paths, run, train
+    from crslib import config, data, paths
+    from crslib.training import run, train
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default=str(run.config_path("cpu", "redial")))

@@ -12,13 +12,14 @@ def _print(obj) -> None:
 
 
 def cmd_data_stats(args) -> int:
-    from crslib import data, stats
+    from crslib import data
+    from crslib.data import stats
     _print(stats.dataset_stats(data.load(args.dataset, args.data_root, strict=args.strict)))
     return 0
 
 
 def cmd_data_download(args) -> int:
-    from crslib import download
+    from crslib.data import download
     _print(download.download(args.dataset, args.data_root, force=args.force))
     return 0
 
@@ -35,7 +36,7 @@ def cmd_notebooks(args) -> int:
 
 
 def cmd_bench_decode(args) -> int:
-    from crslib import bench
+    from crslib.studies import bench
     _print(bench.bench_decode(args.dataset, args.backbone, args.prompts, args.sids, args.batch_size,
                               chunk_size=args.chunk_size, template=args.template,
                               check_all=args.check_all, data_root=args.data_root, seed=args.seed,
@@ -48,7 +49,8 @@ def cmd_ids(args) -> int:
     import time
     from pathlib import Path
 
-    from crslib import data, semantic_ids
+    from crslib import data
+    from crslib.ids import semantic_ids
 
     t = time.perf_counter()
     root = data.data_root(args.data_root) / args.dataset
@@ -78,7 +80,7 @@ def cmd_ids(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from crslib import model as backbones, run
+    from crslib.training import model as backbones, run
     overrides = {"train": {"threads": args.threads}} if args.threads else {}
     cfg = run.load_config(args.config, **overrides)
     summary = run.train_run(cfg, args.out, args.data_root, progress=not args.quiet)
@@ -89,7 +91,7 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     """Score a run (or a baseline) under one protocol; print and save the result JSON."""
-    from crslib import experiments
+    from crslib.studies import experiments
     try:
         if args.run in experiments.BASELINES:
             result = experiments.evaluate(args.profile, args.dataset, args.run, args.protocol,

@@ -8,8 +8,8 @@ is an error that names the file and the key (``cpu-redial-gcrs.json: train.lr mu
 not '2e-4'``). Keys starting with ``_`` are comments. Every default lives here, once.
 
 A variant is data, not a name the code branches on: the sequence ``format`` (``gcrs``, ``resp``,
-``mode_resp``, ``sid``, ``tiger``: :mod:`crslib.serialize`), the ``ranker`` (``generative``: the
-LM decodes SIDs; ``item_head``: the decoupled baseline's classifier, :mod:`crslib.decoupled`),
+``mode_resp``, ``sid``, ``tiger``: :mod:`crslib.format.serialize`), the ``ranker`` (``generative``: the
+LM decodes SIDs; ``item_head``: the decoupled baseline's classifier, :mod:`crslib.training.decoupled`),
 the semantic IDs, the backbone. Any ``backbone_*`` or ``encoder_*`` config therefore trains
 without a code change.
 
@@ -46,7 +46,7 @@ def _check_choice(obj, key: str, allowed) -> None:
 
 @dataclass(frozen=True)
 class SIDsConfig:
-    """How the semantic IDs are built (:func:`crslib.semantic_ids.build_semantic_ids`)."""
+    """How the semantic IDs are built (:func:`crslib.ids.semantic_ids.build_semantic_ids`)."""
     BLOCK: ClassVar[str] = "sids"
     method: str = "rqvae"             # "rqvae" | "rqkmeans" | "atomic" (one id per item)
     levels: int = 4
@@ -93,7 +93,7 @@ ALIGN_TASKS = ("text_to_sid", "sid_to_text", "genre_to_sid")
 
 @dataclass(frozen=True)
 class AlignConfig:
-    """Item–ID alignment instances mixed with the dialog instances (:mod:`crslib.align`, beyond
+    """Item–ID alignment instances mixed with the dialog instances (:mod:`crslib.format.align`, beyond
     the paper): which ``tasks``, how many per dialog instance (``ratio``), how much of each
     plot the item text keeps (``plot_chars``), the ``seed`` of the draw."""
     BLOCK: ClassVar[str] = "train.align"
@@ -119,7 +119,7 @@ class AlignConfig:
 
 @dataclass
 class TrainConfig:
-    """Training (:func:`crslib.train.fit`). ``fmt`` is the run's ``format``: set from it, never
+    """Training (:func:`crslib.training.train.fit`). ``fmt`` is the run's ``format``: set from it, never
     in a config file's ``train`` block."""
     BLOCK: ClassVar[str] = "train"
     fmt: str = "gcrs"
@@ -140,7 +140,7 @@ class TrainConfig:
                                       # dialogs (multi-task)
     copy_warmup_steps: int = 0        # steps of the synthetic copying task first (copy_warmup)
     embeddings: str = "new"           # "new": only new tokens' rows train; "all": every row
-    output_vocab: str = "full"        # "full" | "targets" (restricted softmax, crslib.train)
+    output_vocab: str = "full"        # "full" | "targets" (restricted softmax, crslib.training.train)
     grad_clip: float = 1.0
     mixed_precision: str = "no"       # "no" | "bf16": bfloat16 autocast of the forward pass
                                       # (GPU runs; the CPU fast path is float32)
@@ -151,7 +151,7 @@ class TrainConfig:
     snapshot_every: int | None = None  # also save the model every N steps (a learning curve:
                                       # runs/.../snapshots/step-NNNN, loadable as a run)
     threads: int | None = None
-    align: AlignConfig | None = None  # item–ID alignment instances (crslib.align; beyond the paper)
+    align: AlignConfig | None = None  # item–ID alignment instances (crslib.format.align; beyond the paper)
 
     RUNTIME: ClassVar[tuple] = ("threads", "time_limit_minutes", "snapshot_every")  # how, not
                                       # what, it trains: not part of the config hash
@@ -177,7 +177,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Scoring (:mod:`crslib.evaluate`, the studies). The ``*_limit`` keys cut a protocol to a
+    """Scoring (:mod:`crslib.evaluation.evaluate`, the studies). The ``*_limit`` keys cut a protocol to a
     seeded sample of that many cases (None: all)."""
     BLOCK: ClassVar[str] = "eval"
     num_beams: int = 50
@@ -203,7 +203,7 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class HoldoutConfig:
-    """Items held out of training (the cold-start study, :mod:`crslib.coldstart`)."""
+    """Items held out of training (the cold-start study, :mod:`crslib.studies.coldstart`)."""
     BLOCK: ClassVar[str] = "holdout"
     fraction: float
     seed: int = 0
@@ -216,7 +216,7 @@ class RunConfig:
     profile: str
     dataset: str
     variant: str                      # the run's name (folders, results), never branched on
-    format: str                       # the training sequences (crslib.serialize)
+    format: str                       # the training sequences (crslib.format.serialize)
     ranker: str = "generative"
     sids: SIDsConfig = field(default_factory=SIDsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -225,8 +225,8 @@ class RunConfig:
     train_splits: tuple | None = None  # default: INSPIRED train + dev, ReDial train
     max_dialogs: int | None = None
     holdout: HoldoutConfig | None = None
-    template: str = "plain"           # prompt template of the chat (crslib.serialize)
-    dry_run: dict | None = None       # what a derived profile replaced (crslib.run.DryRun)
+    template: str = "plain"           # prompt template of the chat (crslib.format.serialize)
+    dry_run: dict | None = None       # what a derived profile replaced (crslib.training.run.DryRun)
     notes: dict = field(default_factory=dict)  # the file's "_" keys, kept, never hashed
 
     def __post_init__(self):

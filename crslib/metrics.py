@@ -20,7 +20,7 @@ import numpy as np
 
 RANK_KS = (1, 5, 10, 20)
 CUT_KS = (5, 10, 20)
-PROTOCOLS = ("paper", "community", "dedup")  # the ranking protocols (crslib.evaluate)
+PROTOCOLS = ("paper", "community", "dedup")  # the ranking protocols (crslib.evaluation.evaluate)
 
 
 def _ranks(ranks: Iterable[float | None]) -> np.ndarray:

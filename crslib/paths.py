@@ -10,13 +10,20 @@ cache             ``CRSLIB_CACHE``     ``cache/`` (read at each call)
 data              ``CRSLIB_DATA``      ``data/`` (read at each call)
 figures           –                    ``figures/``
 ================  ===================  =========================================
+
+Inside the package: ``CONFIGS`` (the run configs), ``SID_MAPS`` (the committed SID maps),
+``PAPER_RESULTS`` (the paper's reported numbers).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+PACKAGE = Path(__file__).resolve().parent
+REPO = PACKAGE.parent
+CONFIGS = PACKAGE / "configs"
+SID_MAPS = PACKAGE / "sid_maps"
+PAPER_RESULTS = PACKAGE / "paper_results.json"
 RESULTS = Path(os.environ.get("CRSLIB_RESULTS", REPO / "results"))
 RUNS = Path(os.environ.get("CRSLIB_RUNS", REPO / "runs")).resolve()
 FIGURES = REPO / "figures"

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from crslib.paths import FIGURES, REPO, RESULTS  # noqa: F401  (re-exported)
+from crslib.paths import FIGURES, PAPER_RESULTS, REPO, RESULTS  # noqa: F401  (re-exported)
 
 
 @contextlib.contextmanager
@@ -78,7 +78,7 @@ def save_table(rows: list[dict], name: str, profile: str, meta: dict | None = No
 
 def paper_results() -> dict:
     """The paper's reported numbers (Tables 1-4, dataset sizes), read from one data file."""
-    return json.loads((Path(__file__).parent / "paper_results.json").read_text())
+    return json.loads(PAPER_RESULTS.read_text())
 
 
 def shown(path) -> str:

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from crslib import experiments, run
+from crslib.training import run
+from crslib.studies import experiments
 
 CONFIG = run.config_path("smoke", "inspired")
 

@@ -1,4 +1,4 @@
-"""Item–ID alignment instances (crslib.align): golden prompts and targets on a toy catalog,
+"""Item–ID alignment instances (crslib.format.align): golden prompts and targets on a toy catalog,
 escaping, the seeded mix, the config block (and that it leaves earlier runs' hashes alone), and
 that a tiny model trained with them learns which SID a title stands for."""
 import json
@@ -7,11 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from crslib import align, config, serialize, train, trie
-from crslib.bench import random_sids
+from crslib import config
+from crslib.format import align, serialize
+from crslib.decoding import trie
+from crslib.training import train
+from crslib.studies.bench import random_sids
 from crslib.config import AlignConfig, ConfigError
 from crslib.data import Catalog, Dialog, Item, Turn
-from crslib.model import load_tokenizer, tiny_model
+from crslib.training.model import load_tokenizer, tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 ITEMS = [str(100 + i) for i in range(12)]

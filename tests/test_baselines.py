@@ -4,9 +4,10 @@ import time
 import numpy as np
 import pytest
 
-from crslib import evaluate, serialize
-from crslib.baselines import Popularity, Repeat, TextRetrieval
-from crslib.bench import random_sids
+from crslib.format import serialize
+from crslib.evaluation import evaluate
+from crslib.evaluation.baselines import Popularity, Repeat, TextRetrieval
+from crslib.studies.bench import random_sids
 from crslib.data import Catalog, Dialog, Item, Turn
 
 
@@ -102,7 +103,7 @@ def test_rank_cases_equals_brute_force_cosine_and_encodes_once():
 
 
 def test_default_encoder_is_encode_texts_with_the_sid_encoder(monkeypatch):
-    from crslib import encode
+    from crslib.ids import encode
     seen = []
     monkeypatch.setattr(encode, "encode_texts",
                         lambda texts, name, **kw: seen.append(name) or BagOfWords()(texts))
@@ -131,7 +132,8 @@ def test_bad_input_raises_clear_errors():
 
 
 def test_inspired_ranks_equal_brute_force_with_the_real_encoder(shared_data):
-    from crslib import data, encode
+    from crslib import data
+    from crslib.ids import encode
     t = time.perf_counter()
     ds = data.load_inspired(shared_data)
     sids = random_sids(ds.catalog.ids, 4, 64, 0)  # rankings do not depend on the SID values

@@ -4,10 +4,13 @@ backbone (a saved run) with valid catalog items, titles and the exact top 5."""
 import pytest
 import torch
 
-from crslib import casestudy, run, serialize, trie
-from crslib.bench import random_sids
+from crslib.format import serialize
+from crslib.decoding import trie
+from crslib.training import run
+from crslib.studies import casestudy
+from crslib.studies.bench import random_sids
 from crslib.data import Catalog, Dialog, Item, Turn
-from crslib.model import load_tokenizer, tiny_model
+from crslib.training.model import load_tokenizer, tiny_model
 
 ITEMS = [str(100 + i) for i in range(16)]
 N = None  # not in the top 50

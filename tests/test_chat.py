@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from crslib import chat, serialize, trie
-from crslib.bench import random_sids
+from crslib import chat
+from crslib.format import serialize
+from crslib.decoding import trie
+from crslib.studies.bench import random_sids
 from crslib.data import Catalog, Item
-from crslib.model import load_tokenizer, tiny_model
+from crslib.training.model import load_tokenizer, tiny_model
 
 ITEMS = [str(100 + i) for i in range(16)]
 
@@ -265,7 +267,7 @@ def test_a_later_recommendation_does_not_repeat_what_the_assistant_said(world):
 
 
 def test_responses_end_at_the_turn_and_repeat_no_ngram(world):
-    from crslib.generation import NoRepeatResponseNGram, ResponseDecoding, turn_end_ids
+    from crslib.decoding.generation import NoRepeatResponseNGram, ResponseDecoding, turn_end_ids
     _, tok, _, _, _ = world
     ends = turn_end_ids(tok)
     assert ends[0] == tok.eos_token_id and all("\n" in tok.decode([i]) for i in ends[1:])
@@ -480,7 +482,7 @@ def test_browser_check_judges_what_the_browser_showed():
     ('He said "go." Then he', 'He said "go."'),
 ])
 def test_an_unfinished_last_sentence_is_trimmed(text, want):
-    from crslib.generation import trim_unfinished
+    from crslib.decoding.generation import trim_unfinished
     assert trim_unfinished(text) == want
 
 
@@ -494,12 +496,12 @@ def test_an_unfinished_last_sentence_is_trimmed(text, want):
     (" . ", " . "), ("", ""),
 ])
 def test_a_space_before_punctuation_goes(text, want):
-    from crslib.generation import close_punctuation
+    from crslib.decoding.generation import close_punctuation
     assert close_punctuation(text) == want
 
 
 def test_rank_draws_keeps_the_likeliest_draw_of_each_group():
-    from crslib.generation import rank_draws
+    from crslib.decoding.generation import rank_draws
     V, end = 4, 3
     # two prompts x two draws; the log-softmax of these logits is log(p) with p below
     p = torch.tensor([[0.5, 0.25, 0.125, 0.125]]).log()
@@ -517,12 +519,12 @@ def test_rank_draws_keeps_the_likeliest_draw_of_each_group():
     tie = torch.tensor([[0, end, 0], [0, end, 1]])  # equal up to the end: the first is kept
     assert rank_draws(tie, logits[:2], 2, [end]).tolist() == [0]
     with pytest.raises(ValueError, match="candidates"):
-        from crslib.generation import ResponseDecoding
+        from crslib.decoding.generation import ResponseDecoding
         ResponseDecoding(candidates=2)  # greedy has one draw only
 
 
 def test_sample_and_rank_returns_the_draw_the_model_finds_likeliest(world):
-    from crslib.generation import ResponseDecoding
+    from crslib.decoding.generation import ResponseDecoding
     model, tok, _, _, _ = world
     dec = ResponseDecoding(top_p=1.0, seed=5, candidates=3)
     prompt = torch.tensor([tok.encode("User: hello there\nAssistant:")])
@@ -548,7 +550,7 @@ def test_sample_and_rank_returns_the_draw_the_model_finds_likeliest(world):
 
 
 def test_the_chat_ranks_its_draws_the_same_with_and_without_its_kv_cache(world):
-    from crslib.generation import ResponseDecoding
+    from crslib.decoding.generation import ResponseDecoding
     dec = ResponseDecoding(top_p=0.9, seed=1)
     texts = []
     for reuse in (True, False):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from crslib import chat, report
-from crslib.generation import ResponseDecoding
+from crslib.decoding.generation import ResponseDecoding
 
 RUN = report.REPO / "runs" / "cpu" / "redial" / "backbone_smollm2_135m"
 SAVED = report.REPO / "results" / "cpu" / "redial" / "backbone_smollm2_135m"

@@ -5,8 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from crslib import claims, curve, evaluate, metrics, report
-from crslib.serialize import Example
+from crslib import metrics, report
+from crslib.evaluation import evaluate
+from crslib.studies import claims, curve
+from crslib.format.serialize import Example
 
 
 def slow_paired_bootstrap(a, b, clusters, n_boot, seed):

@@ -4,9 +4,12 @@ held-out item; per-group metrics equal hand-computed values."""
 import pytest
 import torch
 
-from crslib import coldstart, model as backbones, run, serialize, trie
+from crslib.format import serialize
+from crslib.decoding import trie
+from crslib.training import model as backbones, run
+from crslib.studies import coldstart
 from crslib.data import Catalog, Dataset, Dialog, Item, LoadReport, Turn
-from crslib.semantic_ids import SemanticIDs, atomic_ids, build_semantic_ids
+from crslib.ids.semantic_ids import SemanticIDs, atomic_ids, build_semantic_ids
 
 ITEMS = ["10", "11", "12", "13", "14", "15"]
 

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from crslib import config, run
+from crslib import config
+from crslib.training import run
 from crslib.config import ConfigError, RunConfig
 
 FILES = sorted(run.CONFIGS.glob("*.json"))

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from crslib import data, download, stats
+from crslib import data
+from crslib.data import download, stats
 from crslib.data import DataError, Item
 
 MOVIES = "movieId,movieName,nbMentions\r\n111,Alien  (1979),5\r\n222,The Mummy ,2\r\n333,Heat (1995),1\r\n"

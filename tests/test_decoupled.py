@@ -7,10 +7,12 @@ import json
 import pytest
 import torch
 
-from crslib import config, cli, decoupled, run, serialize, train
-from crslib.bench import random_sids
+from crslib import config, cli
+from crslib.format import serialize
+from crslib.training import decoupled, run, train
+from crslib.studies.bench import random_sids
 from crslib.data import Dialog, Turn
-from crslib.model import load_tokenizer, tiny_model
+from crslib.training.model import load_tokenizer, tiny_model
 
 ITEMS = [str(100 + i) for i in range(16)]
 

@@ -5,11 +5,14 @@ import json
 import pytest
 import torch
 
-from crslib import baselines, config, evaluate, run, serialize, train
-from crslib.baselines import Popularity, Repeat
-from crslib.bench import random_sids
+from crslib import config
+from crslib.format import serialize
+from crslib.training import run, train
+from crslib.evaluation import baselines, evaluate
+from crslib.evaluation.baselines import Popularity, Repeat
+from crslib.studies.bench import random_sids
 from crslib.data import Catalog, Dataset, Item, LoadReport
-from crslib.model import load_tokenizer, tiny_model
+from crslib.training.model import load_tokenizer, tiny_model
 from test_train import ITEMS, toy_world
 
 
@@ -136,7 +139,7 @@ def test_generated_responses_follow_the_format(trained):
 
 def test_resp_format_counts_the_same_response_tokens(trained):
     """PPL of a ``resp`` run covers exactly the response tokens a ``gcrs`` run's PPL covers."""
-    from crslib import packing
+    from crslib.format import packing
     _, tok, sids, ds, _ = trained
     resp_id = tok.convert_tokens_to_ids(serialize.RESP)
     counts = {}
@@ -151,8 +154,8 @@ def test_resp_format_counts_the_same_response_tokens(trained):
 
 
 def test_decoding_sweep_chooses_by_its_stated_rule(monkeypatch):
-    from crslib import evaluate
-    from crslib.generation import ResponseDecoding
+    from crslib.evaluation import evaluate
+    from crslib.decoding.generation import ResponseDecoding
     cands = (ResponseDecoding(), ResponseDecoding(no_repeat_ngram_size=3),
              ResponseDecoding(top_p=0.9), ResponseDecoding(no_repeat_ngram_size=2))
     fake = {cands[0]: (10.0, 0.05, 0.3), cands[1]: (9.5, 0.20, 0.0),  # bleu, distinct@2, loops

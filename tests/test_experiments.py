@@ -3,7 +3,9 @@ import json
 
 import pytest
 
-from crslib import baselines, experiments, report
+from crslib import report
+from crslib.evaluation import baselines
+from crslib.studies import experiments
 
 
 def test_baseline_result_is_saved_and_reused(shared_data, tmp_path, monkeypatch):
@@ -43,7 +45,7 @@ def test_a_full_result_cut_to_a_sample_equals_scoring_the_sample(shared_data, tm
     assert rows[1]["recall@10"] == round(100 * direct["metrics"]["recall@10"], 2)
     assert rows[1]["dedup recall@10"] == round(100 * direct_dd["metrics"]["recall@10"], 2)
     # a claim pairs a sample with a ranker scored on more cases on the sample's cases
-    from crslib import claims
+    from crslib.studies import claims
     c = claims.judge("smoke", claims.Claim("x", "inspired", "repeat", "popularity",
                                            "recall@10"), shared_data, n_boot=200)
     assert c["cases"] == 40 and c["value_b"]["mean"] == pytest.approx(
@@ -67,7 +69,9 @@ def test_rows_and_relative_improvement(tmp_path, monkeypatch):
 
 
 def test_dedup_is_community_without_repeats(shared_data, tmp_path, monkeypatch):
-    from crslib import data, evaluate, run
+    from crslib import data
+    from crslib.training import run
+    from crslib.evaluation import evaluate
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     com = experiments.evaluate("smoke", "inspired", "repeat", "community", shared_data, limit=60)
     ded = experiments.evaluate("smoke", "inspired", "repeat", "dedup", shared_data, limit=60)
@@ -104,7 +108,7 @@ def test_headline_table_is_generated_between_markers(tmp_path, monkeypatch):
 
 def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path):
     import os
-    from crslib import run
+    from crslib.training import run
     with run.run_lock(tmp_path):
         assert (tmp_path / ".lock").read_text() == str(os.getpid())
         with pytest.raises(run.RunLocked, match="being trained by process"):
@@ -177,7 +181,7 @@ def test_best_chat_run_is_chosen_on_validation_unseen_runs_first(tmp_path, monke
 
 def test_chat_decoding_is_chosen_on_dev_and_reused(shared_data, tmp_path, monkeypatch):
     import torch
-    from crslib import evaluate
+    from crslib.evaluation import evaluate
     monkeypatch.setattr(report, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(experiments, "RUNS", tmp_path / "runs")
     torch.set_num_threads(1)
@@ -211,7 +215,7 @@ def test_chat_decoding_is_chosen_on_dev_and_reused(shared_data, tmp_path, monkey
     monkeypatch.setattr(evaluate.GenerativeRecommender, "top", lambda *a: pytest.fail("recomputed"))
     assert experiments.request_following("smoke", "inspired", "gcrs", shared_data, limit=6) == req
     # the chat's intent cut, chosen on 20 dev turns, and reused
-    from crslib import freemode
+    from crslib.studies import freemode
     cut = freemode.intent_cut("smoke", "inspired", "gcrs", shared_data, limit=20)
     assert (cut["split"], cut["n_turns"], cut["protocol"]) == ("dev", 20, "intent")
     assert cut["f1"] >= cut["f1_at_zero"] and 0 <= cut["rec_share"] <= 1

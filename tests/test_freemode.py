@@ -4,10 +4,12 @@ reports what it measured."""
 import pytest
 import torch
 
-from crslib import evaluate, freemode, serialize
-from crslib.bench import random_sids
+from crslib.format import serialize
+from crslib.evaluation import evaluate
+from crslib.studies import freemode
+from crslib.studies.bench import random_sids
 from crslib.data import Dialog, Turn
-from crslib.model import load_tokenizer, tiny_model
+from crslib.training.model import load_tokenizer, tiny_model
 
 ITEMS = [str(100 + i) for i in range(16)]
 

@@ -1,7 +1,7 @@
 """Genres asked in a message, and the share of a top-k list that follows them."""
 import pytest
 
-from crslib import genres
+from crslib.data import genres
 from crslib.data import Catalog, Item
 
 CATALOG = Catalog([Item("1", "It", "2017", ("Horror",)), Item("2", "Superbad", "2007", ("Comedy",)),

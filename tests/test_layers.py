@@ -1,33 +1,59 @@
-"""Layers with no upward imports (issue 15): every crslib module has a layer, imports only from
-its own layer or the layers below, at module level (``cli`` alone imports lazily, for start-up
-speed), and no modules of one layer import each other in a circle."""
+"""Layers with no upward imports (issues 15, 23): the package's sub-packages are its layers
+(``data/``, ``ids/``, ``format/``, ...), every crslib module has a layer, imports only from its
+own layer or the layers below, at module level (``cli`` alone imports lazily, for start-up
+speed), and no modules import each other in a circle. Modules are named by their dotted path
+inside ``crslib`` (``training.train``; a package's ``__init__`` by the package: ``data``)."""
 import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parent.parent / "crslib"
-LAYERS = [  # bottom to top
-    ("util", {"__init__", "paths", "report", "metrics", "pretrained", "config"}),  # imports no crslib module
-    ("data", {"data", "download", "stats", "titles", "genres", "request"}),
-    ("ids", {"encode", "quantize", "semantic_ids"}),
-    ("format", {"serialize", "packing", "align"}),
-    ("decode", {"trie", "generation"}),
-    ("model", {"model", "baselines"}),  # the backbone, and the rankers that need none
-    ("train", {"train"}),
-    ("run", {"runbase", "decoupled", "run"}),  # a run folder per config, each variant
-    ("evaluate", {"evaluate"}),
+LAYERS = [  # bottom to top: a sub-package, or single modules at the top of crslib
+    ("base", {"__init__", "paths", "report", "metrics", "pretrained", "config"}),  # no crslib imports
+    ("data", {"data"}),
+    ("ids", {"ids"}),
+    ("format", {"format"}),
+    ("decoding", {"decoding"}),
+    ("training", {"training"}),  # the backbone, the loop, a run folder per config
+    ("evaluation", {"evaluation"}),
     ("chat", {"chat"}),
-    ("studies", {"experiments", "coldstart", "freemode", "casestudy", "bench", "constraints"}),
-    ("claims", {"claims", "curve"}),  # judge saved results: claims, a budget from a curve
+    ("studies", {"studies"}),
     ("top", {"cli", "__main__", "notebooks"}),
 ]
-LAYER = {m: k for k, (_, mods) in enumerate(LAYERS) for m in mods}
+UNIT = {u: k for k, (_, units) in enumerate(LAYERS) for u in units}
 LAZY_OK = {"cli"}
-MODULES = sorted(p.stem for p in PKG.glob("*.py"))
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PKG).with_suffix("").parts)
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES = sorted(module_name(p) for p in PKG.rglob("*.py"))
+PATHS = {module_name(p): p for p in PKG.rglob("*.py")}
+
+
+def layer(module: str) -> int | None:
+    """A module's layer: its sub-package's, or its own at the top of crslib."""
+    return UNIT.get(module.split(".")[0])
+
+
+LAYER = {m: layer(m) for m in MODULES}
+
+
+def resolve(full: str) -> str:
+    """The crslib module that ``crslib.a.b.c`` names: the longest prefix that is a module
+    (``from crslib.data import Catalog`` names ``data``), ``__init__`` for ``crslib`` itself."""
+    parts = full.split(".")[1:]
+    while parts and ".".join(parts) not in PATHS:
+        parts.pop()
+    return ".".join(parts) or "__init__"
 
 
 def crslib_imports(name: str):
     """``(line, imported crslib module, inside a function?)`` for every import in ``name``."""
-    tree = ast.parse((PKG / f"{name}.py").read_text())
+    tree = ast.parse(PATHS[name].read_text())
     in_function, out = set(), []
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
@@ -35,40 +61,44 @@ def crslib_imports(name: str):
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):  # relative imports: ``.`` is crslib
-            base = ".".join(filter(None, ["crslib" if node.level else "", node.module]))
-            names = [base if "." in base else f"{base}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            assert not node.level, f"{name}:{node.lineno}: crslib imports are absolute"
+            names = [f"{node.module}.{a.name}" for a in node.names]
         else:
             continue
-        for full in names:  # ``import crslib``, ``from crslib import __version__``: __init__
-            head, _, sub = full.partition(".")
-            sub = sub.split(".")[0]
-            if head == "crslib":
-                out.append((node.lineno, sub if sub in MODULES else "__init__",
-                            id(node) in in_function))
+        for full in names:
+            if full.split(".")[0] == "crslib":
+                out.append((node.lineno, resolve(full), id(node) in in_function))
     return sorted(out)
 
 
 def test_every_module_has_a_layer():
-    missing, gone = sorted(set(MODULES) - set(LAYER)), sorted(set(LAYER) - set(MODULES))
+    missing = [m for m in MODULES if LAYER[m] is None]
+    gone = sorted(set(UNIT) - {m.split(".")[0] for m in MODULES})
     assert not missing, f"crslib modules without a layer (place them in LAYERS): {missing}"
     assert not gone, f"LAYERS names modules that no longer exist: {gone}"
 
 
+def test_every_module_reads_in_one_sitting():
+    """One concept per file (issue 23): no module over 400 lines."""
+    long = {m: n for m in MODULES if (n := len(PATHS[m].read_text().splitlines())) > 400}
+    assert not long, f"modules over 400 lines: {long}"
+
+
 def test_no_import_points_to_a_higher_layer():
-    up = [f"crslib/{m}.py:{line}: {m} ({LAYERS[LAYER[m]][0]}) imports {t} ({LAYERS[LAYER[t]][0]})"
-          for m in MODULES for line, t, _ in crslib_imports(m) if LAYER[t] > LAYER[m]]
+    up = [f"crslib/{PATHS[m].relative_to(PKG)}:{line}: {m} ({LAYERS[LAYER[m]][0]}) imports {t} "
+          f"({LAYERS[LAYER[t]][0]})" for m in MODULES for line, t, _ in crslib_imports(m) if LAYER[t] > LAYER[m]]
     assert not up, "imports that point up:\n" + "\n".join(up)
 
 
 def test_no_function_level_imports_of_crslib():
-    lazy = [f"crslib/{m}.py:{line}: {m} imports {t} inside a function"
+    lazy = [f"crslib/{PATHS[m].relative_to(PKG)}:{line}: {m} imports {t} inside a function"
             for m in MODULES if m not in LAZY_OK for line, t, inner in crslib_imports(m) if inner]
     assert not lazy, "function-level imports:\n" + "\n".join(lazy)
 
 
 def test_no_circles():
-    edges = {m: {t for _, t, _ in crslib_imports(m)} - {m} for m in MODULES}
+    edges = {m: {t for _, t, _ in crslib_imports(m)} - {m, "__init__"} for m in MODULES}
     done, path = set(), []
 
     def visit(m):
@@ -94,12 +124,13 @@ def private_reaches(path: Path) -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "crslib":
             for a in node.names:
-                if a.name in MODULES:
-                    aliases[a.asname or a.name] = a.name
+                full = f"{node.module}.{a.name}"
+                if resolve(full) == full.partition(".")[2]:  # the name is a module
+                    aliases[a.asname or a.name] = resolve(full)
         elif isinstance(node, ast.Import):
             for a in node.names:
                 if a.name.startswith("crslib.") and a.asname:
-                    aliases[a.asname] = a.name.split(".")[1]
+                    aliases[a.asname] = resolve(a.name)
     return [f"{path.name}:{node.lineno}: {aliases[node.value.id]}.{node.attr}"
             for node in ast.walk(tree)
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
@@ -109,5 +140,5 @@ def private_reaches(path: Path) -> list[str]:
 
 def test_no_module_reads_another_modules_private_names():
     tools = PKG.parent / "tools"
-    found = [r for p in [*PKG.glob("*.py"), *tools.glob("*.py")] for r in private_reaches(p)]
+    found = [r for p in [*PKG.rglob("*.py"), *tools.glob("*.py")] for r in private_reaches(p)]
     assert not found, found

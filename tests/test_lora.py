@@ -4,15 +4,16 @@ with identical predictions."""
 import pytest
 import torch
 
-from crslib import evaluate, run, train
-from crslib.bench import random_sids
+from crslib.training import run, train
+from crslib.evaluation import evaluate
+from crslib.studies.bench import random_sids
 from crslib.data import Catalog, Dataset, Item, LoadReport
 from test_train import ITEMS, toy_world
 
 
 @pytest.fixture(scope="module")
 def smol():
-    from crslib.model import smollm2_gguf
+    from crslib.training.model import smollm2_gguf
     try:
         smollm2_gguf()
     except FileNotFoundError as e:
@@ -60,5 +61,5 @@ def test_lora_trains_adapters_and_new_rows_only(smol, tmp_path):
     assert a == b  # rounding the adapter to bfloat16 moves no rank on this toy
     again = run.load_run(tmp_path)[0]
     assert evaluate.model_ranks(again, tok2, sids2, cases, "paper", num_beams=8) == b
-    from crslib import model as M
+    from crslib.training import model as M
     assert not M.compact_adapter(tmp_path / "model")  # nothing left to convert

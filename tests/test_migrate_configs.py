@@ -6,7 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from crslib import config, run
+from crslib import config
+from crslib.training import run
 
 TOOL = Path(__file__).resolve().parent.parent / "tools" / "migrate_configs.py"
 

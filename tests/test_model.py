@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from crslib import model as M
-from crslib import serialize
-from crslib.bench import random_sids
+from crslib.training import model as M
+from crslib.format import serialize
+from crslib.studies.bench import random_sids
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_sid_rows_start_distinct_and_seeded():
     """Items sharing a code have similar titles, so raw title means are nearly parallel; the
     initialisation must still give every code its own direction, the same for the same seed."""
     from crslib.data import Catalog, Item
-    from crslib.semantic_ids import sid_token
+    from crslib.ids.semantic_ids import sid_token
     titles = ["The Big Heist", "The Big Heist 2", "A Quiet Night", "A Quiet Night Returns",
               "Space Cats", "Space Cats Forever"]
     ids = [str(k) for k in range(len(titles))]

@@ -1,12 +1,12 @@
 """Tree packing gives every instance exactly the tokens, positions and predictions of the
-one-instance-at-a-time encoding (crslib.serialize.encode)."""
+one-instance-at-a-time encoding (crslib.format.serialize.encode)."""
 import pytest
 import torch
 
-from crslib import packing, serialize
-from crslib.bench import random_sids
+from crslib.format import packing, serialize
+from crslib.studies.bench import random_sids
 from crslib.data import Dialog, Turn
-from crslib.model import load_tokenizer, tiny_model
+from crslib.training.model import load_tokenizer, tiny_model
 
 ITEMS = ["111", "222", "333", "444"]
 

@@ -1,4 +1,4 @@
-"""``paper-dry``: every ``paper`` config loaded through one transform (``crslib.run.DryRun``) is
+"""``paper-dry``: every ``paper`` config loaded through one transform (``crslib.training.run.DryRun``) is
 the same experiment with tiny sizes — tiny random backbone, offline MiniLM encoder, a few steps
 and cases — and one dry config trains and scores end to end in seconds."""
 import json
@@ -7,7 +7,10 @@ import time
 
 import pytest
 
-from crslib import config, encode, experiments, report, run
+from crslib import config, report
+from crslib.ids import encode
+from crslib.training import run
+from crslib.studies import experiments
 
 DRY = run.DERIVED_PROFILES["paper-dry"]
 PAPER_FILES = sorted(run.CONFIGS.glob("paper-*.json"))

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 from sklearn.cluster import KMeans
 
-from crslib import quantize as q
+from crslib.ids import quantize as q
 
 
 
@@ -225,7 +225,8 @@ def test_quantizer_properties(method, levels, k, d, seed, data):
 # ------------------------------------------------------------------ real catalog
 @pytest.fixture(scope="module")
 def redial_embeddings(shared_data):
-    from crslib import data, encode
+    from crslib import data
+    from crslib.ids import encode
     catalog = data.load_redial_catalog(shared_data / "redial")
     return catalog, encode.encode_items(catalog, progress=False)  # cached after the first run
 

@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from crslib import experiments, model, run
+from crslib.training import model, run
+from crslib.studies import experiments
 
 
 def _smoke_cfg(steps: int | None = None) -> dict:
@@ -100,7 +101,7 @@ def test_model_hash_ignores_what_only_records_the_machine(tmp_path):
     """Library versions, the base model's local path and peft's model card do not make another
     model; a changed weight or config value does."""
     import json
-    from crslib import runbase
+    from crslib.training import runbase
 
     m = tmp_path / "run" / "model"
     m.mkdir(parents=True)

@@ -1,7 +1,7 @@
 """Requests as catalog filters (issue 22): genres wanted and refused, year ranges."""
 import pytest
 
-from crslib import request
+from crslib.data import request
 from crslib.data import Catalog, Item
 
 CATALOG = Catalog([Item("1", "It", "2017", ("Horror",)), Item("2", "Superbad", "2007", ("Comedy",)),
@@ -45,7 +45,7 @@ def test_coverage_counts_missing_metadata():
 
 
 def test_constraint_summary_means_and_kinds():
-    from crslib import constraints
+    from crslib.studies import constraints
     r = request.parse("I don't like horror. A comedy from the 80s?", CATALOG)
     assert constraints.kind(r) == "genre+refused+years"
     rows = [{"kind": "genre", "satisfied@5": 0.2, "satisfied@5 constrained": 1.0,

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crslib import encode
+from crslib.ids import encode
 from crslib.cli import main
 from crslib.data import Item
-from crslib.semantic_ids import (SemanticIDs, build_semantic_ids, code_stats, describe,
+from crslib.ids.semantic_ids import (SemanticIDs, build_semantic_ids, code_stats, describe,
                                  embedding_map, items_by_prefix, prefix_groups, prefix_labels)
 
 
@@ -223,7 +223,8 @@ def test_embedding_map_by_hand():
 def test_bag_encoder_is_the_mean_token_embedding(tmp_path, monkeypatch):
     import numpy as np
     import torch
-    from crslib import encode, pretrained
+    from crslib import pretrained
+    from crslib.ids import encode
     monkeypatch.setattr(pretrained, "load_backbone", lambda name, seed=0: _tiny())
     texts = ["a quiet night", "space cats"]
     got = encode.encode_texts(texts, "smollm2-135m-bag", cache_file=tmp_path / "c.npz",
@@ -241,7 +242,7 @@ def test_bag_encoder_is_the_mean_token_embedding(tmp_path, monkeypatch):
 
 
 def _tiny():
-    from crslib.model import tiny_model, load_tokenizer
+    from crslib.training.model import tiny_model, load_tokenizer
     tok = load_tokenizer("tiny")
     return tiny_model(len(tok), 0), tok
 
@@ -268,7 +269,7 @@ def test_encoding_is_canonical_whatever_the_batch_cache_or_threads(tmp_path, mon
 
 def test_committed_map_is_used_as_is_and_checked_against_the_catalog(tmp_path):
     import warnings
-    from crslib import semantic_ids
+    from crslib.ids import semantic_ids
 
     items = toy_items(10)
     spec = {"method": "rqkmeans", "levels": 2, "codebook_size": 4, "encoder": None, "seed": 0}
@@ -297,7 +298,8 @@ def test_committed_map_is_used_as_is_and_checked_against_the_catalog(tmp_path):
 def test_shipped_runs_sids_are_the_committed_maps():
     """The committed maps are the SIDs the shipped runs were trained on."""
     from dataclasses import asdict
-    from crslib import config, semantic_ids
+    from crslib import config
+    from crslib.ids import semantic_ids
     root = Path(__file__).resolve().parent.parent
     for ds in ("inspired", "redial"):
         spec = asdict(config.load(root / f"crslib/configs/cpu-{ds}-gcrs.json").sids)
@@ -307,7 +309,9 @@ def test_shipped_runs_sids_are_the_committed_maps():
 
 
 def test_prepare_sids_reads_the_committed_map_first(shared_data, monkeypatch, tmp_path):
-    from crslib import config, data, runbase, semantic_ids
+    from crslib import config, data
+    from crslib.ids import semantic_ids
+    from crslib.training import runbase
     monkeypatch.setenv("CRSLIB_CACHE", str(tmp_path))  # an empty cache: nothing to reuse there
 
     def no_build(*a, **k):

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from crslib import serialize as S
-from crslib.bench import random_sids
+from crslib.format import serialize as S
+from crslib.studies.bench import random_sids
 from crslib.data import Catalog, Dialog, Item, Turn
 
 CATALOG = Catalog([Item("11", "Up", "2009"), Item("22", "Heat", "1995"), Item("33", "Alien", "1979"),
@@ -188,7 +188,7 @@ def test_truncation_drops_whole_turns_then_tokens():
 
 
 def test_add_special_tokens_is_idempotent_and_resizes():
-    from crslib.model import tiny_model
+    from crslib.training.model import tiny_model
     tok = toy_tokenizer()
     n = len(tok)
     model = tiny_model(len(WORDS), hidden_size=16, intermediate_size=32)
@@ -202,7 +202,7 @@ def test_add_special_tokens_is_idempotent_and_resizes():
 @pytest.mark.slow
 def test_redial_round_trip_through_smollm2_tokenizer(shared_data):
     from crslib import data
-    from crslib.model import load_tokenizer
+    from crslib.training.model import load_tokenizer
     ds = data.load_redial(shared_data, splits=("test",))
     sids = random_sids(ds.catalog.ids, 4, 64, seed=0)
     tok = load_tokenizer("smollm2-135m")

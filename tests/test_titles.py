@@ -1,9 +1,9 @@
-"""Titles typed as text are linked to catalog items by the stated rule (crslib.titles)."""
+"""Titles typed as text are linked to catalog items by the stated rule (crslib.data.titles)."""
 import pytest
 
 from crslib.data import Catalog, Item
-from crslib.model import load_tokenizer
-from crslib.titles import TitleLinker
+from crslib.training.model import load_tokenizer
+from crslib.data.titles import TitleLinker
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,12 @@ import json
 import pytest
 import torch
 
-from crslib import serialize, train, trie
-from crslib.bench import random_sids
+from crslib.format import serialize
+from crslib.decoding import trie
+from crslib.training import train
+from crslib.studies.bench import random_sids
 from crslib.data import Dialog, Turn
-from crslib.model import load_tokenizer, tiny_model
+from crslib.training.model import load_tokenizer, tiny_model
 
 ITEMS = [str(100 + i) for i in range(16)]
 
@@ -81,7 +83,7 @@ def test_only_new_rows_train_and_resume_continues(world, tmp_path):
 
 def test_restricted_vocab_loss_refuses_unknown_targets(world):
     sids, tok, model, new_ids = world
-    from crslib import packing
+    from crslib.format import packing
     w = packing.pack_dialog(toy_world(1, 0)[0], sids, tok, "gcrs", 768)
     batch = packing.collate(w, tok.pad_token_id)
     emb = train.Embeddings(model, new_ids)
@@ -93,7 +95,7 @@ def test_restricted_vocab_loss_refuses_unknown_targets(world):
 
 def test_new_token_weight_is_a_weighted_mean(world):
     sids, tok, model, new_ids = world
-    from crslib import packing
+    from crslib.format import packing
     w = packing.pack_dialog(toy_world(1, 0)[0], sids, tok, "gcrs", 768)
     batch = packing.collate(w, tok.pad_token_id)
     emb = train.Embeddings(model, new_ids)

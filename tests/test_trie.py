@@ -12,10 +12,11 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from crslib import serialize, trie
-from crslib.bench import random_sids
-from crslib.model import tiny_model
-from crslib.semantic_ids import SemanticIDs
+from crslib.format import serialize
+from crslib.decoding import trie
+from crslib.studies.bench import random_sids
+from crslib.training.model import tiny_model
+from crslib.ids.semantic_ids import SemanticIDs
 
 WORDS = ["[PAD]", "[UNK]", "[EOS]", "User", "Assistant", ":", "hi", "a", "movie", "like", "I"]
 PROMPTS = ["User : hi I like a movie Assistant :<MODE=REC><BOI>", "User : hi<BOI>",
@@ -242,8 +243,9 @@ def test_constrained_outputs_are_always_items(levels, K, n, k, seed, text):
 # ----------------------------------------------------------------------------- real data
 @pytest.mark.slow
 def test_tiny_model_decodes_50_distinct_items_on_redial_sample(shared_data):
-    from crslib import bench, data
-    from crslib.model import load_backbone
+    from crslib import data
+    from crslib.studies import bench
+    from crslib.training.model import load_backbone
 
     ds = data.load("redial", shared_data)
     sids = bench.random_sids(ds.catalog.ids, 4, 64, seed=0)

@@ -15,7 +15,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from crslib import config, run
+from crslib import config
+from crslib.training import run
 
 NAMES = ("profile", "variant")
 

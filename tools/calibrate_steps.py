@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 torch.set_num_threads(1)
-from crslib import report, run  # noqa: E402
+from crslib import report  # noqa: E402
+from crslib.training import run
 
 
 def measure(name: str, minutes: float, warmup: int = 30, steps: int = 40) -> dict:

@@ -13,8 +13,9 @@ import sys
 
 import torch
 
-from crslib import chat, experiments, freemode, report
-from crslib.generation import ResponseDecoding
+from crslib import chat, report
+from crslib.studies import experiments, freemode
+from crslib.decoding.generation import ResponseDecoding
 
 
 def main(argv=None) -> int:

@@ -6,7 +6,7 @@
 
 With ``--from`` the map is the SID file of a run (the SIDs it was trained on; checked to be
 for the config's dataset, catalog and shape); without it the SIDs are built the canonical way
-(:mod:`crslib.encode`, the config's seeded quantizer) and committed. A different map already
+(:mod:`crslib.ids.encode`, the config's seeded quantizer) and committed. A different map already
 committed under the same name is never replaced. Prints one JSON line per config.
 """
 from __future__ import annotations
@@ -16,7 +16,9 @@ import json
 import sys
 from dataclasses import asdict
 
-from crslib import config, data, runbase, semantic_ids
+from crslib import config, data
+from crslib.ids import semantic_ids
+from crslib.training import runbase
 
 
 def freeze(config_path: str, source: str | None, data_root: str | None) -> dict:

@@ -23,7 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from crslib import config, report, run
+from crslib import config, report
+from crslib.training import run
 
 REPO = Path(__file__).resolve().parent.parent
 

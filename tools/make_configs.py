@@ -10,7 +10,7 @@ from pathlib import Path
 
 CONFIGS = Path(__file__).resolve().parent.parent / "crslib" / "configs"
 VARIANTS = {
-    "resp": {"format": "resp"},                   # the training sequences (crslib.serialize)
+    "resp": {"format": "resp"},                   # the training sequences (crslib.format.serialize)
     "mode_resp": {"format": "mode_resp"},
     "sid": {"format": "sid"},
     "all_embeddings": {"train": {"embeddings": "all"}},
@@ -20,7 +20,7 @@ VARIANTS = {
     "sid4x128": {"sids": {"levels": 4, "codebook_size": 128}},
     "tiger": {"format": "tiger"},
     # baselines and the cold-start study (notebooks 03, 09)
-    "decoupled": {"ranker": "item_head"},         # crslib.decoupled: an item head, no LM loss
+    "decoupled": {"ranker": "item_head"},         # crslib.training.decoupled: an item head, no LM loss
     "coldstart_gcrs": {"holdout": {"fraction": 0.2, "seed": 0}},
     "coldstart_atomic": {"holdout": {"fraction": 0.2, "seed": 0},
                          "sids": {"method": "atomic", "levels": 1, "codebook_size": None}},
@@ -89,7 +89,7 @@ SMOLLM2_VARIANTS = {"inspired": ["tiger", "sid", "mode_resp", "resp", "sid3x64",
                                  "all_embeddings"],
                     "redial": ["tiger", "sid"]}
 SMOLLM2_SEEDS = {"inspired": {"gcrs": (1, 2), "tiger": (1, 2)}, "redial": {}}
-# beyond the paper (issue 24): GCRS plus item–ID alignment instances (crslib.align), same budget
+# beyond the paper (issue 24): GCRS plus item–ID alignment instances (crslib.format.align), same budget
 # in steps (so in tokens: batch_tokens per step), seed and splits as gcrs. Ratio 1: as many
 # alignment instances as dialog instances each epoch (on INSPIRED about every (item, task) pair
 # once; the instances are short, so they take well under half of an epoch's tokens). The first

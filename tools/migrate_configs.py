@@ -3,7 +3,7 @@
     python tools/migrate_configs.py [--runs runs] [--results results] [--dry-run]
 
 Before, a config had no ``format``/``ranker`` keys (the variant's name decided them, through a
-table in ``crslib.run``) and its hash was taken over the raw dict. Now both are keys and the hash
+table in ``crslib.training.run``) and its hash was taken over the raw dict. Now both are keys and the hash
 is taken from the resolved config, so the same run has another ``config_hash``. This tool:
 
 * run folders (``runs/**/config.json``, with a ``model/`` or ``work-*`` beside it): when the
@@ -24,15 +24,16 @@ import os
 import sys
 from pathlib import Path
 
-from crslib import config, paths, report, run
-from crslib.runbase import pid_alive
+from crslib import config, paths, report
+from crslib.training import run
+from crslib.training.runbase import pid_alive
 
 LEGACY_FORMATS = {"resp": "resp", "mode_resp": "mode_resp", "sid": "sid", "tiger": "tiger"}
 LEGACY_RANKERS = {"decoupled": "item_head"}
 
 
 def legacy_hash(cfg: dict) -> str:
-    """The config hash as ``crslib.runbase.config_hash`` computed it before typed configs."""
+    """The config hash as ``crslib.training.runbase.config_hash`` computed it before typed configs."""
     keep = {k: v for k, v in cfg.items() if k not in ("config_hash", "threads")}
     if isinstance(keep.get("train"), dict):
         keep["train"] = {k: v for k, v in keep["train"].items()

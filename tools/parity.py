@@ -13,7 +13,9 @@ import argparse
 import json
 import sys
 
-from crslib import experiments, report, run
+from crslib import report
+from crslib.training import run
+from crslib.studies import experiments
 
 COMPARED = ("n_cases", "metrics", "ci95", "case_ranks", "model_hash", "config_hash", "limit")
 

@@ -10,7 +10,8 @@ Replaces the blocks between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``:
 """
 from pathlib import Path
 
-from crslib import claims, curve, experiments, report
+from crslib import report
+from crslib.studies import claims, curve, experiments
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 RANKERS = {"smollm2": ("gcrs", "tiger", "text-retrieval", "popularity", "repeat"),
@@ -20,7 +21,7 @@ RANKERS = {"smollm2": ("gcrs", "tiger", "text-retrieval", "popularity", "repeat"
 def curve_markdown(profile: str = "smollm2", dataset: str = "inspired") -> str:
     c = curve.load(profile, dataset)
     if c is None:
-        return "(not scored yet: `crslib.curve.learning_curve`)\n"
+        return "(not scored yet: `crslib.studies.curve.learning_curve`)\n"
     rows = [{"step": r["step"], "epochs": r["epochs"], "cases": r["cases"],
              **{k: round(100 * r[k], 2) for k in ("recall@1", "recall@10", "ndcg@10")},
              "chosen": "yes" if r["step"] == c["chosen_steps"] else ""} for r in c["rows"]]

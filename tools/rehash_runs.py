@@ -1,4 +1,4 @@
-"""Bring recorded model hashes up to the current ``crslib.runbase.model_hash``.
+"""Bring recorded model hashes up to the current ``crslib.training.runbase.model_hash``.
 
     python tools/rehash_runs.py [--dry-run]
 
@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from crslib import run
+from crslib.training import run
 
 REPO = Path(__file__).resolve().parent.parent
 TEXT = (".json", ".md", ".ipynb")

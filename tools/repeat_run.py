@@ -13,7 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from crslib import experiments, report, run
+from crslib import report
+from crslib.training import run
+from crslib.studies import experiments
 
 KEYS = ("steps", "tokens", "final_loss", "model_hash")
 

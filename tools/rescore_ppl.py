@@ -16,7 +16,10 @@ import sys
 
 import torch
 
-from crslib import config, data, evaluate, experiments, report, run
+from crslib import config, data, report
+from crslib.training import run
+from crslib.evaluation import evaluate
+from crslib.studies import experiments
 
 
 def main(argv=None) -> int:

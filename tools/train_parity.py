@@ -15,7 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-from crslib import paths, report, run
+from crslib import paths, report
+from crslib.training import run
 
 DEFAULT_RUNS = ("inspired/gcrs", "inspired/decoupled", "inspired/all_embeddings",
                 "inspired/tiger", "inspired/sid")

@@ -23,7 +23,9 @@ import time
 
 import torch
 
-from crslib import baselines, data, evaluate, report, run
+from crslib import data, report
+from crslib.training import run
+from crslib.evaluation import baselines, evaluate
 
 TRAIN_WITHOUT_VALID = {"redial": ["train_minus_valid"], "inspired": ["train"]}
 

@@ -1,5 +1,5 @@
 """Score a learning curve while its run trains: every few minutes, score the new snapshots
-(`crslib.curve.learning_curve`, points already scored are reused); stop once the run is
+(`crslib.studies.curve.learning_curve`, points already scored are reused); stop once the run is
 finished and its final point is scored.
 
     python tools/watch_curve.py smollm2 inspired gcrs [--every 300] [--split dev]
@@ -8,7 +8,7 @@ import argparse
 import sys
 import time
 
-from crslib import curve
+from crslib.studies import curve
 
 
 def main(argv=None) -> int:

@@ -15,7 +15,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from crslib import data, report, stats
+from crslib import data, report
+from crslib.data import stats
 
 datasets = {name: data.load(name, data_root) for name in data.DATASETS}
 summary = {name: stats.dataset_stats(ds) for name, ds in datasets.items()}

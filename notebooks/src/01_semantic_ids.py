@@ -18,7 +18,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from crslib import data, encode, report, run, semantic_ids
+from crslib import data, report
+from crslib.ids import encode, semantic_ids
+from crslib.training import run
 
 datasets = {name: data.load(name, data_root) for name in data.DATASETS}
 configs = {name: run.load_config(run.config_path(profile, name), profile=profile) for name in datasets}

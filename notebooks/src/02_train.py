@@ -30,7 +30,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from crslib import experiments, report
+from crslib import report
+from crslib.studies import experiments
 
 experiments.quiet()
 

@@ -8,7 +8,7 @@ protocols = None  # None: paper, community, dedup; smollm2: paper and new_items 
 
 # %% [markdown]
 # # 03 — Recommendation: Tables 1 and 2
-# Every ranker is scored by the same code on the same cases (`crslib.evaluate`):
+# Every ranker is scored by the same code on the same cases (`crslib.evaluation.evaluate`):
 # * **paper** protocol (NOTES.md §5): every recommendation instance of the test split, gold mode
 #   forced, top 50 from constrained beam search (width 50), items already mentioned in the dialog
 #   count as hits; Recall@{1,5,10,20}, NDCG and MRR @{5,10,20}, 95% bootstrap intervals.
@@ -38,11 +38,12 @@ import pandas as pd
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-from crslib import experiments, report
+from crslib import report
+from crslib.studies import experiments
 
 experiments.quiet()
 
-from crslib import run
+from crslib.training import run
 
 if protocols is None:
     protocols = ["paper", "new_items"] if profile == "smollm2" else ["paper", "community", "dedup"]

@@ -5,7 +5,7 @@ datasets = ["redial", "inspired"]  # Table 3 has both
 
 # %% [markdown]
 # # 04 — Dialog quality: Table 3
-# Metrics of NOTES.md §5 (`crslib.evaluate`, protocol `dialog`):
+# Metrics of NOTES.md §5 (`crslib.evaluation.evaluate`, protocol `dialog`):
 # * **PPL**: corpus perplexity weighted by tokens on the gold responses of every test turn (the
 #   tokens after `<RESP>` and the end-of-sequence token, gold mode and item given). A `cpu` run
 #   uses a restricted softmax (the tokens its targets contain), so its `ppl` is over that
@@ -21,7 +21,8 @@ datasets = ["redial", "inspired"]  # Table 3 has both
 # %%
 import pandas as pd
 
-from crslib import experiments, report
+from crslib import report
+from crslib.studies import experiments
 
 experiments.quiet()
 

@@ -25,7 +25,9 @@ import pandas as pd
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-from crslib import experiments, report, run
+from crslib import report
+from crslib.training import run
+from crslib.studies import experiments
 
 experiments.quiet()
 # defaults that depend on the profile are resolved here: papermill injects `profile` after the
@@ -75,12 +77,12 @@ table
 # ## Do the paper's ablation claims hold here?
 # The paper reports the full model above `resp`, `mode_resp` and `sid` on Recall@1. Each claim is
 # judged on the cases both rankers scored, with a paired bootstrap over dialogs
-# (`crslib.claims`): the difference Δ in points, its 95% interval and p-value. A claim "holds"
+# (`crslib.studies.claims`): the difference Δ in points, its 95% interval and p-value. A claim "holds"
 # only when the interval lies above 0 for every seed pair, is "reversed" when it lies below 0,
 # and is "not shown" otherwise.
 
 # %%
-from crslib import claims
+from crslib.studies import claims
 
 judged = []
 for ds in datasets:
@@ -129,10 +131,10 @@ fig.savefig(out, dpi=100)
 # ## The step budget, chosen once on validation data
 # Where a profile's GCRS run kept snapshots (`train.snapshot_every`), each was scored on the
 # validation split (INSPIRED `dev`, never trained on) and the budget every variant trains is
-# the step with the best `dev` NDCG@10 (`crslib.curve`; fewer steps on a tie).
+# the step with the best `dev` NDCG@10 (`crslib.studies.curve`; fewer steps on a tie).
 
 # %%
-from crslib import curve
+from crslib.studies import curve
 
 curves = {ds: curve.load(profile, ds) for ds in datasets}
 curves = {ds: c for ds, c in curves.items() if c}
@@ -142,7 +144,7 @@ for ds, c in curves.items():
 
 # %% [markdown]
 # ## Every claim of the profile
-# The profile's claims (`crslib.claims.CLAIMS`), judged from the saved per-case ranks and
+# The profile's claims (`crslib.studies.claims.CLAIMS`), judged from the saved per-case ranks and
 # written to `results/<profile>/claims.json`, which the README renders.
 
 # %%

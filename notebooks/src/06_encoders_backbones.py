@@ -28,7 +28,9 @@ community_sample = 100  # cases of the pretrained run's exact all-item scoring (
 # %%
 import pandas as pd
 
-from crslib import experiments, report, run
+from crslib import report
+from crslib.training import run
+from crslib.studies import experiments
 
 experiments.quiet()
 # defaults that depend on the profile are resolved here: papermill injects `profile` after the
@@ -101,7 +103,7 @@ pd.DataFrame(reported).set_index(["table", "dataset", "row"])
 # item), the other rankers cut to the same cases: how much of a ranker's recall is repetition.
 
 # %%
-from crslib import freemode
+from crslib.studies import freemode
 
 pretrained_runs = pretrained if pretrained is not None else (
     ["backbone_smollm2_135m"] if profile == "cpu" else [])

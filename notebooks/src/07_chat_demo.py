@@ -20,10 +20,10 @@ save_demo = False  # write results/<profile>/chat_demo.{json,md} (tools/chat_dem
 # score = summed per-level log-probability of the SID); the response is written after the top
 # item, names only items of its list, and ends at the end of its turn. What a message asks for
 # — genres, a decade, a genre refused ("no horror") — restricts the list to the catalog items
-# that satisfy it (`crslib.request`: the same constrained decoding over a filtered catalog; the
+# that satisfy it (`crslib.data.request`: the same constrained decoding over a filtered catalog; the
 # widget's "only what I asked for"). "Why that one?" is answered about the item just
 # recommended, in the paper's item-conditioned mode. Titles typed as text ("I loved The Shining") become item
-# mentions (`crslib.titles`: case-insensitive, year optional, ambiguity resolved by year, then
+# mentions (`crslib.data.titles`: case-insensitive, year optional, ambiguity resolved by year, then
 # by how often the dataset mentions the item), and items the user named are not recommended
 # again (the widget's "recommend titles I named" box allows them).
 #
@@ -45,8 +45,9 @@ import pandas as pd
 import torch
 import transformers
 
-from crslib import chat, experiments, freemode, report
-from crslib.generation import ResponseDecoding
+from crslib import chat, report
+from crslib.studies import experiments, freemode
+from crslib.decoding.generation import ResponseDecoding
 
 torch.set_num_threads(1)
 transformers.utils.logging.disable_progress_bar()
@@ -128,7 +129,7 @@ IPython.display.HTML(chat.transcript_html(session, height="auto"))
 # %% [markdown]
 # ## Does the list give what was asked?
 # On validation turns whose last user message asks for something checkable (INSPIRED `dev`,
-# ReDial `valid`; a seeded sample), `crslib.constraints` compares the run's top 5 with and
+# ReDial `valid`; a seeded sample), `crslib.studies.constraints` compares the run's top 5 with and
 # without the request as a constraint: the share that satisfies the request, beside
 # popularity's; and what it costs or gains in the gold item's recall@10. `gold_satisfies` is
 # how often the dataset's own answer satisfies the parsed request. A filter is only as good as
@@ -136,7 +137,7 @@ IPython.display.HTML(chat.transcript_html(session, height="auto"))
 # satisfy a genre or year request.
 
 # %%
-from crslib import constraints
+from crslib.studies import constraints
 
 measured = constraints.measure(profile, dataset, variant, data_root)
 print(f"{measured['all']['n_cases']} {measured['split']} request turns; catalog coverage:",

@@ -15,7 +15,7 @@ n_per_rule = 3  # cases shown per selection rule (fewer when fewer match)
 # * **tiger** — the generative-recommender baseline: it sees only the SIDs of the items
 #   mentioned so far and writes an item, no text.
 #
-# Each answer (`crslib.casestudy.Answer`) has the run's **top 5** under the paper protocol (mode
+# Each answer (`crslib.studies.casestudy.Answer`) has the run's **top 5** under the paper protocol (mode
 # forced to REC, constrained beam search of width 50, score = summed per-level log-probability
 # of the SID), the rank of the gold item in that top 50, the **mode** the run picks when left
 # free (gcrs: `<MODE=REC>` vs `<MODE=CHAT>` logit, shown with p(REC); resp: REC when its
@@ -36,12 +36,13 @@ import pandas as pd
 import torch
 import transformers
 
-from crslib import casestudy, data, experiments, report
+from crslib import data, report
+from crslib.studies import casestudy, experiments
 
 torch.set_num_threads(1)
 transformers.utils.logging.disable_progress_bar()
 transformers.utils.logging.set_verbosity_error()
-from crslib import run
+from crslib.training import run
 
 MODELS = [v for v in ("gcrs", "resp", "tiger") if v in run.variants(profile, dataset)]
 for v in MODELS:  # reuses a finished run with the same config

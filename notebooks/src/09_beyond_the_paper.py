@@ -8,12 +8,12 @@ latency_prompts = 10  # seeded sample of test prompts timed per run (cost table)
 # # 09 — Beyond the paper
 # Three questions the paper leaves open (NOTES.md §8), each answered by code in `crslib`:
 #
-# 1. **Cold start** (`crslib.coldstart`): the paper says semantic IDs let the model generalise
+# 1. **Cold start** (`crslib.studies.coldstart`): the paper says semantic IDs let the model generalise
 #    to items it was not trained on, but never tests it. We hold out 20% of the items that are
 #    recommendation targets in the test split, remove *every* training dialog that mentions one
 #    of them, train, and compare how often held-out and seen items are recommended — with GCRS
 #    SIDs (`coldstart_gcrs`) and with atomic IDs, one new token per item (`coldstart_atomic`).
-# 2. **Free mode** (`crslib.freemode`): the paper forces the gold mode before ranking. Here the
+# 2. **Free mode** (`crslib.studies.freemode`): the paper forces the gold mode before ranking. Here the
 #    model chooses `<MODE=REC>` or `<MODE=CHAT>` itself; we report its intent accuracy / F1 and
 #    how ranking changes when a CHAT choice counts as a miss.
 # 3. **Cost**: training time, tokens/s, memory, and decode latency per turn (constrained beam
@@ -29,7 +29,8 @@ import pandas as pd
 import torch
 import transformers
 
-from crslib import coldstart, data, experiments, freemode, report
+from crslib import data, report
+from crslib.studies import coldstart, experiments, freemode
 
 torch.set_num_threads(1)
 transformers.utils.logging.disable_progress_bar()
@@ -107,7 +108,7 @@ fig.savefig(out, dpi=100)
 # %% [markdown]
 # How to read it. A held-out item can only be ranked high if something the model *did* train on
 # points to it: with SIDs, the code prefixes it shares with seen items (and their trained token
-# rows); with atomic IDs, only its token row as initialised (title-derived, `crslib.model.
+# rows); with atomic IDs, only its token row as initialised (title-derived, `crslib.training.model.
 # init_new_rows`) and pushed down by the softmax during training, since it never is a target.
 # So the claim "SIDs generalise" predicts `coldstart_gcrs` heldout > `coldstart_atomic` heldout,
 # and a gap between seen and heldout for both. Mind the sizes: the held-out group has a few dozen
@@ -116,7 +117,7 @@ fig.savefig(out, dpi=100)
 
 # %% [markdown]
 # ## 2. The model's own choice of when to recommend (free mode)
-# **Intent.** From the `dialog` protocol (`crslib.evaluate.dialog_scores`): after the prompt
+# **Intent.** From the `dialog` protocol (`crslib.evaluation.evaluate.dialog_scores`): after the prompt
 # `...Assistant:` of every assistant turn of the test split, REC is chosen when the logit of
 # `<MODE=REC>` is above that of `<MODE=CHAT>`; gold is REC when the turn mentions an item.
 # F1 / precision / recall treat REC as the positive class. `generated_*` is the same choice read
@@ -189,7 +190,7 @@ pd.DataFrame(cost).set_index("variant")
 # %% [markdown]
 # ## 4. The runs behind every table
 # Every finished run of this profile: its step budget, the seconds it took on the machine that
-# trained it, and the hash of its weights (`crslib.run.model_hash`), which every result file
+# trained it, and the hash of its weights (`crslib.training.run.model_hash`), which every result file
 # records: a result is shown only for the weights that produced it, and a retrained model is
 # re-scored. `shipped`: the run is committed to the repository, so a fresh clone reuses it;
 # the others are trained by `make reproduce`.
