@@ -26,6 +26,7 @@ def cmd_data_download(args) -> int:
 
 def cmd_notebooks(args) -> int:
     from pathlib import Path
+
     from crslib import notebooks
     try:
         notebooks.run_all(args.profile, Path(args.out), args.only)

@@ -13,8 +13,6 @@ from pathlib import Path
 
 from crslib import paths, report
 
-
-
 # A profile that reproduces only some tables runs only their notebooks (``make reproduce
 # PROFILE=smollm2``: Tables 1/2 and 4, the claims, the case studies on the pretrained backbone).
 PROFILE_NOTEBOOKS = {"smollm2": ("03", "05", "08")}

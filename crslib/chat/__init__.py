@@ -55,17 +55,17 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from crslib import data
-from crslib.data import genres, request as request_mod
-from crslib.format import serialize
-from crslib.decoding import trie
-from crslib.training import run
-from crslib.evaluation import evaluate
 from crslib.config import resolve
-from crslib.decoding.generation import (GREEDY, ResponseDecoding, close_punctuation, trim_unfinished,
-                               turn_end_ids)
-from crslib.metrics import repeats_ngram
-from crslib.ids.semantic_ids import SemanticIDs
+from crslib.data import genres, request as request_mod
 from crslib.data.titles import TitleLinker
+from crslib.decoding import trie
+from crslib.decoding.generation import (GREEDY, ResponseDecoding, close_punctuation,
+                                        trim_unfinished, turn_end_ids)
+from crslib.evaluation import evaluate
+from crslib.format import serialize
+from crslib.ids.semantic_ids import SemanticIDs
+from crslib.metrics import repeats_ngram
+from crslib.training import run
 
 INFERENCE_MODES = ("free", "rec", "chat", "item")
 MODE_LABELS = {"free": "free (model decides)", "rec": "guided: recommend",

@@ -19,8 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from crslib.data import genres as genres_mod
-from crslib.data import Catalog
+from crslib.data import Catalog, genres as genres_mod
 
 RECENT_YEARS = 5
 OLD_BEFORE = 1990

@@ -27,8 +27,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from crslib.data import genres
-from crslib.data import Catalog, normalize_title
+from crslib.data import Catalog, genres, normalize_title
 
 # very common English words: a title made only of these is linked only when typed like a title
 COMMON_WORDS = frozenset("""

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from crslib.ids.semantic_ids import SemanticIDs, sid_token
 from crslib.format.serialize import BOI, EOI
+from crslib.ids.semantic_ids import SemanticIDs, sid_token
 
 DEFAULT_BEAM = 50
 

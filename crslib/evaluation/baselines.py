@@ -17,10 +17,10 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from crslib.ids import encode
 from crslib.data import Catalog, Dialog
-from crslib.ids.semantic_ids import SemanticIDs
 from crslib.format.serialize import Example, display_text
+from crslib.ids import encode
+from crslib.ids.semantic_ids import SemanticIDs
 
 
 class Popularity:

@@ -34,14 +34,14 @@ from typing import Any, Callable, Protocol, Sequence
 import torch
 
 from crslib import config, metrics, report
-from crslib.format import packing, serialize
-from crslib.decoding import trie
-from crslib.training import decoupled, run, train
-from crslib.evaluation import baselines
 from crslib.data import Dataset
+from crslib.decoding import trie
 from crslib.decoding.generation import GREEDY, ResponseDecoding, turn_end_ids
-from crslib.metrics import PROTOCOLS
+from crslib.evaluation import baselines
+from crslib.format import packing, serialize
 from crslib.ids.semantic_ids import SemanticIDs
+from crslib.metrics import PROTOCOLS
+from crslib.training import decoupled, run, train
 
 PAPER_KS = dict(recall_ks=(1, 5, 10, 20), cut_ks=(5, 10, 20))
 COMMUNITY_KS = dict(recall_ks=(1, 10, 50), cut_ks=(10,))

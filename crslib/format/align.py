@@ -32,8 +32,8 @@ from typing import Sequence
 
 from crslib.config import AlignConfig
 from crslib.data import Catalog, Item
-from crslib.ids.semantic_ids import SemanticIDs
 from crslib.format.serialize import Example, escape, mention, render_prompt
+from crslib.ids.semantic_ids import SemanticIDs
 
 ALIGN_ID = "align"  # the dialog_id of every alignment instance
 

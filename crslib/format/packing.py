@@ -28,8 +28,8 @@ from typing import Sequence
 import torch
 
 from crslib.data import Dialog
-from crslib.ids.semantic_ids import SemanticIDs
 from crslib.format.serialize import prompt_ids, render_text, serialize, text_ids
+from crslib.ids.semantic_ids import SemanticIDs
 
 PACKABLE = ("gcrs", "resp", "mode_resp", "sid", "tiger")
 

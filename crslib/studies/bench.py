@@ -21,12 +21,12 @@ import numpy as np
 import torch
 
 from crslib import data
-from crslib.format import serialize
-from crslib.decoding import trie
 from crslib.config import resolve
+from crslib.decoding import trie
+from crslib.format import serialize
+from crslib.ids.semantic_ids import SemanticIDs
 from crslib.pretrained import load_backbone
 from crslib.training.run import load_run
-from crslib.ids.semantic_ids import SemanticIDs
 
 
 def random_sids(item_ids: list[str], levels: int = 4, codebook_size: int = 64,

@@ -39,14 +39,14 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 import torch
 
 from crslib import chat
-from crslib.format import serialize
-from crslib.decoding import trie
-from crslib.training import run
-from crslib.evaluation import evaluate
-from crslib.studies import freemode
 from crslib.config import resolve
 from crslib.data import Catalog, Dataset
+from crslib.decoding import trie
+from crslib.evaluation import evaluate
+from crslib.format import serialize
 from crslib.ids.semantic_ids import SemanticIDs
+from crslib.studies import freemode
+from crslib.training import run
 
 Ranks = Mapping[str, "int | None"]  # one case: ranker -> 1-based gold rank (None: not ranked)
 

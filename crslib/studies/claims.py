@@ -30,10 +30,10 @@ from typing import Sequence
 import numpy as np
 
 from crslib import config, data, metrics, report
-from crslib.training import run
 from crslib.evaluation import evaluate as ev_mod
-from crslib.studies import experiments
 from crslib.ids.semantic_ids import SemanticIDs
+from crslib.studies import experiments
+from crslib.training import run
 
 N_BOOT = 10_000
 SEED = 0

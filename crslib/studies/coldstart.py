@@ -23,13 +23,13 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 from crslib import data
-from crslib.format import serialize
-from crslib.training import run
-from crslib.evaluation import evaluate
-from crslib.studies import experiments
 from crslib.config import resolve
 # the hold-out itself is data-level (crslib.data); its names are reached here too
 from crslib.data import Dataset, holdout_items, mentioned_items, remove_items, target_items
+from crslib.evaluation import evaluate
+from crslib.format import serialize
+from crslib.studies import experiments
+from crslib.training import run
 
 GROUPS = ("heldout", "seen", "unseen")
 

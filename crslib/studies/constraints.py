@@ -19,12 +19,12 @@ The evaluation protocols stay unconstrained; this measures a chat option.
 from __future__ import annotations
 
 from crslib import data
+from crslib.config import resolve
 from crslib.data import genres, request as request_mod
-from crslib.format import serialize
 from crslib.decoding import trie
 from crslib.evaluation import evaluate as ev_mod
+from crslib.format import serialize
 from crslib.studies import experiments
-from crslib.config import resolve
 
 LIMIT = 150  # validation request turns (a seeded sample)
 

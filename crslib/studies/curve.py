@@ -18,9 +18,9 @@ import json
 from pathlib import Path
 
 from crslib import config, data, report
-from crslib.training import run
 from crslib.evaluation import evaluate as ev_mod
 from crslib.studies import experiments
+from crslib.training import run
 
 METRIC = "ndcg@10"  # uses the whole top 10, and rewards rank 1 most; less noisy than R@1
 

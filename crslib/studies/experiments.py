@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Sequence
 
 from crslib import data, paths, report
-from crslib.data import genres
-from crslib.format import serialize
-from crslib.decoding import trie
-from crslib.training import run
-from crslib.evaluation import evaluate as ev_mod
 from crslib.config import EvalConfig, resolve
+from crslib.data import genres
+from crslib.decoding import trie
+from crslib.evaluation import evaluate as ev_mod
 from crslib.evaluation.evaluate import identity
+from crslib.format import serialize
 from crslib.ids.semantic_ids import SemanticIDs
+from crslib.training import run
 
 BASELINES = ev_mod.BASELINES
 RUNS = paths.RUNS

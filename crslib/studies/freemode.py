@@ -25,12 +25,12 @@ from typing import Sequence
 import torch
 
 from crslib import data, metrics
-from crslib.format import serialize
-from crslib.decoding import trie
-from crslib.training import run
-from crslib.evaluation import evaluate
-from crslib.studies import bench, experiments
 from crslib.config import resolve
+from crslib.decoding import trie
+from crslib.evaluation import evaluate
+from crslib.format import serialize
+from crslib.studies import bench, experiments
+from crslib.training import run
 
 
 # ----------------------------------------------------------------------------- mode choice

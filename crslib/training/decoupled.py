@@ -42,9 +42,9 @@ import torch.nn.functional as F
 
 from crslib import config, data, report
 from crslib.format import packing, serialize
-from crslib.training import model as backbones, runbase, train
-from crslib.metrics import PROTOCOLS
 from crslib.ids.semantic_ids import SemanticIDs
+from crslib.metrics import PROTOCOLS
+from crslib.training import model as backbones, runbase, train
 
 PAPER_TOP_K = 50  # length of the ranked list under the paper protocol
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 
 from crslib import config, paths, report
-# the pretrained LMs by name live in crslib.pretrained; their names stay reachable here
-from crslib.pretrained import (BACKBONES, SMOLLM2_GGUF, TINY_CONFIG,  # noqa: F401
-                               default_device, load_backbone, load_tokenizer, process_state,
-                               smollm2_gguf, tiny_model)
 from crslib.ids.semantic_ids import sid_token
+# the pretrained LMs by name live in crslib.pretrained; their names stay reachable here
+from crslib.pretrained import (BACKBONES, SMOLLM2_GGUF, TINY_CONFIG, default_device,  # noqa: F401
+                               load_backbone, load_tokenizer, process_state, smollm2_gguf,
+                               tiny_model)
 
 
 def state_dict_hash(module: torch.nn.Module) -> str:
@@ -249,6 +249,7 @@ def load_model(folder, cfg: dict, device: str | torch.device | None = None):
     if (folder / "adapter_config.json").is_file():
         from peft import PeftModel
         from safetensors.torch import load_file
+
         # the base as built for training: a seeded random one (``tiny``) depends on the seed
         rc = config.resolve(cfg)
         base, _ = load_backbone(rc.model.name, seed=rc.train.seed, device=device,

@@ -31,11 +31,11 @@ from pathlib import Path
 
 from crslib import config, data, paths, report
 from crslib.ids import encode
+from crslib.ids.semantic_ids import SemanticIDs
 from crslib.training import decoupled, model as backbones, train
 from crslib.training.runbase import (RunLocked, build_model, config_hash, finish_run,  # noqa: F401
-                            is_finished, model_hash, peak_rss_mb, prepare_sids, run_lock,
-                            save_and_finish, save_run, saved_config, training_dialogs)
-from crslib.ids.semantic_ids import SemanticIDs
+                                     is_finished, model_hash, peak_rss_mb, prepare_sids, run_lock,
+                                     save_and_finish, save_run, saved_config, training_dialogs)
 
 CONFIGS = paths.CONFIGS
 @dataclass(frozen=True)

@@ -18,10 +18,11 @@ from pathlib import Path
 import torch
 
 from crslib import config, data, paths, report
-from crslib.ids import semantic_ids
 from crslib.format import serialize
-from crslib.training import model as backbones
+from crslib.ids import semantic_ids
 from crslib.ids.semantic_ids import SemanticIDs
+from crslib.training import model as backbones
+
 
 def config_hash(cfg) -> str:
     """The run's identity (:func:`crslib.config.config_hash`: the resolved config, without how

@@ -35,11 +35,11 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast
 
 from crslib import report
-from crslib.format import align, packing
 from crslib.config import TrainConfig
 from crslib.data import Catalog, Dialog
-from crslib.pretrained import process_state
+from crslib.format import align, packing
 from crslib.ids.semantic_ids import SemanticIDs
+from crslib.pretrained import process_state
 
 
 @dataclass
