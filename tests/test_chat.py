@@ -139,7 +139,7 @@ def test_generated_literal_lookalikes_stay_literal(world):
     s = session(world)
     ids = tok("I said <MODE=REC> ok", add_special_tokens=False,
               split_special_tokens=True)["input_ids"]
-    text, mentions = s._response_text(ids)
+    text, mentions = chat.response_text(ids, s.tokenizer, s.vocab, s.sids)
     assert mentions == () and "<MODE=REC>" not in text
     assert serialize.display_text(text, sids, catalog) == "I said <MODE=REC> ok"
 

@@ -6,14 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crslib.ids import encode
 from crslib.cli import main
 from crslib.data import Item
+from crslib.ids import encode
 from crslib.ids.semantic_ids import (SemanticIDs, build_semantic_ids, code_stats, describe,
-                                 embedding_map, items_by_prefix, prefix_groups, prefix_labels)
-
-
-
+                                     embedding_map, items_by_prefix, prefix_groups, prefix_labels)
 
 
 def toy_items(n: int) -> list[Item]:
@@ -223,6 +220,7 @@ def test_embedding_map_by_hand():
 def test_bag_encoder_is_the_mean_token_embedding(tmp_path, monkeypatch):
     import numpy as np
     import torch
+
     from crslib import pretrained
     from crslib.ids import encode
     monkeypatch.setattr(pretrained, "load_backbone", lambda name, seed=0: _tiny())
@@ -242,7 +240,7 @@ def test_bag_encoder_is_the_mean_token_embedding(tmp_path, monkeypatch):
 
 
 def _tiny():
-    from crslib.training.model import tiny_model, load_tokenizer
+    from crslib.training.model import load_tokenizer, tiny_model
     tok = load_tokenizer("tiny")
     return tiny_model(len(tok), 0), tok
 
@@ -269,6 +267,7 @@ def test_encoding_is_canonical_whatever_the_batch_cache_or_threads(tmp_path, mon
 
 def test_committed_map_is_used_as_is_and_checked_against_the_catalog(tmp_path):
     import warnings
+
     from crslib.ids import semantic_ids
 
     items = toy_items(10)
@@ -298,6 +297,7 @@ def test_committed_map_is_used_as_is_and_checked_against_the_catalog(tmp_path):
 def test_shipped_runs_sids_are_the_committed_maps():
     """The committed maps are the SIDs the shipped runs were trained on."""
     from dataclasses import asdict
+
     from crslib import config
     from crslib.ids import semantic_ids
     root = Path(__file__).resolve().parent.parent

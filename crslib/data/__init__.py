@@ -39,7 +39,7 @@ fixed seed), and ``train_minus_valid`` is the rest. Both are derived when asked 
 from crslib.data.holdout import (holdout_items, mentioned_items, remove_items,  # noqa: F401
                                  target_items)
 from crslib.data.inspired import load_inspired, load_inspired_catalog  # noqa: F401
-from crslib.data.loading import load  # noqa: F401
+from crslib.data.loading import catalog_or_none, load  # noqa: F401
 from crslib.data.redial import (REDIAL_MENTION_RE, load_redial, load_redial_catalog,  # noqa: F401
                                 load_redial_hf, redial_from_hf)
 from crslib.data.schema import (DATASETS, INSPIRED_FILES, MENTION_RE, REDIAL_FILES,  # noqa: F401

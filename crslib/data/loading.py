@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import os
 
-from crslib.data.inspired import load_inspired
-from crslib.data.redial import load_redial
-from crslib.data.schema import DATASETS, Dataset, data_root
+from crslib.data.inspired import load_inspired, load_inspired_catalog
+from crslib.data.redial import load_redial, load_redial_catalog
+from crslib.data.schema import DATASETS, Catalog, DataError, Dataset, data_root
 
 _LOADED: dict[tuple, Dataset] = {}  # load()'s datasets in this process, by key (see there)
 
@@ -30,3 +30,13 @@ def load(dataset: str, root: str | os.PathLike | None = None, strict: bool = Fal
         loader = load_redial if dataset == "redial" else load_inspired
         _LOADED[key] = loader(root, strict=strict)
     return _LOADED[key]
+
+
+def catalog_or_none(dataset: str, root: str | os.PathLike | None = None) -> Catalog | None:
+    """The dataset's catalog alone (titles, for a chat), or None when its files are not there."""
+    loaders = {"redial": load_redial_catalog, "inspired": load_inspired_catalog}
+    loader = loaders.get(dataset)
+    try:
+        return loader(data_root(root) / dataset) if loader else None
+    except DataError:
+        return None
