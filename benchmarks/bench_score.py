@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from crslib import config, data
     from crslib.format import serialize
     from crslib.decoding import trie
-    from crslib.training import train
+    from crslib.training import runtime
     from crslib.evaluation import evaluate
     from crslib.report import emit_json
     from reference_beam import old_sid_beam_search
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     prompts = [serialize.rec_prompt_ids(ex, rec.tokenizer, rec.max_context_tokens) for ex in cases]
     vocab = trie.SIDVocab.build(rec.sids, rec.tokenizer)
     pad = rec.tokenizer.pad_token_id or 0
-    with train.flush_denormals():
+    with runtime.flush_denormals():
         t = time.perf_counter()
         old = old_sid_beam_search(rec.model, vocab, prompts, k=rec.num_beams,
                                   num_beams=rec.num_beams, batch_size=rec.batch_size, pad=pad)

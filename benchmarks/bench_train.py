@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from crslib import config, data, paths
-    from crslib.training import run, train
+    from crslib.training import batches, newrows, objectives, run, train
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default=str(run.config_path("cpu", "redial")))
@@ -45,17 +45,17 @@ def main(argv: list[str] | None = None) -> int:
 
     # the bare side: same windows, batches, restricted head and trainable parameters
     net, tok, new_ids = run.build_model(cfg, sids, ds.catalog)
-    windows = train.build_windows(dialogs, sids, tok, tcfg.fmt, tcfg.max_context_tokens)
-    head = (torch.tensor(train.target_vocab(windows, new_ids, tok.eos_token_id))
+    windows = batches.build_windows(dialogs, sids, tok, tcfg.fmt, tcfg.max_context_tokens)
+    head = (torch.tensor(batches.target_vocab(windows, new_ids, tok.eos_token_id))
             if tcfg.output_vocab == "targets" else None)
-    groups = train.make_batches(windows, tcfg.batch_tokens, tcfg.seed)[: args.steps]
+    groups = batches.make_batches(windows, tcfg.batch_tokens, tcfg.seed)[: args.steps]
     real = [sum(len(windows[i]) for i in b) for b in groups]
-    emb = train.Embeddings(net, None if tcfg.embeddings == "all" else new_ids)
-    objective = train.TokenObjective(windows, head, tok.pad_token_id or 0, emb.first,
+    emb = newrows.Embeddings(net, None if tcfg.embeddings == "all" else new_ids)
+    objective = objectives.TokenObjective(windows, head, tok.pad_token_id or 0, emb.first,
                                      tcfg.new_token_loss_weight)
     lengths = [len(w) for w in windows]  # the loop's micro-batches, collated up front
-    parts_of = [train.split_step(b, lengths, tcfg.micro_batch_tokens) for b in groups]
-    batches = [[objective.batch(g) for g in parts] for parts in parts_of]
+    parts_of = [objectives.split_step(b, lengths, tcfg.micro_batch_tokens) for b in groups]
+    step_batches = [[objective.batch(g) for g in parts] for parts in parts_of]
     part_weights = [[objective.weight(g) for g in parts] for parts in parts_of]
     params = [p for p in net.parameters() if p.requires_grad]
     params += [p for p in (emb.inp_rows, emb.out_rows) if p is not None]
@@ -66,13 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     def bare_steps(ks) -> None:
         t0 = time.perf_counter()
         for k in ks:
-            parts, weights = batches[k % len(batches)], part_weights[k % len(batches)]
+            parts, weights = step_batches[k % len(step_batches)], part_weights[k % len(step_batches)]
             opt.zero_grad(set_to_none=True)
             for b, w in zip(parts, weights):
-                loss, _ = train.packed_loss(net, emb, b, head, tcfg.new_token_loss_weight)
+                loss, _ = newrows.packed_loss(net, emb, b, head, tcfg.new_token_loss_weight)
                 (loss * (w / sum(weights))).backward()
             opt.step()
-            bare["tokens"] += real[k % len(batches)]
+            bare["tokens"] += real[k % len(step_batches)]
         bare["seconds"] += time.perf_counter() - t0
 
     half = args.steps // 2

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from crslib import config
-from crslib.format import align, serialize
-from crslib.decoding import trie
-from crslib.training import train
-from crslib.studies.bench import random_sids
-from crslib.config import AlignConfig, ConfigError
+from crslib.config import AlignConfig, ConfigError, TrainConfig
 from crslib.data import Catalog, Dialog, Item, Turn
+from crslib.decoding import trie
+from crslib.format import align, serialize
+from crslib.studies.bench import random_sids
+from crslib.training import train
 from crslib.training.model import load_tokenizer, tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,7 +106,7 @@ def test_a_tiny_model_learns_which_sid_a_title_stands_for(tmp_path):
     new_ids = sorted(serialize.add_special_tokens(tok, None, SIDS).values())
     model = tiny_model(len(tok), seed=0, pad_token_id=tok.pad_token_id)
     dialogs = [Dialog("d", [Turn("user", "hello", ()), Turn("assistant", "hi", ())])]
-    cfg = train.TrainConfig(lr=5e-3, warmup_steps=10, max_steps=150, batch_tokens=800,
+    cfg = TrainConfig(lr=5e-3, warmup_steps=10, max_steps=150, batch_tokens=800,
                             output_vocab="targets", checkpoint_every=10_000,
                             align=AlignConfig(tasks=("text_to_sid",), ratio=12.0, plot_chars=0))
     with pytest.raises(ValueError, match="needs the catalog"):

@@ -41,7 +41,7 @@ from crslib.evaluation import baselines
 from crslib.format import packing, serialize
 from crslib.ids.semantic_ids import SemanticIDs
 from crslib.metrics import PROTOCOLS
-from crslib.training import decoupled, run, train
+from crslib.training import batches, decoupled, run, runtime
 
 PAPER_KS = dict(recall_ks=(1, 5, 10, 20), cut_ks=(5, 10, 20))
 COMMUNITY_KS = dict(recall_ks=(1, 10, 50), cut_ks=(10,))
@@ -72,7 +72,7 @@ def _rank_of(items: Sequence[str | None], gold: str) -> int | None:
         return None
 
 
-@train.flush_denormals()
+@runtime.flush_denormals()
 def model_ranks(model, tokenizer, sids: SemanticIDs, cases: Sequence[serialize.Example],
                 protocol: str, max_context_tokens: int = 768, num_beams: int = 50,
                 batch_size: int = 16) -> list[int | None]:
@@ -154,7 +154,7 @@ class GenerativeRecommender:
                            self.max_context_tokens, self.num_beams, self.batch_size)
 
     @torch.no_grad()
-    @train.flush_denormals()
+    @runtime.flush_denormals()
     def ranked(self, cases: Sequence[serialize.Example]) -> list[trie.Ranked]:
         """The ``paper`` protocol's constrained beam search (width ``num_beams``, mode forced
         to REC): each case's top ``num_beams`` items with their scores."""
@@ -319,7 +319,7 @@ def ranking_result(ranks: Sequence[int | None], protocol: str, **meta) -> dict:
 
 # ----------------------------------------------------------------------------- dialog
 @torch.no_grad()
-@train.flush_denormals()
+@runtime.flush_denormals()
 def dialog_scores(model, tokenizer, sids: SemanticIDs, dialogs, max_context_tokens: int = 768,
                   head_ids: Sequence[int] | None = None, batch_tokens: int = 8192,
                   fmt: str = "gcrs") -> dict:
@@ -347,7 +347,7 @@ def dialog_scores(model, tokenizer, sids: SemanticIDs, dialogs, max_context_toke
     decoder, out_w = model.get_decoder(), model.get_output_embeddings().weight
     head = None if head_ids is None else torch.tensor(sorted(head_ids), device=out_w.device)
     nll, nll_full, n_tok, n_head, gold, pred = 0.0, 0.0, 0, 0, [], []
-    for b in train.make_batches(windows, batch_tokens, 0):
+    for b in batches.make_batches(windows, batch_tokens, 0):
         ws = [windows[i] for i in b]
         batch = {k: v.to(out_w.device)
                  for k, v in packing.collate(ws, tokenizer.pad_token_id or 0).items()}
@@ -394,7 +394,7 @@ class OnlyTokens:
 
 
 @torch.no_grad()
-@train.flush_denormals()
+@runtime.flush_denormals()
 def generate_responses(model, tokenizer, sids: SemanticIDs, dialogs, catalog=None,
                        max_context_tokens: int = 768, max_new_tokens: int = 40,
                        head_ids: Sequence[int] | None = None, limit: int | None = None,

@@ -15,7 +15,7 @@ classified; its label is the item spelled by the branch's SID tokens (read back 
 transformer, the head, and the new tokens' embedding rows (``embeddings="new"``, as GCRS;
 ``"all"``: every row). The loss is :class:`ItemHeadObjective`; the loop is GCRS's own,
 :func:`crslib.training.train.fit` (optimizer, schedule, processes, checkpoints). Of
-:class:`crslib.training.train.TrainConfig`, ``output_vocab`` and
+:class:`crslib.config.TrainConfig`, ``output_vocab`` and
 ``new_token_loss_weight`` have no effect (there is no token head). An interrupted run resumes
 from ``OUT/work/checkpoint`` with the same config, as GCRS runs do.
 
@@ -44,7 +44,7 @@ from crslib import config, data, report
 from crslib.format import packing, serialize
 from crslib.ids.semantic_ids import SemanticIDs
 from crslib.metrics import PROTOCOLS
-from crslib.training import model as backbones, runbase, train
+from crslib.training import model as backbones, newrows, runbase, runtime, train
 
 PAPER_TOP_K = 50  # length of the ranked list under the paper protocol
 
@@ -176,7 +176,7 @@ def packed_states(rec: DecoupledRecommender, windows, labels, embed=None
 
 @dataclass
 class ItemHeadObjective:
-    """The decoupled baseline's :class:`crslib.training.train.Objective`: cross-entropy over all items
+    """The decoupled baseline's :class:`crslib.training.objectives.Objective`: cross-entropy over all items
     of the item head at each recommendation branch's ``src``, the mean over the step's
     branches. ``labels[k]``: the ``(src, item index)`` of window ``k``'s branches."""
     windows: Sequence[packing.Packed]
@@ -208,14 +208,14 @@ class ItemHeadObjective:
                        attention_mask=batch["attention_mask"])
         return h[batch["rows"], batch["src"]]
 
-    def loss(self, rec: DecoupledRecommender, emb: train.Embeddings, batch: dict) -> torch.Tensor:
+    def loss(self, rec: DecoupledRecommender, emb: newrows.Embeddings, batch: dict) -> torch.Tensor:
         device = rec.head.weight.device
         batch = {k: v.to(device) for k, v in batch.items()}
         return F.cross_entropy(rec.head(self.states(rec, emb.embed, batch)).float(), batch["y"])
 
 
 # ----------------------------------------------------------------------------- training
-def fit(rec: DecoupledRecommender, sids: SemanticIDs, dialogs, cfg: train.TrainConfig,
+def fit(rec: DecoupledRecommender, sids: SemanticIDs, dialogs, cfg: config.TrainConfig,
         out: str | os.PathLike, new_ids: Sequence[int], extra_config: dict | None = None,
         progress: bool = True) -> dict:
     """Train ``rec`` in place with :func:`crslib.training.train.fit` (checkpoint and ``log.jsonl`` in
@@ -223,11 +223,11 @@ def fit(rec: DecoupledRecommender, sids: SemanticIDs, dialogs, cfg: train.TrainC
     if cfg.aux_formats:
         raise ValueError("the decoupled baseline trains an item head only: aux_formats must be "
                          f"empty, not {list(cfg.aux_formats)}")
-    with train.num_threads(cfg.threads):
+    with runtime.num_threads(cfg.threads):
         windows, labels = build_windows(dialogs, sids, rec.tokenizer, cfg.max_context_tokens)
     if not windows:
         raise ValueError("no training instances: the dialogs recommend no item with a SID")
-    emb = train.Embeddings(rec.lm, None if cfg.embeddings == "all" else new_ids)
+    emb = newrows.Embeddings(rec.lm, None if cfg.embeddings == "all" else new_ids)
     objective = ItemHeadObjective(windows, labels, rec.tokenizer.pad_token_id or 0)
     return train.fit(rec, emb, objective, cfg, out, new_ids, extra_config, progress,
                      desc="train decoupled")
