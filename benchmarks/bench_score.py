@@ -1,5 +1,5 @@
 """Paper-protocol scoring cost of a pretrained run: seconds per ReDial test case, the shared
-beam (``crslib.decoding.trie.sid_beam_search``) against the path it replaced; print one JSON object.
+beam (``crslib.decoding.beam_search.sid_beam_search``) against the path it replaced; print one JSON object.
 
     python benchmarks/bench_score.py [--run runs/smollm2/redial/gcrs] [--dialogs 12] [--threads 1]
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from crslib import config, data
     from crslib.format import serialize
-    from crslib.decoding import trie
+    from crslib.decoding import beam_search, trie
     from crslib.training import runtime
     from crslib.evaluation import evaluate
     from crslib.report import emit_json
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                                   num_beams=rec.num_beams, batch_size=rec.batch_size, pad=pad)
         old_s = time.perf_counter() - t
         t = time.perf_counter()
-        new = trie.sid_beam_search(rec.model, rec.tokenizer, prompts, vocab, k=rec.num_beams,
+        new = beam_search.sid_beam_search(rec.model, rec.tokenizer, prompts, vocab, k=rec.num_beams,
                                    num_beams=rec.num_beams, batch_size=rec.batch_size)
         new_s = time.perf_counter() - t
     same_rank = sum((o.items.index(ex.item) if ex.item in o.items else None) ==

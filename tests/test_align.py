@@ -10,7 +10,7 @@ import torch
 from crslib import config
 from crslib.config import AlignConfig, ConfigError, TrainConfig
 from crslib.data import Catalog, Dialog, Item, Turn
-from crslib.decoding import trie
+from crslib.decoding import beam_search
 from crslib.format import align, serialize
 from crslib.studies.bench import random_sids
 from crslib.training import train
@@ -119,5 +119,5 @@ def test_a_tiny_model_learns_which_sid_a_title_stands_for(tmp_path):
     probes = [align.instance("text_to_sid", it, SIDS, cfg.align) for it in CATALOG]
     prompts = [serialize.prompt_ids(ex, tok) for ex in probes]
     prompts = [p + tok(serialize.BOI, add_special_tokens=False)["input_ids"] for p in prompts]
-    ranked = trie.recommend(model, tok, prompts, SIDS, k=1, num_beams=12, batch_size=12)
+    ranked = beam_search.recommend(model, tok, prompts, SIDS, k=1, num_beams=12, batch_size=12)
     assert sum(r.items[0] == ex.item for r, ex in zip(ranked, probes)) >= 11

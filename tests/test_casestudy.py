@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from crslib.format import serialize
-from crslib.decoding import trie
+from crslib.decoding import item_scores
 from crslib.training import run
 from crslib.studies import casestudy
 from crslib.studies.bench import random_sids
@@ -125,7 +125,7 @@ def test_answers_of_a_saved_run_are_5_catalog_items_with_titles(world):
         scores = [t.score for t in a.top]
         assert scores == sorted(scores, reverse=True) and all(s < 0 for s in scores)
         # the beam (width 50) covers the 16 items: the top 5 is the exact top 5
-        exact = trie.score_all_items(model, tok, serialize.rec_prompt_ids(ex, tok, 256), sids)
+        exact = item_scores.score_all_items(model, tok, serialize.rec_prompt_ids(ex, tok, 256), sids)
         assert [t.item_id for t in a.top] == exact.items[:5]
         assert scores == pytest.approx(exact.scores[:5], abs=1e-4)
         assert a.gold_rank == exact.items.index(ex.item) + 1
@@ -134,7 +134,7 @@ def test_answers_of_a_saved_run_are_5_catalog_items_with_titles(world):
         assert a.item == (a.top[0].item_id if a.mode == "rec" else None)
         assert isinstance(a.response, str) and set(a.mentions) <= set(ITEMS)
         assert a.as_dict()["top"][0]["title"] == a.top[0].title
-    # deterministic; scoring fewer cases packs other beam rows (trie.sid_beam_search), which
+    # deterministic; scoring fewer cases packs other beam rows (beam_search.sid_beam_search), which
     # moves a score by float rounding only
     again = casestudy.answers(folder, cases[:2], catalog)
     for x, y in zip(again, got[:2]):

@@ -9,7 +9,7 @@ import torch
 
 from crslib import chat
 from crslib.format import serialize
-from crslib.decoding import trie
+from crslib.decoding import item_scores, trie
 from crslib.studies.bench import random_sids
 from crslib.data import Catalog, Item
 from crslib.training.model import load_tokenizer, tiny_model
@@ -45,7 +45,7 @@ def test_rec_mode_shows_the_exact_top_k_with_titles_and_sid_paths(world):
     assert r.requested == "rec" and r.mode == "rec" and len(r.recommendations) == 5
     for item_id, title, score, sid in r.recommendations:
         assert item_id in catalog and title == catalog[item_id].name and sid == sids.tokens(item_id)
-    exact = trie.score_all_items(s.model, tok, rec_prompt(s), sids)  # beam 50 covers 16 items
+    exact = item_scores.score_all_items(s.model, tok, rec_prompt(s), sids)  # beam 50 covers 16 items
     top = [(i, x) for i, x in zip(exact.items, exact.scores) if i != "103"][:5]  # named: left out
     assert [x.item_id for x in r.recommendations] == [i for i, _ in top]
     assert [x.score for x in r.recommendations] == pytest.approx([x for _, x in top], abs=1e-4)
@@ -69,7 +69,7 @@ def test_item_mode_forces_the_item_and_scores_it_exactly(world):
         ids = [int(s.vocab.level_tokens[lv, c]) for lv, c in enumerate(sids.code_of("107"))]
         assert list(r.tokens[:7]) == [new[serialize.MODE_REC], new[serialize.BOI], *ids,
                                       new[serialize.EOI], new[serialize.RESP]]
-        exact = trie.score_all_items(s.model, tok, rec_prompt(s), sids)
+        exact = item_scores.score_all_items(s.model, tok, rec_prompt(s), sids)
         want = exact.scores[exact.items.index("107")]
         assert r.recommendations[0].score == pytest.approx(want, abs=1e-4)
 
@@ -238,7 +238,7 @@ def test_typed_titles_become_mentions_and_named_items_are_not_recommended(world)
     turn = s.user_text("I loved movie 3 and Movie 5 (1995), what next?")
     assert turn == ("I loved " + serialize.mention("103", sids) + " and "
                     + serialize.mention("105", sids) + ", what next?")
-    ranked = trie.score_all_items(s.model, tok, s.prompt_ids([("user", turn)]) + s._prefix("rec"),
+    ranked = item_scores.score_all_items(s.model, tok, s.prompt_ids([("user", turn)]) + s._prefix("rec"),
                                   sids).items
     r = s.reply("I loved movie 3 and Movie 5 (1995), what next?", mode="rec")
     assert s.named_items() == {"103", "105"}
@@ -259,7 +259,7 @@ def test_a_later_recommendation_does_not_repeat_what_the_assistant_said(world):
     again = session(world, exclude_recommended=False)
     a = again.reply("any film?", mode="rec")
     b = again.reply("something else?", mode="rec")  # the plain ranking may bring it back
-    ranked = trie.score_all_items(again.model, again.tokenizer,
+    ranked = item_scores.score_all_items(again.model, again.tokenizer,
                                   again.prompt_ids(again.turns[:-1]) + again._prefix("rec"),
                                   again.sids).items
     assert [x.item_id for x in b.recommendations] == ranked[:5]
@@ -369,7 +369,7 @@ def test_a_request_restricts_the_list_to_what_it_asks_for(world):
     r = s.reply("any comedy from the 80s?", mode="rec")
     want = [i for k, i in enumerate(ITEMS) if k % 2 and k <= 9]
     assert r.request == "comedy, from 1980 to 1989" and r.matching == len(want) == 5
-    exact = trie.score_all_items(s.model, tok, rec_prompt(s), sids)
+    exact = item_scores.score_all_items(s.model, tok, rec_prompt(s), sids)
     assert [x.item_id for x in r.recommendations] == [i for i in exact.items if i in want][:5]
     r = s.reply("I don't like horror at all. Another one?", mode="rec")
     assert r.request == "not horror" and r.matching == 8
@@ -380,7 +380,7 @@ def test_a_request_restricts_the_list_to_what_it_asks_for(world):
     s.only_asked = False
     r = s.reply("any comedy from the 80s?", mode="rec")
     assert r.matching is None and r.request == "comedy, from 1980 to 1989"
-    exact = trie.score_all_items(s.model, tok, rec_prompt(s), sids)
+    exact = item_scores.score_all_items(s.model, tok, rec_prompt(s), sids)
     assert [x.item_id for x in r.recommendations] == exact.items[:5]
 
 

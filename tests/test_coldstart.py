@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from crslib.format import serialize
-from crslib.decoding import trie
+from crslib.decoding import beam_search, item_scores, trie
 from crslib.training import model as backbones, run
 from crslib.studies import coldstart
 from crslib.data import Catalog, Dataset, Dialog, Item, LoadReport, Turn
@@ -57,8 +57,8 @@ def test_atomic_ids_round_trip_and_go_through_the_sid_machinery(tmp_path):
     assert torch.isfinite(rows).all() and len({tuple(r.tolist()) for r in rows}) == 6
     prompt = tok("User: hi\nAssistant:" + serialize.MODE_REC + serialize.BOI,
                  add_special_tokens=False)["input_ids"]
-    beam = trie.sid_beam_search(net, tok, prompt, s, k=6, num_beams=6)
-    exact = trie.score_all_items(net, tok, prompt, s)
+    beam = beam_search.sid_beam_search(net, tok, prompt, s, k=6, num_beams=6)
+    exact = item_scores.score_all_items(net, tok, prompt, s)
     assert beam.items == exact.items and sorted(beam.items) == ITEMS
     ex = serialize.serialize(toy_dataset()["test"][0], s)[0]
     assert serialize.parse(ex.target, s).item == "10" and "<BOI><a_0><EOI>" in ex.target

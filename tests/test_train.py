@@ -10,7 +10,7 @@ import torch
 
 from crslib.config import TrainConfig
 from crslib.data import Dialog, Turn
-from crslib.decoding import trie
+from crslib.decoding import beam_search
 from crslib.format import serialize
 from crslib.studies.bench import random_sids
 from crslib.training import batches, newrows, objectives, runtime, train, warmup
@@ -56,7 +56,7 @@ def test_toy_world_is_learned(world, tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["train"]["lr"] == 5e-3
     examples = [ex for ex in serialize.serialize_all(toy_world(40, 1), sids) if ex.mode == "rec"]
     prompts = [serialize.rec_prompt_ids(ex, tok) for ex in examples]
-    ranked = trie.recommend(model, tok, prompts, sids, k=5, num_beams=8, batch_size=16)
+    ranked = beam_search.recommend(model, tok, prompts, sids, k=5, num_beams=8, batch_size=16)
     hits = [r.items[0] == ex.item for r, ex in zip(ranked, examples)]
     assert sum(hits) / len(hits) > 0.9, summary
     # only the new rows of the embedding moved

@@ -13,7 +13,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from crslib.format import serialize
-from crslib.decoding import trie
+from crslib.decoding import batching, beam_search, item_scores, trie
 from crslib.studies.bench import random_sids
 from crslib.training.model import tiny_model
 from crslib.ids.semantic_ids import SemanticIDs
@@ -162,7 +162,7 @@ def test_beam_equals_brute_force_when_wide():
     for text in PROMPTS:
         prompt = ids_of(tok, text)
         want = brute_force(model, vocab, prompt)
-        got = trie.recommend(model, tok, prompt, sids, k=10, num_beams=len(sids))
+        got = beam_search.recommend(model, tok, prompt, sids, k=10, num_beams=len(sids))
         assert got.items == top(want, sids, 10)
         idx = [sids.item_ids.index(i) for i in got.items]
         assert np.allclose(got.scores, want[idx].numpy(), atol=1e-4)
@@ -174,7 +174,7 @@ def test_score_all_items_equals_brute_force():
         prompt = ids_of(tok, text)
         want = brute_force(model, vocab, prompt)
         for chunk in (1, 7, 256):
-            got = trie.score_all_items(model, tok, prompt, vocab, chunk_size=chunk)
+            got = item_scores.score_all_items(model, tok, prompt, vocab, chunk_size=chunk)
             assert got.items == top(want, sids, len(sids))
             idx = [sids.item_ids.index(i) for i in got.items]
             assert np.allclose(got.scores, want[idx].numpy(), atol=1e-4)
@@ -188,7 +188,7 @@ def test_checkpoint_sampling_config_is_ignored():
     g.do_sample, g.temperature, g.top_k, g.top_p = True, 3.0, 2, 0.5
     g.repetition_penalty, g.no_repeat_ngram_size, g.length_penalty = 5.0, 1, 2.0
     g.suppress_tokens = [int(t) for t in vocab.level_tokens[0]]
-    runs = [trie.recommend(model, tok, prompt, sids, k=5, num_beams=len(sids)).items
+    runs = [beam_search.recommend(model, tok, prompt, sids, k=5, num_beams=len(sids)).items
             for _ in range(3)]
     assert runs[0] == runs[1] == runs[2] == want
     assert model.generation_config is g and g.do_sample  # restored
@@ -196,9 +196,9 @@ def test_checkpoint_sampling_config_is_ignored():
 
 def test_batched_equals_one_by_one_and_distinct():
     sids, tok, model, vocab = toy_setup()
-    batch = trie.recommend(model, tok, PROMPTS, sids, k=20, batch_size=2)
+    batch = beam_search.recommend(model, tok, PROMPTS, sids, k=20, batch_size=2)
     for text, got in zip(PROMPTS, batch):
-        single = trie.recommend(model, tok, text, vocab, k=20)
+        single = beam_search.recommend(model, tok, text, vocab, k=20)
         assert got.items == single.items
         assert np.allclose(got.scores, single.scores, atol=1e-4)
         assert len(set(got.items)) == 20 and got.invalid == 0
@@ -207,15 +207,15 @@ def test_batched_equals_one_by_one_and_distinct():
 
 def test_cache_budget_only_changes_batching():
     sids, tok, model, vocab = toy_setup()
-    assert [len(b) for b in trie._batches([[1] * 10] * 7, 3, 10, 250)] == [2, 2, 2, 1]
-    full = trie.recommend(model, tok, PROMPTS, vocab, k=10, batch_size=8)
-    small = trie.recommend(model, tok, PROMPTS, vocab, k=10, batch_size=8, max_cache_bytes=1)
+    assert [len(b) for b in batching.prompt_batches([[1] * 10] * 7, 3, 10, 250)] == [2, 2, 2, 1]
+    full = beam_search.recommend(model, tok, PROMPTS, vocab, k=10, batch_size=8)
+    small = beam_search.recommend(model, tok, PROMPTS, vocab, k=10, batch_size=8, max_cache_bytes=1)
     assert [r.items for r in full] == [r.items for r in small]
 
 
 def test_unconstrained_ablation_reports_invalid():
     sids, tok, model, vocab = toy_setup()
-    got = trie.recommend(model, tok, PROMPTS[0], vocab, k=10, constrained=False)
+    got = beam_search.recommend(model, tok, PROMPTS[0], vocab, k=10, constrained=False)
     assert len(got.items) == 10
     assert got.invalid == sum(i is None for i in got.items)
     assert all(i is None or i in sids for i in got.items)
@@ -225,7 +225,7 @@ def test_unconstrained_ablation_reports_invalid():
 def test_prompt_must_end_with_boi():
     sids, tok, model, vocab = toy_setup()
     with pytest.raises(ValueError, match="must end with <BOI>"):
-        trie.recommend(model, tok, "User : hi", vocab, k=3)
+        beam_search.recommend(model, tok, "User : hi", vocab, k=3)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -234,7 +234,7 @@ def test_prompt_must_end_with_boi():
 def test_constrained_outputs_are_always_items(levels, K, n, k, seed, text):
     n = min(n, K ** levels)
     sids, tok, model, vocab = toy_setup(n, levels, K, seed, model_seed=seed)
-    got = trie.recommend(model, tok, text, vocab, k=k, num_beams=max(k, 8))
+    got = beam_search.recommend(model, tok, text, vocab, k=k, num_beams=max(k, 8))
     assert len(got.items) == min(k, n)
     assert len(set(got.items)) == len(got.items)
     assert all(i in sids for i in got.items)
@@ -263,21 +263,21 @@ def test_sid_beam_search_equals_generate_beam_search():
     sids, tok, model, vocab = toy_setup(n_items=40, levels=3, codebook=5)
     prompts = [ids_of(tok, p) for p in PROMPTS]
     for beams in (6, 40):
-        a = trie.recommend(model, tok, prompts, vocab, k=6, num_beams=beams, batch_size=2)
-        b = trie.sid_beam_search(model, tok, prompts, vocab, k=6, num_beams=beams, batch_size=2)
+        a = beam_search.recommend(model, tok, prompts, vocab, k=6, num_beams=beams, batch_size=2)
+        b = beam_search.sid_beam_search(model, tok, prompts, vocab, k=6, num_beams=beams, batch_size=2)
         for ra, rb in zip(a, b):
             assert ra.items == rb.items
             assert np.allclose(ra.scores, rb.scores, atol=1e-4)
     # wide enough: equals the exact top-k
-    exact = trie.score_all_items(model, tok, prompts, vocab)
-    wide = trie.sid_beam_search(model, tok, prompts, vocab, k=10, num_beams=40)
+    exact = item_scores.score_all_items(model, tok, prompts, vocab)
+    wide = beam_search.sid_beam_search(model, tok, prompts, vocab, k=10, num_beams=40)
     for e, w in zip(exact, wide):
         assert e.items[:10] == w.items
 
 
 # ----------------------------------------------------------------------------- shared work
 def test_prompt_trie_golden():
-    ids, depth, anc, last = trie.prompt_trie([(1, 2, 3), (1, 2, 4), (1, 5), (6,)])
+    ids, depth, anc, last = beam_search.prompt_trie([(1, 2, 3), (1, 2, 4), (1, 5), (6,)])
     assert ids == [1, 2, 3, 4, 5, 6]
     assert depth.tolist() == [0, 1, 2, 2, 1, 0]
     assert last == [2, 3, 4, 5]
@@ -285,17 +285,17 @@ def test_prompt_trie_golden():
     assert anc[4].tolist() == [True, False, False, False, True, False]
     assert anc[5].tolist() == [False] * 5 + [True]
     # a prompt that is a prefix of another ends on an inner node
-    ids, depth, anc, last = trie.prompt_trie([(1, 2), (1, 2, 3)])
+    ids, depth, anc, last = beam_search.prompt_trie([(1, 2), (1, 2, 3)])
     assert ids == [1, 2, 3] and last == [1, 2]
 
 
 def test_pack_rows_respects_both_limits():
     prompts = [(1, 2, 3), (1, 2, 4), (1, 5), (6, 7, 8, 9)]
     # tokens: 3+1, 1+1, 1+1 (shared prefixes) then 4+1
-    assert list(trie._pack_rows(prompts, 16, 100, 1)) == [prompts]
-    assert list(trie._pack_rows(prompts, 2, 100, 1)) == [prompts[:2], prompts[2:]]
-    assert list(trie._pack_rows(prompts, 16, 8, 1)) == [prompts[:3], prompts[3:]]
-    assert list(trie._pack_rows(prompts, 16, 2, 1)) == [[p] for p in prompts]  # too big alone
+    assert list(beam_search.pack_rows(prompts, 16, 100, 1)) == [prompts]
+    assert list(beam_search.pack_rows(prompts, 2, 100, 1)) == [prompts[:2], prompts[2:]]
+    assert list(beam_search.pack_rows(prompts, 16, 8, 1)) == [prompts[:3], prompts[3:]]
+    assert list(beam_search.pack_rows(prompts, 16, 2, 1)) == [[p] for p in prompts]  # too big alone
 
 
 def test_shared_rows_equal_one_prompt_at_a_time_and_brute_force():
@@ -307,12 +307,12 @@ def test_shared_rows_equal_one_prompt_at_a_time_and_brute_force():
     more = ids_of(tok, " Assistant : movie User : hi movie")
     prompts = [base + end, base + more + end, base + end, ids_of(tok, "User : hi<BOI>"),
                base + more + more + end, ids_of(tok, "User : hi<BOI>")]
-    alone = trie.sid_beam_search(model, tok, prompts, vocab, k=8, num_beams=40, batch_size=1)
-    shared = trie.sid_beam_search(model, tok, prompts, vocab, k=8, num_beams=40, batch_size=16)
+    alone = beam_search.sid_beam_search(model, tok, prompts, vocab, k=8, num_beams=40, batch_size=1)
+    shared = beam_search.sid_beam_search(model, tok, prompts, vocab, k=8, num_beams=40, batch_size=16)
     for a, s in zip(alone, shared):
         assert a.items == s.items
         assert np.allclose(a.scores, s.scores, atol=1e-5)
-    exact = trie.score_all_items(model, tok, prompts, vocab)
+    exact = item_scores.score_all_items(model, tok, prompts, vocab)
     for e, s in zip(exact, shared):
         assert e.items[:8] == s.items
 
@@ -324,8 +324,8 @@ def test_restricted_vocab_decodes_only_the_subset_in_exact_order():
     subset = [f"i{j}" for j in range(0, 40, 3)]
     sub = vocab.restricted(subset)
     prompt = ids_of(tok, PROMPTS[0])
-    got = trie.sid_beam_search(model, tok, prompt, sub, k=len(subset), num_beams=40)
-    exact = trie.score_all_items(model, tok, [prompt], vocab)[0]
+    got = beam_search.sid_beam_search(model, tok, prompt, sub, k=len(subset), num_beams=40)
+    exact = item_scores.score_all_items(model, tok, [prompt], vocab)[0]
     assert got.items == [i for i in exact.items if i in set(subset)]
     with pytest.raises(ValueError, match="no item"):
         vocab.restricted([])

@@ -45,8 +45,7 @@ meant for people; the widget shows it.
 """
 from crslib.chat.grammar import NoMentionOf, ResponseGrammar, response_text  # noqa: F401
 from crslib.chat.replies import (INFERENCE_MODES, MAX_CHARS, MODE_LABELS,  # noqa: F401
-                                 SAMPLE_CANDIDATES, InputError, Recommendation, Reply,
-                                 is_follow_up)
+                                 SAMPLE_CANDIDATES, InputError, Recommendation, Reply, is_follow_up)
 from crslib.chat.script import SCRIPT, run_script  # noqa: F401
 from crslib.chat.session import ChatSession  # noqa: F401
 from crslib.chat.widget import ChatWidget, reply_html, transcript_html  # noqa: F401

@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from transformers import DynamicCache
 
-from crslib.decoding import trie
+from crslib.decoding import batching
 
 
 def hidden_states(model, ids: Sequence[int]) -> torch.Tensor:
@@ -46,7 +46,7 @@ class ConversationCache:
             input_ids=torch.tensor([ids[n:]], device=device),
             position_ids=torch.arange(n, len(ids), device=device)[None],
             cache=self.kv, use_cache=True)
-        self.kv = trie.cache_of(out)
+        self.kv = batching.cache_of(out)
         self.ids = ids
         return out.last_hidden_state[0, -1]
 

@@ -23,7 +23,7 @@ from crslib.chat.replies import (INFERENCE_MODES, MAX_CHARS, SAMPLE_CANDIDATES, 
 from crslib.config import resolve
 from crslib.data import genres, request as request_mod
 from crslib.data.titles import TitleLinker
-from crslib.decoding import trie
+from crslib.decoding import batching, beam_search, trie
 from crslib.decoding.generation import (GREEDY, ResponseDecoding, close_punctuation,
                                         trim_unfinished, turn_end_ids)
 from crslib.evaluation import evaluate
@@ -50,7 +50,7 @@ class ChatSession:
     head_ids: Sequence[int] | None = None
     max_new_tokens: int = 40
     top_k: int = 5
-    num_beams: int = trie.DEFAULT_BEAM
+    num_beams: int = beam_search.DEFAULT_BEAM
     max_chars: int = MAX_CHARS
     template: str = "plain"
     decoding: ResponseDecoding = GREEDY
@@ -324,7 +324,7 @@ class ChatSession:
         ids = prompt + self._prefix("rec")
         h = self._encode_turn(ids)
         T = len(ids)
-        ranked = trie.expand_beams(self.model, vocab, self._conversation.kv, h[None],
+        ranked = beam_search.expand_beams(self.model, vocab, self._conversation.kv, h[None],
                                    torch.ones(1, T, dtype=torch.bool), torch.tensor([T - 1]),
                                    max(self.num_beams, k), k)[0]
         self._conversation.keep(len(prompt))
@@ -372,7 +372,7 @@ class ChatSession:
                                  end_ids=self._turn_end))
         decoding = (dataclasses.replace(self.decoding, candidates=self.candidates)
                     if self.decoding.top_p is not None else self.decoding)
-        with trie.neutral_generation_config(self.model):
+        with batching.neutral_generation_config(self.model):
             out = decoding.generate(self.model, offset=len(self.replies),
                                          input_ids=input_ids,
                                          attention_mask=torch.ones_like(input_ids),

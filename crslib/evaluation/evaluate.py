@@ -8,7 +8,7 @@ expansion). Ranking protocols:
   50 come from constrained beam search (width 50); Recall@{1,5,10,20}, NDCG and MRR @{5,10,20}.
   Items already mentioned earlier in the dialog count as hits, as in the paper.
 * ``community``: the same cases, but every catalog item is scored exactly
-  (``trie.score_all_items``), so Recall@50 is exact; Recall@{1,10,50}, NDCG@10, MRR@10.
+  (``item_scores.score_all_items``), so Recall@50 is exact; Recall@{1,10,50}, NDCG@10, MRR@10.
 * ``dedup``: ``community`` without the cases whose item was mentioned earlier in the dialog
   (the repetition shortcut removed, NOTES.md §9).
 
@@ -35,7 +35,7 @@ import torch
 
 from crslib import config, metrics, report
 from crslib.data import Dataset
-from crslib.decoding import trie
+from crslib.decoding import batching, beam_search, item_scores, trie
 from crslib.decoding.generation import GREEDY, ResponseDecoding, turn_end_ids
 from crslib.evaluation import baselines
 from crslib.format import packing, serialize
@@ -79,10 +79,10 @@ def model_ranks(model, tokenizer, sids: SemanticIDs, cases: Sequence[serialize.E
     """1-based rank of each case's gold item (None: not in the beam's top 50)."""
     prompts = [serialize.rec_prompt_ids(ex, tokenizer, max_context_tokens) for ex in cases]
     if protocol == "paper":
-        ranked = trie.sid_beam_search(model, tokenizer, prompts, sids, k=num_beams,
+        ranked = beam_search.sid_beam_search(model, tokenizer, prompts, sids, k=num_beams,
                                       num_beams=num_beams, batch_size=batch_size)
     elif protocol in ("community", "dedup"):
-        ranked = trie.score_all_items(model, tokenizer, prompts, sids)
+        ranked = item_scores.score_all_items(model, tokenizer, prompts, sids)
     else:
         raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
     return [_rank_of(r.items, ex.item) for r, ex in zip(ranked, cases)]
@@ -162,7 +162,7 @@ class GenerativeRecommender:
             return []
         prompts = [serialize.rec_prompt_ids(ex, self.tokenizer, self.max_context_tokens)
                    for ex in cases]
-        return trie.sid_beam_search(self.model, self.tokenizer, prompts, self.sids,
+        return beam_search.sid_beam_search(self.model, self.tokenizer, prompts, self.sids,
                                     k=self.num_beams, num_beams=self.num_beams,
                                     batch_size=self.batch_size)
 
@@ -425,9 +425,9 @@ def generate_responses(model, tokenizer, sids: SemanticIDs, dialogs, catalog=Non
     for k in range(0, len(turns), batch_size):
         chunk = turns[k:k + batch_size]
         ids = [serialize.prompt_ids(ex, tokenizer, max_context_tokens) for ex in chunk]
-        input_ids, mask = trie.left_pad(ids, config.pad_token_id, model.device)
+        input_ids, mask = batching.left_pad(ids, config.pad_token_id, model.device)
         extra = decoding.processors(input_ids.shape[1])
-        with trie.neutral_generation_config(model):
+        with batching.neutral_generation_config(model):
             out = decoding.generate(model, input_ids=input_ids, attention_mask=mask,
                                     generation_config=config,
                                     logits_processor=LogitsProcessorList(procs + extra))

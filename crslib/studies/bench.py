@@ -7,7 +7,7 @@ prompts it times, per prompt: constrained beam search (``constrained_ms``), the 
 ablation with the same width and L new tokens (``unconstrained_ms``) and exact scoring of every
 item (``exact_ms``). Each batch runs both beam searches, in alternating order, so that both see
 the same load; ratios are taken within one run. ``sid_beam_ms`` times
-:func:`~crslib.decoding.trie.sid_beam_search`, the cache-sharing constrained beam that evaluation uses.
+:func:`~crslib.decoding.beam_search.sid_beam_search`, the cache-sharing constrained beam that evaluation uses.
 
 With ``run=<run folder>`` the trained model, tokenizer and SIDs of that run are used instead
 of ``backbone`` and random SIDs, with the run's evaluation context length.
@@ -22,7 +22,7 @@ import torch
 
 from crslib import data
 from crslib.config import resolve
-from crslib.decoding import trie
+from crslib.decoding import beam_search, item_scores, trie
 from crslib.format import serialize
 from crslib.ids.semantic_ids import SemanticIDs
 from crslib.pretrained import load_backbone
@@ -63,7 +63,7 @@ def check_prompts(model, tokenizer, prompts: list[list[int]], vocab: trie.SIDVoc
     distinct items."""
     valid = distinct = outputs = 0
     for s in range(0, len(prompts), batch_size):
-        for r in trie.recommend(model, tokenizer, prompts[s:s + batch_size], vocab, k,
+        for r in beam_search.recommend(model, tokenizer, prompts[s:s + batch_size], vocab, k,
                                 batch_size=batch_size):
             ok = [i for i in r.items if i is not None and i in vocab.sids]
             valid += len(ok)
@@ -103,11 +103,11 @@ def bench_decode(dataset: str = "redial", backbone: str = "tiny", n_prompts: int
     prompts = [all_prompts[i] for i in pick]
 
     # warm-up (first calls allocate and build kernels); not timed
-    trie.recommend(model, tokenizer, prompts[:batch_size], vocab, k, batch_size=batch_size)
-    trie.recommend(model, tokenizer, prompts[:batch_size], vocab, k, batch_size=batch_size,
+    beam_search.recommend(model, tokenizer, prompts[:batch_size], vocab, k, batch_size=batch_size)
+    beam_search.recommend(model, tokenizer, prompts[:batch_size], vocab, k, batch_size=batch_size,
                    constrained=False)
-    trie.score_all_items(model, tokenizer, prompts[0], vocab, chunk_size=chunk_size)
-    trie.sid_beam_search(model, tokenizer, prompts[:batch_size], vocab, k, batch_size=batch_size)
+    item_scores.score_all_items(model, tokenizer, prompts[0], vocab, chunk_size=chunk_size)
+    beam_search.sid_beam_search(model, tokenizer, prompts[:batch_size], vocab, k, batch_size=batch_size)
 
     cons_ms = uncons_ms = exact_ms = sid_ms = 0.0
     valid = outputs = distinct = invalid_unc = outputs_unc = 0
@@ -115,7 +115,7 @@ def bench_decode(dataset: str = "redial", backbone: str = "tiny", n_prompts: int
         batch = prompts[s:s + batch_size]
         runs = {}
         for constrained in ((True, False) if b % 2 == 0 else (False, True)):  # alternate order
-            runs[constrained] = timed_ms(trie.recommend, model, tokenizer, batch, vocab, k,
+            runs[constrained] = timed_ms(beam_search.recommend, model, tokenizer, batch, vocab, k,
                                        batch_size=batch_size, constrained=constrained)
         (ranked, ms_c), (free, ms_u) = runs[True], runs[False]
         cons_ms += ms_c
@@ -128,10 +128,10 @@ def bench_decode(dataset: str = "redial", backbone: str = "tiny", n_prompts: int
         invalid_unc += sum(r.invalid for r in free)
         outputs_unc += sum(len(r.items) for r in free)
     for p in prompts:
-        _, ms = timed_ms(trie.score_all_items, model, tokenizer, p, vocab, chunk_size=chunk_size)
+        _, ms = timed_ms(item_scores.score_all_items, model, tokenizer, p, vocab, chunk_size=chunk_size)
         exact_ms += ms
     for s in range(0, len(prompts), batch_size):
-        _, ms = timed_ms(trie.sid_beam_search, model, tokenizer, prompts[s:s + batch_size], vocab, k,
+        _, ms = timed_ms(beam_search.sid_beam_search, model, tokenizer, prompts[s:s + batch_size], vocab, k,
                        batch_size=batch_size)
         sid_ms += ms
     n = len(prompts)
@@ -139,7 +139,7 @@ def bench_decode(dataset: str = "redial", backbone: str = "tiny", n_prompts: int
         "dataset": dataset, "backbone": backbone, "template": template, "prompts": n,
         "prompt_tokens_mean": float(np.mean([len(p) for p in prompts])),
         "items": len(sids), "levels": sids.levels, "codebook_size": sids.codebook_size,
-        "sids": sids_path or f"random (seed {seed})", "k": k, "num_beams": max(k, trie.DEFAULT_BEAM),
+        "sids": sids_path or f"random (seed {seed})", "k": k, "num_beams": max(k, beam_search.DEFAULT_BEAM),
         "batch_size": batch_size, "chunk_size": chunk_size, "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(), "device": str(model.device), "dtype": dtype,
         "constrained_ms": cons_ms / n, "unconstrained_ms": uncons_ms / n,

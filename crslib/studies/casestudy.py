@@ -7,7 +7,7 @@ yields the same cases in the same order (:func:`same_cases` checks it by
 ``(dialog_id, turn_index, item)``). On a case a run gives an :class:`Answer`:
 
 * ``top``: its top ``k`` of the paper protocol's ranking — mode forced to REC, constrained beam
-  search of width 50 (``trie.sid_beam_search``, as ``evaluate.model_ranks``), score = summed
+  search of width 50 (``beam_search.sid_beam_search``, as ``evaluate.model_ranks``), score = summed
   per-level log-probability of the SID — whatever mode the run would pick itself;
   ``gold_rank``: the gold item's 1-based rank in that top 50 (None: not in it);
 * ``mode``: what the run does when left free. ``gcrs`` (and ``mode_resp``, ``sid``) compare
@@ -41,7 +41,7 @@ import torch
 from crslib import chat
 from crslib.config import resolve
 from crslib.data import Catalog, Dataset
-from crslib.decoding import trie
+from crslib.decoding import beam_search, trie
 from crslib.evaluation import evaluate
 from crslib.format import serialize
 from crslib.ids.semantic_ids import SemanticIDs
@@ -128,7 +128,7 @@ class CaseRunner:
     catalog: Catalog | None = None
     name: str = "model"
     max_context_tokens: int = serialize.MAX_CONTEXT_TOKENS
-    num_beams: int = trie.DEFAULT_BEAM
+    num_beams: int = beam_search.DEFAULT_BEAM
     batch_size: int = 16
     head_ids: Sequence[int] | None = None
     max_new_tokens: int = 40

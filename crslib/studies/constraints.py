@@ -21,7 +21,7 @@ from __future__ import annotations
 from crslib import data
 from crslib.config import resolve
 from crslib.data import genres, request as request_mod
-from crslib.decoding import trie
+from crslib.decoding import beam_search, trie
 from crslib.evaluation import evaluate as ev_mod
 from crslib.format import serialize
 from crslib.studies import experiments
@@ -66,7 +66,7 @@ def measure(profile: str, dataset: str, variant: str, data_root=None, limit: int
             allowed = [i for i in request_mod.allowed(cat, r) if i in sids]
             sub = vocab.restricted(allowed)
             prompt = ex_prompt(rec, ex)
-            held = trie.sid_beam_search(rec.model, rec.tokenizer, prompt, sub,
+            held = beam_search.sid_beam_search(rec.model, rec.tokenizer, prompt, sub,
                                         k=min(10, len(allowed)),
                                         num_beams=rec.num_beams).items
             ok = set(allowed)

@@ -22,7 +22,7 @@ from typing import Sequence
 from crslib import data, paths, report
 from crslib.config import EvalConfig, resolve
 from crslib.data import genres
-from crslib.decoding import trie
+from crslib.decoding import beam_search, trie
 from crslib.evaluation import evaluate as ev_mod
 from crslib.evaluation.evaluate import identity
 from crslib.format import serialize
@@ -242,7 +242,7 @@ def chat_beam(profile: str, dataset: str, variant: str, data_root=None, limit: i
         with torch.no_grad():
             for w in sorted(set(widths) | {50}, reverse=True):
                 t = time.perf_counter()
-                tops[w] = [trie.sid_beam_search(rec.model, rec.tokenizer, p, vocab, k=10,
+                tops[w] = [beam_search.sid_beam_search(rec.model, rec.tokenizer, p, vocab, k=10,
                                                 num_beams=w).items[:5] for p in prompts]
                 seconds = (time.perf_counter() - t) / len(prompts)
                 agree = [len(set(a) & set(b)) / 5 for a, b in zip(tops[w], tops[50])]

@@ -11,8 +11,8 @@ beam search is the same). So free recall@k = forced recall@k restricted to the R
 never higher. The cases are the paper protocol's (same seeded sample as
 ``experiments.evaluate(..., "paper")``).
 
-Cost: per-turn latency of constrained beam search (``trie.sid_beam_search``, width 50) and of
-exact scoring of every item (``trie.score_all_items``), one prompt at a time, on a seeded
+Cost: per-turn latency of constrained beam search (``beam_search.sid_beam_search``, width 50) and of
+exact scoring of every item (``item_scores.score_all_items``), one prompt at a time, on a seeded
 sample; training time, tokens/s and peak memory come from the run's ``train_summary.json``.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 
 from crslib import data, metrics
 from crslib.config import resolve
-from crslib.decoding import trie
+from crslib.decoding import batching, beam_search, item_scores, trie
 from crslib.evaluation import evaluate
 from crslib.format import serialize
 from crslib.studies import bench, experiments
@@ -45,7 +45,7 @@ def rec_margin(model, tokenizer, cases: Sequence[serialize.Example],
     ids = [serialize.prompt_ids(ex, tokenizer, max_context_tokens) for ex in cases]
     out: list[float] = []
     for s in range(0, len(ids), batch_size):
-        input_ids, mask = trie.left_pad(ids[s:s + batch_size], pad, head.weight.device)
+        input_ids, mask = batching.left_pad(ids[s:s + batch_size], pad, head.weight.device)
         position = (mask.cumsum(-1) - 1).clamp(min=0)
         h = decoder(input_ids=input_ids, attention_mask=mask,
                     position_ids=position).last_hidden_state[:, -1]
@@ -198,24 +198,24 @@ def latency(model, tokenizer, sids, cases: Sequence[serialize.Example], n: int =
             seed: int = 0, max_context_tokens: int = 768, num_beams: int = 50) -> dict:
     """Per-turn decode latency on a seeded sample of ``n`` cases, one prompt at a time (after
     one untimed warm-up call of each): the mode choice (:func:`rec_margin`), constrained beam
-    search (``trie.sid_beam_search``, width ``num_beams``) and exact scoring of every item
-    (``trie.score_all_items``). Medians and means in ms, the mean prompt length, and
+    search (``beam_search.sid_beam_search``, width ``num_beams``) and exact scoring of every item
+    (``item_scores.score_all_items``). Medians and means in ms, the mean prompt length, and
     ``top1_agree``: share of prompts where both put the same item first."""
     sample = random.Random(seed).sample(list(cases), min(n, len(cases)))
     if not sample:
         raise ValueError("latency needs at least one case")
     vocab = trie.SIDVocab.build(sids, tokenizer)
     prompts = [serialize.rec_prompt_ids(ex, tokenizer, max_context_tokens) for ex in sample]
-    trie.sid_beam_search(model, tokenizer, prompts[0], vocab, k=num_beams, num_beams=num_beams)
-    trie.score_all_items(model, tokenizer, prompts[0], vocab)
+    beam_search.sid_beam_search(model, tokenizer, prompts[0], vocab, k=num_beams, num_beams=num_beams)
+    item_scores.score_all_items(model, tokenizer, prompts[0], vocab)
     rec_margin(model, tokenizer, sample[:1], max_context_tokens)
     mode_ms, beam_ms, exact_ms, agree = [], [], [], 0
     for ex, p in zip(sample, prompts):
         mode_ms.append(bench.timed_ms(rec_margin, model, tokenizer, [ex], max_context_tokens)[1])
-        beam, ms = bench.timed_ms(trie.sid_beam_search, model, tokenizer, p, vocab, k=num_beams,
+        beam, ms = bench.timed_ms(beam_search.sid_beam_search, model, tokenizer, p, vocab, k=num_beams,
                              num_beams=num_beams)
         beam_ms.append(ms)
-        exact, ms = bench.timed_ms(trie.score_all_items, model, tokenizer, p, vocab)
+        exact, ms = bench.timed_ms(item_scores.score_all_items, model, tokenizer, p, vocab)
         exact_ms.append(ms)
         agree += beam.items[:1] == exact.items[:1]
     out = {"prompts": len(sample), "prompt_tokens_mean": sum(map(len, prompts)) / len(prompts)}
