@@ -38,12 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     from crslib.format import serialize
     from crslib.decoding import beam_search, trie
     from crslib.training import runtime
-    from crslib.evaluation import evaluate
+    from crslib.evaluation import recommenders
     from crslib.report import emit_json
     from reference_beam import old_sid_beam_search
 
     torch.set_num_threads(args.threads)
-    rec = evaluate.GenerativeRecommender.load(args.run, "cpu")
+    rec = recommenders.GenerativeRecommender.load(args.run, "cpu")
     rc = config.resolve(rec.config)
     ds = data.load(rc.dataset, args.data_root)
     n_dialogs = 3 if args.quick else args.dialogs

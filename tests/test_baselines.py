@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from crslib.format import serialize
-from crslib.evaluation import evaluate
+from crslib.evaluation import evaluate, recommenders
 from crslib.evaluation.baselines import Popularity, Repeat, TextRetrieval
 from crslib.studies.bench import random_sids
 from crslib.data import Catalog, Dialog, Item, Turn
@@ -97,7 +97,7 @@ def test_rank_cases_equals_brute_force_cosine_and_encodes_once():
         cos = {i: q @ v / np.linalg.norm(q) / np.linalg.norm(v) for i, v in items.items()}
         want = sorted(CATALOG.ids, key=lambda i: (-round(cos[i], 6), pop[i]))
         assert ranking == (want if ex.context else list(pop))
-    ranks = evaluate.baseline_ranks(fitted(), cases)
+    ranks = recommenders.baseline_ranks(fitted(), cases)
     assert ranks == [g.index(ex.item) + 1 for g, ex in zip(got, cases)]
     assert ranks[0] == 1  # "space horror please" has Alien's words exactly
 

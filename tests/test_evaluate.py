@@ -8,7 +8,7 @@ import torch
 from crslib import config
 from crslib.format import serialize
 from crslib.training import run, train
-from crslib.evaluation import baselines, evaluate
+from crslib.evaluation import baselines, dialog_eval, evaluate, recommenders
 from crslib.evaluation.baselines import Popularity, Repeat
 from crslib.studies.bench import random_sids
 from crslib.data import Catalog, Dataset, Item, LoadReport
@@ -44,8 +44,8 @@ def test_cases_and_sampling_are_deterministic(trained):
 def test_beam_ranks_equal_exact_ranks_when_the_beam_covers_the_catalog(trained):
     model, tok, sids, ds, _ = trained
     cases = evaluate.rec_cases(ds, sids)
-    paper = evaluate.model_ranks(model, tok, sids, cases, "paper", num_beams=len(ITEMS))
-    exact = evaluate.model_ranks(model, tok, sids, cases, "community")
+    paper = recommenders.model_ranks(model, tok, sids, cases, "paper", num_beams=len(ITEMS))
+    exact = recommenders.model_ranks(model, tok, sids, cases, "community")
     assert paper == exact
     result = evaluate.ranking_result(paper, "paper", dataset="toy")
     assert result["metrics"]["recall@1"] > 0.9
@@ -63,8 +63,8 @@ def test_dedup_drops_items_mentioned_before():
 def test_baselines_score_through_the_same_code(trained):
     _, _, sids, ds, _ = trained
     cases = evaluate.rec_cases(ds, sids)
-    rep = evaluate.baseline_ranks(Repeat(ds.catalog.ids).fit(ds["train"]), cases)
-    pop = evaluate.baseline_ranks(Popularity(ds.catalog.ids).fit(ds["train"]), cases)
+    rep = recommenders.baseline_ranks(Repeat(ds.catalog.ids).fit(ds["train"]), cases)
+    pop = recommenders.baseline_ranks(Popularity(ds.catalog.ids).fit(ds["train"]), cases)
     assert all(r is not None for r in rep + pop)
     # the seeker's item is the most recent context item: repeat puts it first
     assert all(r >= 2 or c.item in c.context_items for r, c in zip(rep, cases))
@@ -73,16 +73,16 @@ def test_baselines_score_through_the_same_code(trained):
 def test_dialog_scores_ppl_and_intent(trained):
     model, tok, sids, ds, out = trained
     head = json.loads((out / "work" / "output_vocab.json").read_text())
-    s = evaluate.dialog_scores(model, tok, sids, ds["test"], head_ids=head)
+    s = dialog_eval.dialog_scores(model, tok, sids, ds["test"], head_ids=head)
     assert 1.0 <= s["ppl"] < 3.0 and s["ppl_tokens"] > 0
     assert s["intent_accuracy"] > 0.9 and s["intent_f1"] > 0.9
     assert s["ppl_tokens_outside_head"] == 0  # the test responses use only training tokens
-    full = evaluate.dialog_scores(model, tok, sids, ds["test"])
+    full = dialog_eval.dialog_scores(model, tok, sids, ds["test"])
     assert full["ppl"] == full["ppl_full_vocab"] == pytest.approx(s["ppl_full_vocab"], rel=1e-5)
     # a head without some gold tokens: they leave the restricted ppl (no restricted probability
     # to score them with), never scored as another token; the full-vocabulary ppl is unchanged
     gold = sorted(set(tok.encode(" ".join(t.text for d in ds["test"] for t in d.turns))) & set(head))
-    small = evaluate.dialog_scores(model, tok, sids, ds["test"], head_ids=sorted(set(head) - set(gold[:5])))
+    small = dialog_eval.dialog_scores(model, tok, sids, ds["test"], head_ids=sorted(set(head) - set(gold[:5])))
     assert small["ppl_tokens_outside_head"] > 0 and small["ppl_tokens"] == s["ppl_tokens"]
     assert small["ppl_full_vocab"] == pytest.approx(s["ppl_full_vocab"], rel=1e-5)
     assert 1.0 <= small["ppl"] < float("inf")
@@ -96,8 +96,8 @@ def test_save_load_gives_identical_predictions(trained, tmp_path):
     model2, tok2, sids2, cfg2 = run.load_run(tmp_path)
     cases = evaluate.rec_cases(ds, sids)[:8]
     assert sids2.to_dict() == sids.to_dict() and config.resolve(cfg2) == config.resolve(cfg)
-    a = evaluate.model_ranks(model, tok, sids, cases, "community")
-    b = evaluate.model_ranks(model2, tok2, sids2, cases, "community")
+    a = recommenders.model_ranks(model, tok, sids, cases, "community")
+    b = recommenders.model_ranks(model2, tok2, sids2, cases, "community")
     assert a == b
     with pytest.raises(FileNotFoundError, match="not a finished run"):
         run.load_run(tmp_path / "nothing")
@@ -108,16 +108,16 @@ def test_every_ranker_is_scored_through_one_interface(trained, tmp_path):
     cfg = {"profile": "smoke", "dataset": "toy", "variant": "gcrs", "format": "gcrs",
            "eval": {"max_context_tokens": 256, "num_beams": 20, "batch_size": 4}}
     run.save_run(tmp_path, model, tok, sids, cfg)
-    rec, sids2, cfg2 = evaluate.load_recommender(tmp_path)
-    assert isinstance(rec, evaluate.GenerativeRecommender) and sids2.to_dict() == sids.to_dict()
+    rec, sids2, cfg2 = recommenders.load_recommender(tmp_path)
+    assert isinstance(rec, recommenders.GenerativeRecommender) and sids2.to_dict() == sids.to_dict()
     assert (rec.max_context_tokens, rec.num_beams, rec.batch_size) == (256, 20, 4)  # its config
     cases = evaluate.rec_cases(ds, sids)[:8]
     for protocol in ("paper", "community"):
-        assert rec.ranks(cases, protocol) == evaluate.model_ranks(
+        assert rec.ranks(cases, protocol) == recommenders.model_ranks(
             model, tok, sids, cases, protocol, 256, 20, 4)
     pop = baselines.Popularity(ds.catalog.ids).fit(ds["train"])
-    base = evaluate.BaselineRecommender(pop)
-    assert base.ranks(cases, "paper") == evaluate.baseline_ranks(pop, cases)
+    base = recommenders.BaselineRecommender(pop)
+    assert base.ranks(cases, "paper") == recommenders.baseline_ranks(pop, cases)
     # top lists agree with the ranks: the gold item sits at its rank, or beyond k
     for r in (rec, base):
         tops, ranks = r.top(cases, 5), r.ranks(cases, "paper")
@@ -131,7 +131,7 @@ def test_every_ranker_is_scored_through_one_interface(trained, tmp_path):
 def test_generated_responses_follow_the_format(trained):
     model, tok, sids, ds, out = trained
     head = json.loads((out / "work" / "output_vocab.json").read_text())
-    g = evaluate.generate_responses(model, tok, sids, ds["test"], head_ids=head, limit=12)
+    g = dialog_eval.generate_responses(model, tok, sids, ds["test"], head_ids=head, limit=12)
     assert g["n_turns"] == 12 and g["malformed_share"] < 0.2
     assert g["generated_intent_accuracy"] > 0.8
     assert 0 <= g["distinct@2"] <= 1 and g["bleu"] > 10
@@ -145,16 +145,15 @@ def test_resp_format_counts_the_same_response_tokens(trained):
     counts = {}
     for fmt in ("gcrs", "resp", "mode_resp"):
         ws = [w for d in ds["test"] for w in packing.pack_dialog(d, sids, tok, fmt, 768)]
-        mask = evaluate._first_branch_response_mask(ws, None if fmt == "resp" else resp_id)
+        mask = dialog_eval.first_branch_response_mask(ws, None if fmt == "resp" else resp_id)
         tgt = torch.tensor([t for w in ws for t in w.tgt])
         counts[fmt] = tgt[mask].tolist()
     assert counts["gcrs"] == counts["resp"] == counts["mode_resp"] and counts["gcrs"]
     with pytest.raises(ValueError, match="writes no response"):
-        evaluate.dialog_scores(None, tok, sids, ds["test"], fmt="sid")
+        dialog_eval.dialog_scores(None, tok, sids, ds["test"], fmt="sid")
 
 
 def test_decoding_sweep_chooses_by_its_stated_rule(monkeypatch):
-    from crslib.evaluation import evaluate
     from crslib.decoding.generation import ResponseDecoding
     cands = (ResponseDecoding(), ResponseDecoding(no_repeat_ngram_size=3),
              ResponseDecoding(top_p=0.9), ResponseDecoding(no_repeat_ngram_size=2))
@@ -167,16 +166,16 @@ def test_decoding_sweep_chooses_by_its_stated_rule(monkeypatch):
         b, d2, loop = fake[decoding]
         return {"n_turns": 3, "bleu": b, "distinct@1": 0, "distinct@2": d2, "distinct@3": 0,
                 "looping_share": loop, "item_mention_share": 0, "examples": []}
-    monkeypatch.setattr(evaluate, "generate_responses", gen)
-    out = evaluate.decoding_sweep(None, None, None, [], candidates=cands)
+    monkeypatch.setattr(dialog_eval, "generate_responses", gen)
+    out = dialog_eval.decoding_sweep(None, None, None, [], candidates=cands)
     # loops 0 for 1..3; BLEU >= 0.9 x 10 leaves 1 and 3; the higher distinct@2 is 3
     assert out["chosen"] == cands[3].name == "greedy,no_repeat=2" and all(seen)
     fake[cands[1]] = (9.5, 0.20, 0.01)  # now only 2 and 3 loop least; 3 has the better BLEU
     fake[cands[2]] = (5.0, 0.90, 0.0)
     fake[cands[3]] = (9.2, 0.25, 0.0)
-    assert evaluate.decoding_sweep(None, None, None, [], candidates=cands)["chosen"] == cands[3].name
+    assert dialog_eval.decoding_sweep(None, None, None, [], candidates=cands)["chosen"] == cands[3].name
     fake[cands[3]] = (1.0, 0.25, 0.02)  # the least looping one wins even with a low BLEU
-    assert evaluate.decoding_sweep(None, None, None, [], candidates=cands)["chosen"] == cands[2].name
+    assert dialog_eval.decoding_sweep(None, None, None, [], candidates=cands)["chosen"] == cands[2].name
     assert [r["decoding"] for r in out["rows"]] == [c.name for c in cands]
 
 
@@ -186,24 +185,24 @@ def test_every_recommender_saves_and_loads_to_the_same_ranks(trained, tmp_path):
     model, tok, sids, ds, _ = trained
     cfg = {"profile": "smoke", "dataset": "toy", "variant": "gcrs", "format": "gcrs",
            "train_splits": ["train"], "eval": {"max_context_tokens": 256, "num_beams": 20}}
-    rec = evaluate.GenerativeRecommender(model, tok, sids, 256, 20, 4, config.resolve(cfg).to_dict())
+    rec = recommenders.GenerativeRecommender(model, tok, sids, 256, 20, 4, config.resolve(cfg).to_dict())
     cases = evaluate.rec_cases(ds, sids)[:6]
     rec.save(tmp_path / "gen")
-    back, sids2, cfg2 = evaluate.load_recommender(tmp_path / "gen")
-    assert isinstance(back, evaluate.GenerativeRecommender) and back.config == cfg2
+    back, sids2, cfg2 = recommenders.load_recommender(tmp_path / "gen")
+    assert isinstance(back, recommenders.GenerativeRecommender) and back.config == cfg2
     assert back.ranks(cases, "paper") == rec.ranks(cases, "paper")
     assert back.top(cases, 3) == rec.top(cases, 3)
     with pytest.raises(ValueError, match="config"):
-        evaluate.GenerativeRecommender(model, tok, sids).save(tmp_path / "nothing")
-    base = evaluate.BaselineRecommender.fit("repeat", cfg, ds, sids)
+        recommenders.GenerativeRecommender(model, tok, sids).save(tmp_path / "nothing")
+    base = recommenders.BaselineRecommender.fit("repeat", cfg, ds, sids)
     base.save(tmp_path / "base")
-    again = evaluate.BaselineRecommender.load(tmp_path / "base", ds, sids)
-    assert again.ranks(cases, "paper") == base.ranks(cases, "paper") == evaluate.baseline_ranks(
+    again = recommenders.BaselineRecommender.load(tmp_path / "base", ds, sids)
+    assert again.ranks(cases, "paper") == base.ranks(cases, "paper") == recommenders.baseline_ranks(
         baselines.Repeat(ds.catalog.ids).fit(ds["train"]), cases)
     with pytest.raises(ValueError, match="unknown baseline"):
-        evaluate.BaselineRecommender.fit("oracle", cfg, ds, sids)
+        recommenders.BaselineRecommender.fit("oracle", cfg, ds, sids)
     with pytest.raises(FileNotFoundError, match="not a finished run"):
-        evaluate.load_recommender(tmp_path / "base")
+        recommenders.load_recommender(tmp_path / "base")
 
 
 def test_evaluate_scores_any_recommender_and_dedup_drops_repeats(trained):
@@ -211,7 +210,7 @@ def test_evaluate_scores_any_recommender_and_dedup_drops_repeats(trained):
     import dataclasses
     cases = evaluate.rec_cases(ds, sids)
     cases[0] = dataclasses.replace(cases[0], context_items=(cases[0].item,))  # a repeat
-    rec = evaluate.BaselineRecommender(Repeat(ds.catalog.ids).fit(ds["train"]))
+    rec = recommenders.BaselineRecommender(Repeat(ds.catalog.ids).fit(ds["train"]))
     full = evaluate.evaluate(rec, cases, "community")
     assert full["case_ranks"] == rec.ranks(cases, "community") and full["n_cases"] == len(cases)
     dd = evaluate.evaluate(rec, cases, "dedup")

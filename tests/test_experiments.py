@@ -4,7 +4,7 @@ import json
 import pytest
 
 from crslib import report
-from crslib.evaluation import baselines
+from crslib.evaluation import baselines, dialog_eval, recommenders
 from crslib.studies import experiments
 
 
@@ -185,17 +185,17 @@ def test_chat_decoding_is_chosen_on_dev_and_reused(shared_data, tmp_path, monkey
     monkeypatch.setattr(report, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(experiments, "RUNS", tmp_path / "runs")
     torch.set_num_threads(1)
-    fitted = evaluate.fit(experiments.config("smoke", "inspired"),
+    fitted = recommenders.fit(experiments.config("smoke", "inspired"),
                           experiments.run_dir("smoke", "inspired", "gcrs"), shared_data)
-    assert isinstance(fitted, evaluate.GenerativeRecommender) and fitted.config["variant"] == "gcrs"
+    assert isinstance(fitted, recommenders.GenerativeRecommender) and fitted.config["variant"] == "gcrs"
     out = experiments.chat_decoding("smoke", "inspired", "gcrs", shared_data, limit=4)
     assert out["split"] == "dev" and out["limit"] == 4 and len(out["rows"]) == len(
-        evaluate.DECODING_CANDIDATES)
+        dialog_eval.DECODING_CANDIDATES)
     assert out["chosen"] in [r["decoding"] for r in out["rows"]]
     # the smoke config keeps the first 40 dialogs of train + dev: all from train, none of dev
     assert out["validation_in_training"] is False
     assert (tmp_path / "results" / "smoke" / "inspired" / "gcrs.decoding.json").is_file()
-    monkeypatch.setattr(evaluate, "decoding_sweep", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(dialog_eval, "decoding_sweep", lambda *a, **k: pytest.fail("recomputed"))
     assert experiments.chat_decoding("smoke", "inspired", "gcrs", shared_data, limit=4) == out
     # the genre-request check: the run's beam top 10 against popularity's, on dev cases that
     # ask for a genre; its top lists agree with the paper protocol's ranks of the same cases
@@ -212,7 +212,7 @@ def test_chat_decoding_is_chosen_on_dev_and_reused(shared_data, tmp_path, monkey
     assert all(len(t) == 10 for t in tops)
     assert [t.index(ex.item) + 1 if ex.item in t else None for t, ex in zip(tops, cases)] == [
         r if r is not None and r <= 10 else None for r in ranks]
-    monkeypatch.setattr(evaluate.GenerativeRecommender, "top", lambda *a: pytest.fail("recomputed"))
+    monkeypatch.setattr(recommenders.GenerativeRecommender, "top", lambda *a: pytest.fail("recomputed"))
     assert experiments.request_following("smoke", "inspired", "gcrs", shared_data, limit=6) == req
     # the chat's intent cut, chosen on 20 dev turns, and reused
     from crslib.studies import freemode

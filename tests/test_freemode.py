@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from crslib.format import serialize
-from crslib.evaluation import evaluate
+from crslib.evaluation import recommenders
 from crslib.studies import freemode
 from crslib.studies.bench import random_sids
 from crslib.data import Dialog, Turn
@@ -52,7 +52,7 @@ def test_forced_vs_free_with_controlled_mode_choices(world, monkeypatch):
     model, tok, sids, cases = world
     cases = cases[:4]
     monkeypatch.setattr(freemode, "rec_margin", lambda *a, **k: [1.0, -1.0, 0.5, -0.2])
-    monkeypatch.setattr(evaluate, "model_ranks", lambda *a, **k: [1, 1, 3, 30])
+    monkeypatch.setattr(recommenders, "model_ranks", lambda *a, **k: [1, 1, 3, 30])
     r = freemode.forced_vs_free(model, tok, sids, cases)
     assert r["ranks"] == {"forced": [1, 1, 3, 30], "free": [1, None, 3, None]}
     assert r["rec_share"] == 0.5
@@ -66,11 +66,11 @@ def test_forced_ranks_are_the_paper_protocol_and_rec_choices_keep_them(world, mo
     choice = [(-1.0) ** k for k in range(len(cases))]  # REC, CHAT, REC, ...
     monkeypatch.setattr(freemode, "rec_margin", lambda *a, **k: choice)
     r = freemode.forced_vs_free(model, tok, sids, cases, num_beams=len(ITEMS))
-    assert r["ranks"]["forced"] == evaluate.model_ranks(model, tok, sids, cases, "paper",
+    assert r["ranks"]["forced"] == recommenders.model_ranks(model, tok, sids, cases, "paper",
                                                         num_beams=len(ITEMS))
     assert r["ranks"]["free"] == [f if c > 0 else None for f, c in zip(r["ranks"]["forced"], choice)]
     # ranks already scored are reused as they are: the same result, no second beam search
-    monkeypatch.setattr(evaluate, "model_ranks", lambda *a, **k: pytest.fail("re-scored"))
+    monkeypatch.setattr(recommenders, "model_ranks", lambda *a, **k: pytest.fail("re-scored"))
     again = freemode.forced_vs_free(model, tok, sids, cases, num_beams=len(ITEMS),
                                     forced=r["ranks"]["forced"])
     assert again == r

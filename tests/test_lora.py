@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from crslib.training import run, train
-from crslib.evaluation import evaluate
+from crslib.evaluation import evaluate, recommenders
 from crslib.studies.bench import random_sids
 from crslib.data import Catalog, Dataset, Item, LoadReport
 from test_train import ITEMS, toy_world
@@ -56,10 +56,10 @@ def test_lora_trains_adapters_and_new_rows_only(smol, tmp_path):
             assert torch.equal(loaded[n].float(), p.detach().to(torch.bfloat16).float()), n
     ds = Dataset("toy", catalog, {"test": toy_world(3, 1)}, LoadReport())
     cases = evaluate.rec_cases(ds, sids)
-    a = evaluate.model_ranks(net.eval(), tok, sids, cases, "paper", num_beams=8)
-    b = evaluate.model_ranks(net2, tok2, sids2, cases, "paper", num_beams=8)
+    a = recommenders.model_ranks(net.eval(), tok, sids, cases, "paper", num_beams=8)
+    b = recommenders.model_ranks(net2, tok2, sids2, cases, "paper", num_beams=8)
     assert a == b  # rounding the adapter to bfloat16 moves no rank on this toy
     again = run.load_run(tmp_path)[0]
-    assert evaluate.model_ranks(again, tok2, sids2, cases, "paper", num_beams=8) == b
+    assert recommenders.model_ranks(again, tok2, sids2, cases, "paper", num_beams=8) == b
     from crslib.training import model as M
     assert not M.compact_adapter(tmp_path / "model")  # nothing left to convert

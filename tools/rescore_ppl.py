@@ -2,7 +2,7 @@
 
     python tools/rescore_ppl.py [--profile cpu] [dataset/variant ...]
 
-Before the fix, ``evaluate.dialog_scores`` scored a gold token outside a run's restricted head
+Before the fix, ``dialog_eval.dialog_scores`` scored a gold token outside a run's restricted head
 as its sorted neighbour in the restricted ``ppl`` (``ppl_full_vocab``, the paper's measure, was
 right). For each saved ``results/<profile>/<dataset>/<variant>.dialog.json`` whose run is here
 with the same ``model_hash`` (default: all of them), this reruns ``dialog_scores`` on the same
@@ -18,7 +18,7 @@ import torch
 
 from crslib import config, data, report
 from crslib.training import run
-from crslib.evaluation import evaluate
+from crslib.evaluation import dialog_eval
 from crslib.studies import experiments
 
 
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
         model, tok, sids, cfg = run.load_run(folder)
         ds = data.load(result["dataset"], args.data_root)
         head = folder / "output_vocab.json"
-        scores = evaluate.dialog_scores(
+        scores = dialog_eval.dialog_scores(
             model, tok, sids, ds[result["split"]],
             config.resolve(cfg).eval.max_context_tokens,
             json.loads(head.read_text()) if head.is_file() else None,

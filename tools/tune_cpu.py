@@ -25,7 +25,7 @@ import torch
 
 from crslib import data, report
 from crslib.training import run
-from crslib.evaluation import baselines, evaluate
+from crslib.evaluation import baselines, evaluate, recommenders
 
 TRAIN_WITHOUT_VALID = {"redial": ["train_minus_valid"], "inspired": ["train"]}
 
@@ -53,7 +53,7 @@ def main(argv: list[str]) -> None:
         fit = [d for s in TRAIN_WITHOUT_VALID[name] for d in ds[s]]
         out = {"dataset": name, "split": data.VALIDATION[name], "rankers": {}}
         for cls in (baselines.Popularity, baselines.Repeat):
-            ranks = evaluate.baseline_ranks(cls(ds.catalog.ids).fit(fit), cases)
+            ranks = recommenders.baseline_ranks(cls(ds.catalog.ids).fit(fit), cases)
             out["rankers"][cls.name] = by_repeat(ranks, cases)
         print(json.dumps(out))
         report.write_json(out, f"results/cpu/tuning/baselines.{name}.json")
@@ -71,7 +71,7 @@ def main(argv: list[str]) -> None:
     cases = evaluate.rec_cases(ds, sids, split, limit=limit)
     ev = cfg["eval"]
     t = time.time()
-    ranks = evaluate.model_ranks(model, tok, sids, cases, "paper", ev["max_context_tokens"], 50, 16)
+    ranks = recommenders.model_ranks(model, tok, sids, cases, "paper", ev["max_context_tokens"], 50, 16)
     res = {"name": name, "over": over, "split": split, "limit": limit, **by_repeat(ranks, cases),
            "eval_s": time.time() - t, "train": summary}
     print("RESULT", json.dumps(res), flush=True)

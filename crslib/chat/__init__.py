@@ -20,7 +20,7 @@ A recommendation turn ranks items by the constrained beam search of the evaluati
 (``trie.sid_beam_search``, width 50, summed per-level log-probabilities) and shows the top
 ``top_k``; its response is written after the top item's SID, in the paper's order (mode, item,
 text). Responses are decoded with the session's :class:`crslib.decoding.generation.ResponseDecoding`
-(the setting :func:`crslib.evaluation.evaluate.generate_responses` measures; greedy unless told) and end
+(the setting :func:`crslib.evaluation.dialog_eval.generate_responses` measures; greedy unless told) and end
 at the end of their turn: item mentions inside them are constrained to catalog SIDs
 (``trie.SIDConstraint``), outside a mention no control or SID token may be written, and a model
 trained with a restricted softmax (the run's ``output_vocab.json``) keeps to that vocabulary

@@ -26,7 +26,7 @@ from crslib.data.titles import TitleLinker
 from crslib.decoding import batching, beam_search, trie
 from crslib.decoding.generation import (GREEDY, ResponseDecoding, close_punctuation,
                                         trim_unfinished, turn_end_ids)
-from crslib.evaluation import evaluate
+from crslib.evaluation import dialog_eval
 from crslib.format import serialize
 from crslib.ids.semantic_ids import SemanticIDs
 from crslib.training import run
@@ -80,7 +80,7 @@ class ChatSession:
         size = self.model.get_output_embeddings().weight.shape[0]
         self._processors = [trie.SIDConstraint(self.vocab), ResponseGrammar(self.vocab, banned)]
         if self.head_ids is not None:
-            self._processors.append(evaluate.OnlyTokens(self.head_ids, size))
+            self._processors.append(dialog_eval.OnlyTokens(self.head_ids, size))
         self._turn_end = turn_end_ids(tok)
         self.linker = TitleLinker(self.catalog, tok, self.sids.item_ids) if self.catalog else None
         self._genre_words = genres.vocabulary(self.catalog) if self.catalog else {}

@@ -1,2 +1,4 @@
-"""Scoring (paper §5, §7): recommenders under the paper's protocols, dialog metrics and result
-files (:mod:`.evaluate`), and the baselines scored in the same harness (:mod:`.baselines`)."""
+"""Scoring (paper §5, §7): the recommendation protocols (:mod:`.evaluate`), the recommenders
+scored in one harness (:mod:`.recommenders`; the baselines: :mod:`.baselines`), the dialog
+metrics and generated responses (:mod:`.dialog_eval`), and result files tied to the weights
+that made them (:mod:`.result_files`)."""

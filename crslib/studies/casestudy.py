@@ -7,7 +7,7 @@ yields the same cases in the same order (:func:`same_cases` checks it by
 ``(dialog_id, turn_index, item)``). On a case a run gives an :class:`Answer`:
 
 * ``top``: its top ``k`` of the paper protocol's ranking — mode forced to REC, constrained beam
-  search of width 50 (``beam_search.sid_beam_search``, as ``evaluate.model_ranks``), score = summed
+  search of width 50 (``beam_search.sid_beam_search``, as ``recommenders.model_ranks``), score = summed
   per-level log-probability of the SID — whatever mode the run would pick itself;
   ``gold_rank``: the gold item's 1-based rank in that top 50 (None: not in it);
 * ``mode``: what the run does when left free. ``gcrs`` (and ``mode_resp``, ``sid``) compare
@@ -42,7 +42,7 @@ from crslib import chat
 from crslib.config import resolve
 from crslib.data import Catalog, Dataset
 from crslib.decoding import beam_search, trie
-from crslib.evaluation import evaluate
+from crslib.evaluation import evaluate, recommenders
 from crslib.format import serialize
 from crslib.ids.semantic_ids import SemanticIDs
 from crslib.studies import freemode
@@ -114,7 +114,7 @@ def baseline_ranks(name: str, cfg: dict, ds: Dataset, cases: Sequence[serialize.
     """Gold ranks of a baseline (``popularity``, ``repeat``; ``text-retrieval`` needs
     ``sids``) fitted exactly as ``experiments.evaluate`` fits it (the config's training
     splits), on ``cases``."""
-    return evaluate.BaselineRecommender.fit(name, cfg, ds, sids).ranks(cases, "paper")
+    return recommenders.BaselineRecommender.fit(name, cfg, ds, sids).ranks(cases, "paper")
 
 
 @dataclass(eq=False, repr=False)
@@ -154,7 +154,7 @@ class CaseRunner:
         if rc.ranker != "generative":
             raise ValueError(f"{path}: the decoupled baseline is no language model; it has no "
                              "answers to show")
-        rec = evaluate.GenerativeRecommender.load(path)
+        rec = recommenders.GenerativeRecommender.load(path)
         model, tok, sids = rec.model, rec.tokenizer, rec.sids
         vocab_file = Path(path) / "output_vocab.json"
         kwargs = {"fmt": rc.format, "name": rc.variant,
@@ -184,7 +184,7 @@ class CaseRunner:
     def rank(self, cases: Sequence[serialize.Example]) -> list[trie.Ranked]:
         """The paper protocol's top ``num_beams`` of each case (mode forced to REC)."""
         self._check(cases)
-        return evaluate.GenerativeRecommender(self.model, self.tokenizer, self.sids,
+        return recommenders.GenerativeRecommender(self.model, self.tokenizer, self.sids,
                                               self.max_context_tokens, self.num_beams,
                                               self.batch_size).ranked(cases)
 

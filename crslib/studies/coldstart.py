@@ -26,7 +26,7 @@ from crslib import data
 from crslib.config import resolve
 # the hold-out itself is data-level (crslib.data); its names are reached here too
 from crslib.data import Dataset, holdout_items, mentioned_items, remove_items, target_items
-from crslib.evaluation import evaluate
+from crslib.evaluation import evaluate, recommenders, result_files
 from crslib.format import serialize
 from crslib.studies import experiments
 from crslib.training import run
@@ -85,7 +85,7 @@ def split_ranks(cases: Sequence[serialize.Example], ranks: Sequence[int | None],
 
 # ----------------------------------------------------------------------------- a run
 def result_path(profile: str, dataset: str, variant: str):
-    return evaluate.result_path(profile, dataset, variant, "coldstart")
+    return result_files.result_path(profile, dataset, variant, "coldstart")
 
 
 def evaluate_split(profile: str, dataset: str, variant: str, data_root=None,
@@ -111,7 +111,7 @@ def evaluate_split(profile: str, dataset: str, variant: str, data_root=None,
     limit = ev.coldstart_limit if limit is None else limit
 
     def score() -> dict:
-        rec, sids, _ = evaluate.load_recommender(folder)
+        rec, sids, _ = recommenders.load_recommender(folder)
         ds = data.load(dataset, data_root)
         held = (holdout_items(ds, rc.holdout.fraction, rc.holdout.seed) if rc.holdout
                 else frozenset())
@@ -136,8 +136,8 @@ def evaluate_split(profile: str, dataset: str, variant: str, data_root=None,
                         "dialog the run used mentions it; unseen = neither; repeat_share = gold "
                         "item mentioned earlier in the dialog"}
     meta = {"dataset": dataset, "split": split, "profile": profile, "variant": variant,
-            "seeds": [rc.train.seed], **evaluate.identity(cfg, folder), "protocol": "coldstart"}
-    return evaluate.scored(meta, limit, score, reuse=reuse, save=save)
+            "seeds": [rc.train.seed], **result_files.identity(cfg, folder), "protocol": "coldstart"}
+    return result_files.scored(meta, limit, score, reuse=reuse, save=save)
 
 
 def rows(results: Sequence[dict], keys: Sequence[str] = ("recall@1", "recall@10", "recall@20",

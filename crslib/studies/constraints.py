@@ -22,7 +22,7 @@ from crslib import data
 from crslib.config import resolve
 from crslib.data import genres, request as request_mod
 from crslib.decoding import beam_search, trie
-from crslib.evaluation import evaluate as ev_mod
+from crslib.evaluation import evaluate as ev_mod, recommenders, result_files
 from crslib.format import serialize
 from crslib.studies import experiments
 
@@ -45,7 +45,7 @@ def measure(profile: str, dataset: str, variant: str, data_root=None, limit: int
 
     def compute() -> dict:
         ds = data.load(dataset, data_root)
-        rec, sids, _ = ev_mod.load_recommender(folder)
+        rec, sids, _ = recommenders.load_recommender(folder)
         cat = ds.catalog
         words = genres.vocabulary(cat)
         cases, asks = [], []
@@ -59,7 +59,7 @@ def measure(profile: str, dataset: str, variant: str, data_root=None, limit: int
         keep = ev_mod.sample_indices(cases, limit)
         cases, asks = [cases[j] for j in keep], [asks[j] for j in keep]
         free = rec.top(cases, 10)
-        pop = ev_mod.BaselineRecommender.fit("popularity", cfg, ds, sids).top(cases, len(cat))
+        pop = recommenders.BaselineRecommender.fit("popularity", cfg, ds, sids).top(cases, len(cat))
         vocab = trie.SIDVocab.build(sids, rec.tokenizer)
         rows = []
         for ex, r, top, pop_all in zip(cases, asks, free, pop):
@@ -85,7 +85,7 @@ def measure(profile: str, dataset: str, variant: str, data_root=None, limit: int
                 "top5 constrained": [cat[i].name for i in held[:5]]})
         return summarize(rows) | {"rows": rows, "split": split, "k": 5,
                                   "coverage": request_mod.coverage(cat)}
-    return ev_mod.scored(ev_mod.run_meta(profile, dataset, variant, split, "constraints", cfg,
+    return result_files.scored(result_files.run_meta(profile, dataset, variant, split, "constraints", cfg,
                                          folder), limit, compute, reuse=reuse)
 
 

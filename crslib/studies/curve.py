@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from crslib import config, data, report
-from crslib.evaluation import evaluate as ev_mod
+from crslib.evaluation import evaluate as ev_mod, recommenders, result_files
 from crslib.studies import experiments
 from crslib.training import run
 
@@ -37,14 +37,14 @@ def _point(folder: Path, record: dict, split: str, limit, ds, out: Path) -> dict
     cfg = run.saved_config(folder)
     meta = {"dataset": record["dataset"], "split": split, "profile": record["profile"],
             "variant": record["variant"], "protocol": "paper", "step": record["step"],
-            **ev_mod.identity(cfg, folder)}
+            **result_files.identity(cfg, folder)}
 
     def compute() -> dict:
-        rec, sids, _ = ev_mod.load_recommender(folder)
+        rec, sids, _ = recommenders.load_recommender(folder)
         cases = ev_mod.rec_cases(ds(), sids, split, config.resolve(cfg).format,
                                  limit=limit)
         return ev_mod.evaluate(rec, cases, "paper")
-    return ev_mod.scored(meta, limit, compute, out)
+    return result_files.scored(meta, limit, compute, out)
 
 
 def learning_curve(profile: str, dataset: str, variant: str = "gcrs", split: str = "dev",

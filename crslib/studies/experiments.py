@@ -23,13 +23,13 @@ from crslib import data, paths, report
 from crslib.config import EvalConfig, resolve
 from crslib.data import genres
 from crslib.decoding import beam_search, trie
-from crslib.evaluation import evaluate as ev_mod
-from crslib.evaluation.evaluate import identity
+from crslib.evaluation import dialog_eval, evaluate as ev_mod, recommenders, result_files
+from crslib.evaluation.result_files import identity
 from crslib.format import serialize
 from crslib.ids.semantic_ids import SemanticIDs
 from crslib.training import run
 
-BASELINES = ev_mod.BASELINES
+BASELINES = recommenders.BASELINES
 RUNS = paths.RUNS
 
 
@@ -191,7 +191,7 @@ def best_chat_run(profile: str, datasets: Sequence[str] = ("redial", "inspired")
 def chat_decoding(profile: str, dataset: str, variant: str, data_root=None,
                   limit: int | None = None, reuse: bool = True) -> dict:
     """The chat's response decoding for a run, chosen on validation dialogs by
-    :func:`crslib.evaluation.evaluate.decoding_sweep` (a seeded sample of ``limit`` turns of the dataset's
+    :func:`crslib.evaluation.dialog_eval.decoding_sweep` (a seeded sample of ``limit`` turns of the dataset's
     validation split, :data:`crslib.data.VALIDATION`: INSPIRED ``dev``, ReDial ``valid``;
     default: the config's ``eval.decoding_limit``, else 60), saved
     as ``results/<profile>/<dataset>/<variant>.decoding.json`` and reused for the same weights.
@@ -205,13 +205,13 @@ def chat_decoding(profile: str, dataset: str, variant: str, data_root=None,
         ds = data.load(dataset, data_root)
         model, tok, sids, _ = run.load_run(folder)
         head = folder / "output_vocab.json"
-        out = ev_mod.decoding_sweep(model, tok, sids, ds[split], catalog=ds.catalog,
+        out = dialog_eval.decoding_sweep(model, tok, sids, ds[split], catalog=ds.catalog,
                                     max_context_tokens=resolve(cfg).eval.max_context_tokens,
                                     head_ids=json.loads(head.read_text()) if head.is_file()
                                     else None, limit=limit)
         seen = {d.id for d in run.training_dialogs(cfg, ds)} & {d.id for d in ds[split]}
         return {"validation_in_training": bool(seen), **out}
-    return ev_mod.scored(ev_mod.run_meta(profile, dataset, variant, split, "decoding", cfg, folder),
+    return result_files.scored(result_files.run_meta(profile, dataset, variant, split, "decoding", cfg, folder),
                          limit, sweep, reuse=reuse)
 
 
@@ -233,7 +233,7 @@ def chat_beam(profile: str, dataset: str, variant: str, data_root=None, limit: i
 
     def compute() -> dict:
         ds = data.load(dataset, data_root)
-        rec, sids, _ = ev_mod.load_recommender(folder)
+        rec, sids, _ = recommenders.load_recommender(folder)
         cases = ev_mod.rec_cases(ds, sids, split, resolve(cfg).format, limit=limit)
         vocab = trie.SIDVocab.build(sids, rec.tokenizer)
         prompts = [serialize.rec_prompt_ids(ex, rec.tokenizer, rec.max_context_tokens)
@@ -254,7 +254,7 @@ def chat_beam(profile: str, dataset: str, variant: str, data_root=None, limit: i
         return {"rows": rows, "chosen": chosen, "n_cases": len(cases),
                 "rule": f"the smallest width whose top 5 agrees with width 50's on at least "
                         f"{agreement:.0%} of its items, mean over {len(cases)} {split} turns"}
-    return ev_mod.scored(ev_mod.run_meta(profile, dataset, variant, split, "chat_beam", cfg, folder),
+    return result_files.scored(result_files.run_meta(profile, dataset, variant, split, "chat_beam", cfg, folder),
                          limit, compute, reuse=reuse)
 
 
@@ -282,14 +282,14 @@ def request_following(profile: str, dataset: str, variant: str, data_root=None,
 
     def check() -> dict:
         ds = data.load(dataset, data_root)
-        rec, sids, _ = ev_mod.load_recommender(folder)
+        rec, sids, _ = recommenders.load_recommender(folder)
         vocab = genres.vocabulary(ds.catalog)
         cases = [ex for ex in ev_mod.rec_cases(ds, sids, split, resolve(cfg).format)
                  if ex.context and genres.asked_genres(ex.context[-1][1], vocab)]
         cases = [cases[j] for j in ev_mod.sample_indices(cases, limit)]
         asked = [genres.asked_genres(ex.context[-1][1], vocab) for ex in cases]
         tops = {"run": rec.top(cases, k),
-                "popularity": ev_mod.BaselineRecommender.fit("popularity", cfg, ds,
+                "popularity": recommenders.BaselineRecommender.fit("popularity", cfg, ds,
                                                              sids).top(cases, k)}
         follows = {name: genres.following(t, asked, ds.catalog, k) for name, t in tops.items()}
         share = {name: f["share"] for name, f in follows.items()}
@@ -303,7 +303,7 @@ def request_following(profile: str, dataset: str, variant: str, data_root=None,
                 "note": (f"share of the top {k} carrying a genre the last user message asks "
                          "for (crslib.data.genres), over the validation cases that ask for one; "
                          "gold: the dataset's own answer")}
-    return ev_mod.scored(ev_mod.run_meta(profile, dataset, variant, split, "request", cfg, folder),
+    return result_files.scored(result_files.run_meta(profile, dataset, variant, split, "request", cfg, folder),
                          limit, check, reuse=reuse)
 
 
@@ -378,9 +378,9 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
         ds = data.load(dataset, data_root)
         if variant in BASELINES:
             sids = sids_of(ds)
-            rec = ev_mod.BaselineRecommender.fit(variant, cfg, ds, sids)
+            rec = recommenders.BaselineRecommender.fit(variant, cfg, ds, sids)
         else:
-            rec, sids, _ = ev_mod.load_recommender(run_path)
+            rec, sids, _ = recommenders.load_recommender(run_path)
         if protocol == "dialog":
             head = run_path / "output_vocab.json"
             head_ids = json.loads(head.read_text()) if head.is_file() else None
@@ -392,7 +392,7 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
             out["ranker"] = rec.ranker.describe()
         return out
     compute = {"dedup": dedup, "new_items": new_items}.get(protocol, score)
-    return ev_mod.scored(meta, limit, compute, Path(out) if out else None, reuse, save)
+    return result_files.scored(meta, limit, compute, Path(out) if out else None, reuse, save)
 
 
 def _dialog_result(model, tok, sids, ds, ev: EvalConfig, split: str, limit, head_ids,
@@ -403,8 +403,8 @@ def _dialog_result(model, tok, sids, ds, ev: EvalConfig, split: str, limit, head
     dialogs, n_ppl = ds[split], ev.ppl_dialogs
     if n_ppl is not None and n_ppl < len(dialogs):
         dialogs = [dialogs[j] for j in sorted(random.Random(0).sample(range(len(dialogs)), n_ppl))]
-    scores = ev_mod.dialog_scores(model, tok, sids, dialogs, ctx, head_ids, fmt=fmt)
-    gen = ev_mod.generate_responses(model, tok, sids, ds[split], ds.catalog, ctx,
+    scores = dialog_eval.dialog_scores(model, tok, sids, dialogs, ctx, head_ids, fmt=fmt)
+    gen = dialog_eval.generate_responses(model, tok, sids, ds[split], ds.catalog, ctx,
                                     head_ids=head_ids, fmt=fmt,
                                     limit=limit or ev.generate_limit)
     examples = gen.pop("examples")
@@ -421,7 +421,7 @@ def _dialog_result(model, tok, sids, ds, ev: EvalConfig, split: str, limit, head
 
 # ----------------------------------------------------------------------------- tables
 def load_result(profile: str, dataset: str, ranker: str, protocol: str) -> dict | None:
-    path = ev_mod.result_path(profile, dataset, ranker, protocol)
+    path = result_files.result_path(profile, dataset, ranker, protocol)
     return json.loads(path.read_text()) if path.is_file() else None
 
 

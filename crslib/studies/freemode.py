@@ -4,7 +4,7 @@ and what a recommendation costs per turn.
 The paper's ranking protocol forces the gold mode (``<MODE=REC>`` is supplied for every
 recommendation case). In free mode the model first chooses the mode itself: after the prompt
 (ending ``Assistant:``) it compares the logits of ``<MODE=REC>`` and ``<MODE=CHAT>`` (REC wins
-only when strictly larger, as in :func:`crslib.evaluation.evaluate.dialog_scores`). A case where it
+only when strictly larger, as in :func:`crslib.evaluation.dialog_eval.dialog_scores`). A case where it
 chooses CHAT recommends nothing and counts as a miss; a case where it chooses REC keeps its
 forced-mode rank (in the ``gcrs`` format ``<MODE=REC>`` is always followed by ``<BOI>``, so the
 beam search is the same). So free recall@k = forced recall@k restricted to the REC choices,
@@ -27,7 +27,7 @@ import torch
 from crslib import data, metrics
 from crslib.config import resolve
 from crslib.decoding import batching, beam_search, item_scores, trie
-from crslib.evaluation import evaluate
+from crslib.evaluation import evaluate, recommenders, result_files
 from crslib.format import serialize
 from crslib.studies import bench, experiments
 from crslib.training import run
@@ -99,7 +99,7 @@ def forced_vs_free(model, tokenizer, sids, cases: Sequence[serialize.Example],
     ``forced``: the paper-protocol ranks of these cases when already scored (by the same
     weights), so only the mode choice is computed."""
     if forced is None:
-        forced = evaluate.model_ranks(model, tokenizer, sids, cases, "paper", max_context_tokens,
+        forced = recommenders.model_ranks(model, tokenizer, sids, cases, "paper", max_context_tokens,
                                       num_beams, batch_size)
     elif len(forced) != len(cases):
         raise ValueError(f"{len(forced)} forced ranks for {len(cases)} cases")
@@ -116,7 +116,7 @@ def forced_vs_free(model, tokenizer, sids, cases: Sequence[serialize.Example],
 
 
 def result_path(profile: str, dataset: str, variant: str = "gcrs"):
-    return evaluate.result_path(profile, dataset, variant, "freemode")
+    return result_files.result_path(profile, dataset, variant, "freemode")
 
 
 def evaluate_free(profile: str, dataset: str, variant: str = "gcrs", data_root=None,
@@ -138,13 +138,13 @@ def evaluate_free(profile: str, dataset: str, variant: str = "gcrs", data_root=N
     ev = rc.eval
     if limit is None:
         limit = ev.protocol_limit("paper")
-    who = evaluate.identity(cfg, folder)
+    who = result_files.identity(cfg, folder)
 
     def score() -> dict:
-        rec, sids, _ = evaluate.load_recommender(folder)
+        rec, sids, _ = recommenders.load_recommender(folder)
         ds = data.load(dataset, data_root)
         cases = evaluate.rec_cases(ds, sids, split, "gcrs", limit=limit)
-        paper = evaluate.saved_result(evaluate.result_path(profile, dataset, variant, "paper"),
+        paper = result_files.saved_result(result_files.result_path(profile, dataset, variant, "paper"),
                                       who, limit, split, say=lambda _: None)  # its ranks, if any
         forced = paper["case_ranks"] if paper else rec.ranks(cases, "paper")
         r = forced_vs_free(rec.model, rec.tokenizer, sids, cases, ev.max_context_tokens,
@@ -160,7 +160,7 @@ def evaluate_free(profile: str, dataset: str, variant: str = "gcrs", data_root=N
                         "rec_share = share of cases where it picked REC"}
     meta = {"dataset": dataset, "split": split, "profile": profile, "variant": variant,
             "protocol": "freemode", "seeds": [rc.train.seed], **who}
-    return evaluate.scored(meta, limit, score, reuse=reuse, save=save)
+    return result_files.scored(meta, limit, score, reuse=reuse, save=save)
 
 
 # ----------------------------------------------------------------------------- cost
@@ -180,7 +180,7 @@ def intent_cut(profile: str, dataset: str, variant: str = "gcrs", data_root=None
         raise ValueError(f"{variant}: an intent cut needs a run in the gcrs format")
 
     def choose() -> dict:
-        rec, sids, _ = evaluate.load_recommender(folder)
+        rec, sids, _ = recommenders.load_recommender(folder)
         ds = data.load(dataset, data_root)
         turns = serialize.serialize_all(ds[split], sids, "gcrs")
         turns = [turns[j] for j in evaluate.sample_indices(turns, limit)]
@@ -190,8 +190,8 @@ def intent_cut(profile: str, dataset: str, variant: str = "gcrs", data_root=None
                 "note": "intent F1 (REC positive) of 'margin > cut' on validation assistant "
                         "turns; the paper's rule is cut 0 (free mode in the protocols keeps it)"}
     meta = {"dataset": dataset, "split": split, "profile": profile, "variant": variant,
-            **evaluate.identity(cfg, folder), "protocol": "intent"}
-    return evaluate.scored(meta, limit, choose, reuse=reuse)
+            **result_files.identity(cfg, folder), "protocol": "intent"}
+    return result_files.scored(meta, limit, choose, reuse=reuse)
 
 
 def latency(model, tokenizer, sids, cases: Sequence[serialize.Example], n: int = 10,

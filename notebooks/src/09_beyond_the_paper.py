@@ -117,7 +117,7 @@ fig.savefig(out, dpi=100)
 
 # %% [markdown]
 # ## 2. The model's own choice of when to recommend (free mode)
-# **Intent.** From the `dialog` protocol (`crslib.evaluation.evaluate.dialog_scores`): after the prompt
+# **Intent.** From the `dialog` protocol (`crslib.evaluation.dialog_eval.dialog_scores`): after the prompt
 # `...Assistant:` of every assistant turn of the test split, REC is chosen when the logit of
 # `<MODE=REC>` is above that of `<MODE=CHAT>`; gold is REC when the turn mentions an item.
 # F1 / precision / recall treat REC as the positive class. `generated_*` is the same choice read

@@ -1,0 +1,197 @@
+"""Recommenders scored in one harness: the generative kind (a trained run, ranked by the paper's
+beam), the baselines (:mod:`crslib.evaluation.baselines`) and the decoupled item head
+(:mod:`crslib.training.decoupled`), each opened by :func:`load_recommender`."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import torch
+
+from crslib import config, report
+from crslib.data import Dataset
+from crslib.decoding import beam_search, item_scores, trie
+from crslib.evaluation import baselines
+from crslib.format import serialize
+from crslib.ids.semantic_ids import SemanticIDs
+from crslib.metrics import PROTOCOLS
+from crslib.training import decoupled, run, runtime
+
+
+def rank_of(items: Sequence[str | None], gold: str) -> int | None:
+    try:
+        return list(items).index(gold) + 1
+    except ValueError:
+        return None
+
+
+@runtime.flush_denormals()
+def model_ranks(model, tokenizer, sids: SemanticIDs, cases: Sequence[serialize.Example],
+                protocol: str, max_context_tokens: int = 768, num_beams: int = 50,
+                batch_size: int = 16) -> list[int | None]:
+    """1-based rank of each case's gold item (None: not in the beam's top 50)."""
+    prompts = [serialize.rec_prompt_ids(ex, tokenizer, max_context_tokens) for ex in cases]
+    if protocol == "paper":
+        ranked = beam_search.sid_beam_search(model, tokenizer, prompts, sids, k=num_beams,
+                                      num_beams=num_beams, batch_size=batch_size)
+    elif protocol in ("community", "dedup"):
+        ranked = item_scores.score_all_items(model, tokenizer, prompts, sids)
+    else:
+        raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
+    return [rank_of(r.items, ex.item) for r, ex in zip(ranked, cases)]
+
+
+def baseline_ranks(ranker, cases: Sequence[serialize.Example]) -> list[int | None]:
+    """1-based rank of each case's gold item in a baseline's full ranking: from
+    ``ranker.rank_cases(cases)`` (whole cases, batched) if it has one, else from
+    ``ranker.rank(ex.context_items)`` per case."""
+    return [rank_of(r, ex.item) for r, ex in zip(_baseline_rankings(ranker, cases), cases)]
+
+
+def _baseline_rankings(ranker, cases: Sequence[serialize.Example]):
+    if hasattr(ranker, "rank_cases"):
+        return ranker.rank_cases(cases)
+    return (ranker.rank(ex.context_items) for ex in cases)
+
+
+class Recommender(Protocol):
+    """What every ranker offers the protocols: the 1-based rank of each case's gold item among
+    all items (None: not ranked — under ``paper``, outside the top 50), and its top ``k``.
+    Implemented by GCRS, its ablations and TIGER (:class:`GenerativeRecommender`), the
+    decoupled baseline (:class:`crslib.training.decoupled.DecoupledRecommender`), and popularity, repeat
+    and text retrieval (:class:`BaselineRecommender`).
+
+    Fitting, saving and loading: :func:`fit` trains a run's config (one training loop,
+    :func:`crslib.training.train.fit`, for every trained kind) and returns its recommender; each kind
+    has ``save(out)`` and a ``load`` class method (:func:`load_recommender` picks the class from
+    the run's ``ranker``); a baseline is fitted from the training dialogs its config names
+    (:meth:`BaselineRecommender.fit`)."""
+
+    def ranks(self, cases: Sequence[serialize.Example], protocol: str) -> list[int | None]:
+        ...
+
+    def top(self, cases: Sequence[serialize.Example], k: int = 10) -> list[list[str]]:
+        """Each case's top-``k`` items, best first (what a person is shown)."""
+        ...
+
+
+@dataclass
+class GenerativeRecommender:
+    """A language model that decodes SIDs (:func:`model_ranks`: constrained beam search under
+    ``paper``, exact scoring of every item under ``community`` and ``dedup``)."""
+    model: Any
+    tokenizer: Any
+    sids: SemanticIDs
+    max_context_tokens: int = 768
+    num_beams: int = 50
+    batch_size: int = 16
+    config: dict | None = None  # the run's resolved config (what save writes beside it)
+
+    @classmethod
+    def load(cls, path, device=None) -> "GenerativeRecommender":
+        """The saved run folder ``path`` (:func:`crslib.training.run.load_run`) with its config's
+        evaluation settings (context length, beam width, batch size)."""
+        model, tok, sids, cfg = run.load_run(path, device)
+        ev = config.resolve(cfg).eval
+        return cls(model, tok, sids, ev.max_context_tokens, ev.num_beams, ev.batch_size, cfg)
+
+    def save(self, out) -> None:
+        """A run folder :meth:`load` reads (:func:`crslib.training.runbase.save_run`)."""
+        if self.config is None:
+            raise ValueError("save needs the run's config: load or train the run")
+        run.save_run(Path(out), self.model, self.tokenizer, self.sids, self.config)
+
+    def ranks(self, cases: Sequence[serialize.Example], protocol: str) -> list[int | None]:
+        return model_ranks(self.model, self.tokenizer, self.sids, cases, protocol,
+                           self.max_context_tokens, self.num_beams, self.batch_size)
+
+    @torch.no_grad()
+    @runtime.flush_denormals()
+    def ranked(self, cases: Sequence[serialize.Example]) -> list[trie.Ranked]:
+        """The ``paper`` protocol's constrained beam search (width ``num_beams``, mode forced
+        to REC): each case's top ``num_beams`` items with their scores."""
+        if not cases:
+            return []
+        prompts = [serialize.rec_prompt_ids(ex, self.tokenizer, self.max_context_tokens)
+                   for ex in cases]
+        return beam_search.sid_beam_search(self.model, self.tokenizer, prompts, self.sids,
+                                    k=self.num_beams, num_beams=self.num_beams,
+                                    batch_size=self.batch_size)
+
+    def top(self, cases: Sequence[serialize.Example], k: int = 10) -> list[list[str]]:
+        """The top ``k`` of :meth:`ranked`."""
+        return [list(r.items[:k]) for r in self.ranked(cases)]
+
+
+@dataclass
+class BaselineRecommender:
+    """A fitted baseline of :mod:`crslib.evaluation.baselines`: a full ranking per case, whatever the
+    protocol (:func:`baseline_ranks`). Its state is its config and the training dialogs that
+    config names, so :meth:`save` writes the config and :meth:`load` fits again (the same
+    ranking: fitting is deterministic)."""
+    ranker: Any
+    name: str | None = None
+    config: dict | None = None
+
+    @classmethod
+    def fit(cls, name: str, cfg: dict, ds: Dataset, sids: SemanticIDs) -> "BaselineRecommender":
+        """Baseline ``name`` (``popularity``, ``repeat``, ``text-retrieval``: :data:`BASELINES`)
+        fitted on the training splits of ``cfg``; text retrieval embeds with the encoder the
+        SIDs were built with."""
+        rc = config.resolve(cfg)
+        if name == "text-retrieval":
+            obj = baselines.TextRetrieval(ds.catalog, sids, rc.sids.encoder)
+        elif name in ("popularity", "repeat"):
+            obj = {"popularity": baselines.Popularity, "repeat": baselines.Repeat}[name](
+                ds.catalog.ids)
+        else:
+            raise ValueError(f"unknown baseline {name!r}; choose from {BASELINES}")
+        return cls(obj.fit(d for split in rc.splits for d in ds[split]), name, cfg)
+
+    @classmethod
+    def load(cls, path, ds: Dataset, sids: SemanticIDs) -> "BaselineRecommender":
+        """The baseline :meth:`save` wrote to the folder ``path``, fitted again on ``ds``."""
+        file = Path(path) / "baseline.json"
+        saved = json.loads(file.read_text())
+        for key in ("baseline", "config"):
+            if key not in saved:
+                raise ValueError(f"{file}: missing key {key!r}")
+        return cls.fit(saved["baseline"], saved["config"], ds, sids)
+
+    def save(self, out) -> None:
+        """``out/baseline.json``: the baseline's name and config."""
+        if self.name is None or self.config is None:
+            raise ValueError("save needs the baseline's name and config: fit it with "
+                             "BaselineRecommender.fit")
+        report.write_json({"baseline": self.name, "config": self.config},
+                          Path(out) / "baseline.json")
+
+    def ranks(self, cases: Sequence[serialize.Example], protocol: str) -> list[int | None]:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
+        return baseline_ranks(self.ranker, cases)
+
+    def top(self, cases: Sequence[serialize.Example], k: int = 10) -> list[list[str]]:
+        return [list(r[:k]) for r in _baseline_rankings(self.ranker, cases)]
+
+
+RANKERS = {"generative": GenerativeRecommender, "item_head": decoupled.DecoupledRecommender}
+
+
+BASELINES = ("popularity", "repeat", "text-retrieval")
+
+
+def load_recommender(path, device=None) -> tuple[Recommender, SemanticIDs, dict]:
+    """``(recommender, sids, config)`` of the saved run folder ``path``: the class its config's
+    ``ranker`` names (:data:`RANKERS`), with the config's evaluation settings."""
+    rec = RANKERS[config.resolve(run.saved_config(path)).ranker].load(path, device)
+    return rec, rec.sids, rec.config
+
+
+def fit(cfg: dict, out, data_root=None, progress: bool = False) -> Recommender:
+    """Train the run ``cfg`` describes into the folder ``out`` (:func:`crslib.training.run.train_run`:
+    resumable, a finished run of the same config reused) and return its recommender."""
+    run.train_run(cfg, out, data_root, progress)
+    return load_recommender(out)[0]
