@@ -8,7 +8,7 @@ print one JSON object.
     python benchmarks/bench_chat.py [--run runs/cpu/redial/backbone_smollm2_135m] [--rounds 2]
 
 The paths play the same script with the same settings (the chat's decoding,
-``experiments.chat_decoding``, the run's restricted vocabulary, "only what I asked for" on) in
+``chat_choice.chat_decoding``, the run's restricted vocabulary, "only what I asked for" on) in
 this process, alternating, ``--rounds`` times each per thread count; the first reply of each round loads nothing (a warm-up reply is played
 first). p50 and p95 are over every reply of every round.
 """
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--num-beams", type=int, default=None,
                    help="the chat's beam width (default: chosen on validation, "
-                        "experiments.chat_beam)")
+                        "chat_choice.chat_beam)")
     p.add_argument("--thread-counts", default="1,2")
     p.add_argument("--threads", type=int, default=None, help="ignored (run_all passes it)")
     p.add_argument("--quick", action="store_true", help="one round, two turns")
@@ -36,14 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from crslib import chat, config
     from crslib.training import run
-    from crslib.studies import experiments
+    from crslib.studies import chat_choice
     from crslib.decoding.generation import ResponseDecoding
     from crslib.report import emit_json
 
     cfg = config.resolve(run.saved_config(args.run))
-    width = args.num_beams or experiments.chat_beam(cfg.profile, cfg.dataset, cfg.variant,
+    width = args.num_beams or chat_choice.chat_beam(cfg.profile, cfg.dataset, cfg.variant,
                                                     args.data_root)["chosen"]
-    decoding = experiments.chat_decoding(cfg.profile, cfg.dataset, cfg.variant,
+    decoding = chat_choice.chat_decoding(cfg.profile, cfg.dataset, cfg.variant,
                                          args.data_root)["chosen_setting"]
     session = chat.ChatSession.from_run(args.run, args.data_root,
                                         decoding=ResponseDecoding(**decoding))

@@ -5,7 +5,7 @@ import pytest
 
 from crslib import report
 from crslib.evaluation import baselines, dialog_eval, recommenders
-from crslib.studies import experiments
+from crslib.studies import chat_choice, experiments, result_tables, run_inventory
 
 
 def test_baseline_result_is_saved_and_reused(shared_data, tmp_path, monkeypatch):
@@ -26,7 +26,7 @@ def test_a_full_result_cut_to_a_sample_equals_scoring_the_sample(shared_data, tm
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     experiments.evaluate("smoke", "inspired", "repeat", "paper", shared_data, limit=40)
     experiments.evaluate("smoke", "inspired", "popularity", "paper", shared_data, limit=10**6)
-    cut = experiments.on_same_cases("smoke", "inspired", "popularity", "repeat", "paper", shared_data)
+    cut = result_tables.on_same_cases("smoke", "inspired", "popularity", "repeat", "paper", shared_data)
     direct = experiments.evaluate("smoke", "inspired", "popularity", "paper", shared_data,
                                   limit=40, save=False)
     assert cut["n_cases"] == 40 and cut["case_ranks"] == direct["case_ranks"]
@@ -35,12 +35,12 @@ def test_a_full_result_cut_to_a_sample_equals_scoring_the_sample(shared_data, tm
     # larger sample that holds the reference's cases can be cut too
     experiments.evaluate("smoke", "inspired", "repeat", "dedup", shared_data, limit=40)
     experiments.evaluate("smoke", "inspired", "popularity", "community", shared_data, limit=80)
-    dd = experiments.on_same_cases("smoke", "inspired", "popularity", "repeat", "dedup", shared_data)
+    dd = result_tables.on_same_cases("smoke", "inspired", "popularity", "repeat", "dedup", shared_data)
     direct_dd = experiments.evaluate("smoke", "inspired", "popularity", "dedup", shared_data,
                                      limit=40, save=False)
     assert dd["case_ranks"] == direct_dd["case_ranks"] and dd["n_cases"] < 40
     assert dd["metrics"] == direct_dd["metrics"]
-    rows = experiments.backbone_table("smoke", ["inspired"], ["repeat"], ["popularity"], shared_data)
+    rows = result_tables.backbone_table("smoke", ["inspired"], ["repeat"], ["popularity"], shared_data)
     assert [(r["model"], r["cases"]) for r in rows] == [("repeat", 40), ("popularity", 40)]
     assert rows[1]["recall@10"] == round(100 * direct["metrics"]["recall@10"], 2)
     assert rows[1]["dedup recall@10"] == round(100 * direct_dd["metrics"]["recall@10"], 2)
@@ -51,18 +51,18 @@ def test_a_full_result_cut_to_a_sample_equals_scoring_the_sample(shared_data, tm
     assert c["cases"] == 40 and c["value_b"]["mean"] == pytest.approx(
         direct["metrics"]["recall@10"])
     with pytest.raises(ValueError, match="missing"):  # a sample cannot be cut to more cases
-        experiments.on_same_cases("smoke", "inspired", "repeat", "popularity", "paper", shared_data)
+        result_tables.on_same_cases("smoke", "inspired", "repeat", "popularity", "paper", shared_data)
 
 
 def test_rows_and_relative_improvement(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     report.write_json({"n_cases": 10, "metrics": {"recall@1": 0.1234, "ppl": 12.5},
                        "ci95": {"recall@1": [0.05, 0.2]}}, tmp_path / "p" / "d" / "gcrs.paper.json")
-    rows = experiments.ours_rows("p", "d", ["gcrs", "missing"], "paper", ["recall@1", "ppl"])
+    rows = result_tables.ours_rows("p", "d", ["gcrs", "missing"], "paper", ["recall@1", "ppl"])
     assert rows == [{"model": "gcrs", "source": "ours (p)", "cases": 10, "recall@1": 12.34,
                      "ppl": 12.5, "recall@1 95% CI": "[5.00, 20.00]"}]
-    assert experiments.relative_improvement(14.56, 11.28) == pytest.approx(0.2908, abs=1e-4)
-    paper = experiments.reported_rows("table2_inspired", ["recall@1"])
+    assert result_tables.relative_improvement(14.56, 11.28) == pytest.approx(0.2908, abs=1e-4)
+    paper = result_tables.reported_rows("table2_inspired", ["recall@1"])
     assert {"model": "GCRS", "source": "reported in the paper", "recall@1": 14.56} in paper
     with pytest.raises(FileNotFoundError, match="not a finished run"):
         experiments.evaluate("p", "d", "gcrs", run_path=tmp_path / "nothing")
@@ -86,7 +86,7 @@ def test_headline_table_is_generated_between_markers(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     report.write_json({"n_cases": 304, "metrics": {"recall@1": 0.05, "recall@10": 0.2, "ndcg@10": 0.1},
                        "ci95": {"recall@10": [0.15, 0.25]}}, tmp_path / "cpu" / "inspired" / "gcrs.paper.json")
-    md = experiments.headline_markdown("cpu", ["inspired"])
+    md = result_tables.headline_markdown("cpu", ["inspired"])
     lines = md.splitlines()
     assert lines[2] == ("| inspired | gcrs | ours (cpu) | compact 2x256, from scratch | 304 | "
                         "5.00 | 20.00 [15.00, 25.00] | 10.00 |")
@@ -96,14 +96,14 @@ def test_headline_table_is_generated_between_markers(tmp_path, monkeypatch):
     report.write_json({"n_cases": 304, "metrics": {"recall@1": 0.1, "recall@10": 0.3, "ndcg@10": 0.2},
                        "ci95": {"recall@10": [0.25, 0.35]}},
                       tmp_path / "smollm2" / "inspired" / "gcrs.paper.json")
-    both = experiments.headline_markdown(["smollm2", "cpu"], ["inspired"]).splitlines()
+    both = result_tables.headline_markdown(["smollm2", "cpu"], ["inspired"]).splitlines()
     assert both[2].startswith("| inspired | gcrs | ours (smollm2) | SmolLM2-135M + LoRA | 304 | 10.00")
     assert both[3] == lines[2]
     text = "a\n<!-- headline:start -->\nold\n<!-- headline:end -->\nb"
-    assert experiments.replace_block(text, md, "headline") == (
+    assert result_tables.replace_block(text, md, "headline") == (
         "a\n<!-- headline:start -->\n" + md + "<!-- headline:end -->\nb")
     with pytest.raises(ValueError, match="markers"):
-        experiments.replace_block("no markers", md, "headline")
+        result_tables.replace_block("no markers", md, "headline")
 
 
 def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path):
@@ -130,14 +130,14 @@ def test_runs_inventory_lists_finished_runs_and_renders(tmp_path, monkeypatch):
         "steps": 250, "tokens": 960000, "seconds": 270.0, "model_hash": "ab" * 8,
         "copy_warmup": {"steps": 120}}))
     (tmp_path / "runs" / "cpu" / "inspired" / "unfinished").mkdir()  # no summary: not listed
-    rows = experiments.runs_inventory("cpu")
+    rows = run_inventory.runs_inventory("cpu")
     assert [(r["variant"], r["steps"], r["copy_warmup_steps"], r["shipped"]) for r in rows] == [
         ("gcrs", 250, 120, False)]  # outside the repository: not shipped
-    assert "no run inventory yet" in experiments.runs_markdown("cpu")
+    assert "no run inventory yet" in run_inventory.runs_markdown("cpu")
     report.save_table(rows, "runs", "cpu")
-    assert experiments.runs_markdown("cpu").splitlines()[2].endswith(
+    assert run_inventory.runs_markdown("cpu").splitlines()[2].endswith(
         "| 250 (+ 120) | 960,000 | 4.5 | `abababababababab` | trains |")
-    assert report.REPO.joinpath("runs/cpu/redial/gcrs").resolve() in experiments.shipped_runs(report.REPO / "runs")
+    assert report.REPO.joinpath("runs/cpu/redial/gcrs").resolve() in run_inventory.shipped_runs(report.REPO / "runs")
 
 
 def test_best_chat_run_is_chosen_on_validation_unseen_runs_first(tmp_path, monkeypatch):
@@ -161,22 +161,22 @@ def test_best_chat_run_is_chosen_on_validation_unseen_runs_first(tmp_path, monke
         return {"split": "dev", "chosen": "greedy", "validation_in_training": seen,
                 "rows": [{"decoding": "greedy", "bleu": bleu, "distinct@2": 0.1}]}
     follows = {"gcrs": 0.5, "backbone_x": 0.5, "backbone_y": 0.5}  # share of the top 10
-    monkeypatch.setattr(experiments, "chat_decoding", fake_decoding)
-    monkeypatch.setattr(experiments, "request_following", lambda p, ds, v, root=None: {
+    monkeypatch.setattr(chat_choice, "chat_decoding", fake_decoding)
+    monkeypatch.setattr(chat_choice, "request_following", lambda p, ds, v, root=None: {
         "share": {"run": follows[v], "popularity": 0.3, "gold": 0.7}})
     with pytest.raises(FileNotFoundError, match="no finished run"):  # none of these is shipped
-        experiments.best_chat_run("cpu", ["inspired"])
-    best = experiments.best_chat_run("cpu", ["inspired"], shipped_only=False)
+        chat_choice.best_chat_run("cpu", ["inspired"])
+    best = chat_choice.best_chat_run("cpu", ["inspired"], shipped_only=False)
     # unseen validation first, then BLEU; sid/resp write no gcrs response and are not asked
     assert (best["variant"], best["bleu"], best["split"]) == ("backbone_x", 2.0, "dev")
     assert (best["follows"], best["popularity_follows"]) == (0.5, 0.3)
     assert sorted(asked) == ["backbone_x", "backbone_y", "gcrs"]
     follows["backbone_x"] = 0.2  # talks better but follows requests less than popularity
-    assert experiments.best_chat_run("cpu", ["inspired"], False)["variant"] == "backbone_y"
+    assert chat_choice.best_chat_run("cpu", ["inspired"], False)["variant"] == "backbone_y"
     sweeps["backbone_x"] = sweeps["backbone_y"] = (2.0, True)
-    assert experiments.best_chat_run("cpu", ["inspired"], False)["variant"] == "gcrs"
+    assert chat_choice.best_chat_run("cpu", ["inspired"], False)["variant"] == "gcrs"
     with pytest.raises(FileNotFoundError, match="no finished run"):
-        experiments.best_chat_run("cpu", ["redial"], shipped_only=False)
+        chat_choice.best_chat_run("cpu", ["redial"], shipped_only=False)
 
 
 def test_chat_decoding_is_chosen_on_dev_and_reused(shared_data, tmp_path, monkeypatch):
@@ -188,7 +188,7 @@ def test_chat_decoding_is_chosen_on_dev_and_reused(shared_data, tmp_path, monkey
     fitted = recommenders.fit(experiments.config("smoke", "inspired"),
                           experiments.run_dir("smoke", "inspired", "gcrs"), shared_data)
     assert isinstance(fitted, recommenders.GenerativeRecommender) and fitted.config["variant"] == "gcrs"
-    out = experiments.chat_decoding("smoke", "inspired", "gcrs", shared_data, limit=4)
+    out = chat_choice.chat_decoding("smoke", "inspired", "gcrs", shared_data, limit=4)
     assert out["split"] == "dev" and out["limit"] == 4 and len(out["rows"]) == len(
         dialog_eval.DECODING_CANDIDATES)
     assert out["chosen"] in [r["decoding"] for r in out["rows"]]
@@ -196,10 +196,10 @@ def test_chat_decoding_is_chosen_on_dev_and_reused(shared_data, tmp_path, monkey
     assert out["validation_in_training"] is False
     assert (tmp_path / "results" / "smoke" / "inspired" / "gcrs.decoding.json").is_file()
     monkeypatch.setattr(dialog_eval, "decoding_sweep", lambda *a, **k: pytest.fail("recomputed"))
-    assert experiments.chat_decoding("smoke", "inspired", "gcrs", shared_data, limit=4) == out
+    assert chat_choice.chat_decoding("smoke", "inspired", "gcrs", shared_data, limit=4) == out
     # the genre-request check: the run's beam top 10 against popularity's, on dev cases that
     # ask for a genre; its top lists agree with the paper protocol's ranks of the same cases
-    req = experiments.request_following("smoke", "inspired", "gcrs", shared_data, limit=6)
+    req = chat_choice.request_following("smoke", "inspired", "gcrs", shared_data, limit=6)
     assert (req["split"], req["n_cases"], req["k"]) == ("dev", 6, 10)
     assert all(0 <= v <= 1 for v in req["share"].values()) and len(req["examples"]) == 5
     assert len(req["case_ids"]) == len(req["case_shares"]["run"]) == 6
@@ -213,7 +213,7 @@ def test_chat_decoding_is_chosen_on_dev_and_reused(shared_data, tmp_path, monkey
     assert [t.index(ex.item) + 1 if ex.item in t else None for t, ex in zip(tops, cases)] == [
         r if r is not None and r <= 10 else None for r in ranks]
     monkeypatch.setattr(recommenders.GenerativeRecommender, "top", lambda *a: pytest.fail("recomputed"))
-    assert experiments.request_following("smoke", "inspired", "gcrs", shared_data, limit=6) == req
+    assert chat_choice.request_following("smoke", "inspired", "gcrs", shared_data, limit=6) == req
     # the chat's intent cut, chosen on 20 dev turns, and reused
     from crslib.studies import freemode
     cut = freemode.intent_cut("smoke", "inspired", "gcrs", shared_data, limit=20)

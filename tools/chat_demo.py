@@ -4,9 +4,9 @@ tracked; this is the one writer of the committed copy.
 
     python tools/chat_demo.py [--profile cpu]
 
-The run, decoding, intent cut and beam width are the notebook's: ``experiments.best_chat_run``
+The run, decoding, intent cut and beam width are the notebook's: ``chat_choice.best_chat_run``
 among the shipped runs, the decoding chosen on validation turns, ``freemode.intent_cut``,
-``experiments.chat_beam``.
+``chat_choice.chat_beam``.
 """
 import argparse
 import sys
@@ -14,7 +14,7 @@ import sys
 import torch
 
 from crslib import chat, report
-from crslib.studies import experiments, freemode
+from crslib.studies import chat_choice, experiments, freemode
 from crslib.decoding.generation import ResponseDecoding
 
 
@@ -25,12 +25,12 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    best = experiments.best_chat_run(args.profile, shipped_only=True, data_root=args.data_root)
+    best = chat_choice.best_chat_run(args.profile, shipped_only=True, data_root=args.data_root)
     folder = experiments.RUNS.parent / best["run"]
     ds, variant = best["dataset"], best["variant"]
-    decoding = experiments.chat_decoding(args.profile, ds, variant, args.data_root)
+    decoding = chat_choice.chat_decoding(args.profile, ds, variant, args.data_root)
     cut = freemode.intent_cut(args.profile, ds, variant, args.data_root)
-    beam = experiments.chat_beam(args.profile, ds, variant, args.data_root)
+    beam = chat_choice.chat_beam(args.profile, ds, variant, args.data_root)
     session = chat.ChatSession.from_run(folder, args.data_root, intent_cut=cut["cut"],
                                         num_beams=beam["chosen"],
                                         decoding=ResponseDecoding(**decoding["chosen_setting"]))

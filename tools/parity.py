@@ -2,7 +2,7 @@
 
     python tools/parity.py [--profile cpu] [--protocols paper community dialog] [--runs redial/gcrs]
 
-Each run (default: every run the repository ships for the profile, `experiments.shipped_runs`)
+Each run (default: every run the repository ships for the profile, `run_inventory.shipped_runs`)
 is scored again from its saved weights with `experiments.evaluate(..., save=False, reuse=False)`
 under each protocol, and compared with `results/<profile>/<dataset>/<variant>.<protocol>.json`:
 metrics, intervals and per-case ranks must be identical (timings aside). Writes
@@ -15,7 +15,7 @@ import sys
 
 from crslib import report
 from crslib.training import run
-from crslib.studies import experiments
+from crslib.studies import experiments, result_tables, run_inventory
 
 COMPARED = ("n_cases", "metrics", "ci95", "case_ranks", "model_hash", "config_hash", "limit")
 
@@ -28,12 +28,12 @@ def main(argv=None) -> int:
     ap.add_argument("--data-root", default=None)
     args = ap.parse_args(argv)
     folders = ([experiments.RUNS / args.profile / r for r in args.runs] if args.runs else
-               sorted(f for f in experiments.shipped_runs() if f.parent.parent.name == args.profile))
+               sorted(f for f in run_inventory.shipped_runs() if f.parent.parent.name == args.profile))
     rows = []
     for folder in folders:
         cfg = json.loads((folder / "config.json").read_text())
         for protocol in args.protocols:
-            saved = experiments.load_result(args.profile, cfg["dataset"], cfg["variant"], protocol)
+            saved = result_tables.load_result(args.profile, cfg["dataset"], cfg["variant"], protocol)
             if saved is None:
                 rows.append({"run": f"{cfg['dataset']}/{cfg['variant']}", "protocol": protocol,
                              "identical": None, "note": "no committed result"})

@@ -11,7 +11,7 @@ Replaces the blocks between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``:
 from pathlib import Path
 
 from crslib import report
-from crslib.studies import claims, curve, experiments
+from crslib.studies import claims, curve, result_tables, run_inventory
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 RANKERS = {"smollm2": ("gcrs", "tiger", "text-retrieval", "popularity", "repeat"),
@@ -32,11 +32,11 @@ def curve_markdown(profile: str = "smollm2", dataset: str = "inspired") -> str:
 
 if __name__ == "__main__":
     text = README.read_text()
-    text = experiments.replace_block(
-        text, experiments.headline_markdown(["smollm2", "cpu"], rankers=RANKERS), "headline")
-    text = experiments.replace_block(text, claims.markdown("smollm2"), "claims-smollm2")
-    text = experiments.replace_block(text, claims.markdown("cpu"), "claims")
-    text = experiments.replace_block(text, curve_markdown(), "curve")
-    text = experiments.replace_block(text, experiments.table6_markdown("cpu"), "table6")
-    text = experiments.replace_block(text, experiments.runs_markdown("cpu"), "runs")
+    text = result_tables.replace_block(
+        text, result_tables.headline_markdown(["smollm2", "cpu"], rankers=RANKERS), "headline")
+    text = result_tables.replace_block(text, claims.markdown("smollm2"), "claims-smollm2")
+    text = result_tables.replace_block(text, claims.markdown("cpu"), "claims")
+    text = result_tables.replace_block(text, curve_markdown(), "curve")
+    text = result_tables.replace_block(text, result_tables.table6_markdown("cpu"), "table6")
+    text = result_tables.replace_block(text, run_inventory.runs_markdown("cpu"), "runs")
     README.write_text(text)

@@ -32,7 +32,7 @@ import numpy as np
 from crslib import config, data, metrics, report
 from crslib.evaluation import evaluate as ev_mod
 from crslib.ids.semantic_ids import SemanticIDs
-from crslib.studies import experiments
+from crslib.studies import experiments, result_tables
 from crslib.training import run
 
 N_BOOT = 10_000
@@ -156,18 +156,18 @@ def _rebuilt_ids(profile: str, dataset: str, variant: str, result: dict, data_ro
 def per_case(profile: str, dataset: str, variant: str, metric: str, protocol: str,
              data_root=None) -> dict[str, float] | None:
     """``{case id: value of metric}`` from a saved result; None when it is missing. Protocol
-    ``request`` (:func:`crslib.studies.experiments.request_following`, metric ``share@k``): each
+    ``request`` (:func:`crslib.studies.chat_choice.request_following`, metric ``share@k``): each
     validation case's share of the run's top ``k`` carrying an asked genre."""
     if protocol == "request":
-        r = experiments.load_result(profile, dataset, variant, "request")
+        r = result_tables.load_result(profile, dataset, variant, "request")
         if r is None or "case_shares" not in r:
             return None
         if metric != f"share@{r['k']}":
             raise ValueError(f"{variant}.request: saved for share@{r['k']}, not {metric}")
         return dict(zip(r["case_ids"], r["case_shares"]["run"]))
-    r = experiments.load_result(profile, dataset, variant, protocol)
+    r = result_tables.load_result(profile, dataset, variant, protocol)
     if r is None and protocol == "new_items":
-        paper = experiments.load_result(profile, dataset, variant, "paper")
+        paper = result_tables.load_result(profile, dataset, variant, "paper")
         if paper is not None and "case_new_ranks" in paper:
             r = {**paper, "protocol": "new_items", **ev_mod.new_items_result(paper)}
     if r is None:

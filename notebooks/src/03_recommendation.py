@@ -39,7 +39,7 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 
 from crslib import report
-from crslib.studies import experiments
+from crslib.studies import experiments, result_tables
 
 experiments.quiet()
 
@@ -62,8 +62,8 @@ tables = {}
 for ds, table in (("redial", "table1_redial"), ("inspired", "table2_inspired")):
     if ds not in datasets:
         continue
-    rows = (experiments.ours_rows(profile, ds, rankers, "paper", PAPER_METRICS)
-            + experiments.reported_rows(table, PAPER_METRICS))
+    rows = (result_tables.ours_rows(profile, ds, rankers, "paper", PAPER_METRICS)
+            + result_tables.reported_rows(table, PAPER_METRICS))
     report.save_table(rows, f"{table}_paper_protocol", profile,
                       meta={"dataset": ds, "protocol": "paper", "units": "percent"})
     tables[ds] = pd.DataFrame(rows).set_index(["model", "source"])
@@ -88,12 +88,12 @@ for ds in tables:
             imp.append({"dataset": ds, "metric": k, "who": f"ours ({profile})",
                         "gcrs": ours.loc["gcrs", k], "best other": best,
                         # undefined (None) when every other ranker scores 0, as on a few cases
-                        "relative improvement": round(experiments.relative_improvement(ours.loc["gcrs", k], best), 3)
+                        "relative improvement": round(result_tables.relative_improvement(ours.loc["gcrs", k], best), 3)
                         if best else None})
         best = reported.drop(index="GCRS")[k].max()
         imp.append({"dataset": ds, "metric": k, "who": "reported in the paper",
                     "gcrs": reported.loc["GCRS", k], "best other": best,
-                    "relative improvement": round(experiments.relative_improvement(reported.loc["GCRS", k], best), 3)})
+                    "relative improvement": round(result_tables.relative_improvement(reported.loc["GCRS", k], best), 3)})
 report.save_table(imp, "relative_improvement", profile)
 pd.DataFrame(imp)
 
@@ -111,7 +111,7 @@ rows = []
 for ds in datasets:
     for protocol in extra:
         keys = ["recall@1", "recall@10", "ndcg@10"] if protocol == "new_items" else COMMUNITY
-        for r in experiments.ours_rows(profile, ds, rankers, protocol, keys):
+        for r in result_tables.ours_rows(profile, ds, rankers, protocol, keys):
             rows.append({"dataset": ds, "protocol": protocol, **r})
 report.save_table(rows, "recommendation_community_dedup", profile, meta={"units": "percent"})
 community = pd.DataFrame(rows).set_index(["dataset", "protocol", "model"])
@@ -121,7 +121,7 @@ community
 shortcut = "new_items" if "new_items" in protocols else "dedup"
 plot = pd.DataFrame([{"dataset": ds, "protocol": p, "model": r["model"], "recall@10": r["recall@10"]}
                      for ds in datasets for p in ("paper", shortcut)
-                     for r in experiments.ours_rows(profile, ds, rankers, p, ["recall@10"])])
+                     for r in result_tables.ours_rows(profile, ds, rankers, p, ["recall@10"])])
 g = sns.catplot(data=plot, x="model", y="recall@10", hue="protocol", col="dataset", kind="bar",
                 height=3.5, aspect=1.4)
 g.set_xticklabels(rotation=30)

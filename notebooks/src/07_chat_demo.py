@@ -28,9 +28,9 @@ save_demo = False  # write results/<profile>/chat_demo.{json,md} (tools/chat_dem
 # again (the widget's "recommend titles I named" box allows them).
 #
 # This notebook never trains: it opens on a run the repository ships, the best of its profile
-# on validation dialogs (`experiments.best_chat_run`): runs that never saw their validation
+# on validation dialogs (`chat_choice.best_chat_run`): runs that never saw their validation
 # dialogs first, then runs whose top 10 follows the genre a user asks for ("a scary one")
-# more often than popularity's top 10 does (`experiments.request_following`), then the BLEU of
+# more often than popularity's top 10 does (`chat_choice.request_following`), then the BLEU of
 # their chosen decoding; it says which. A profile whose runs
 # are never committed — `paper` (trained by `make reproduce` on a GPU) and `paper-dry` (trained
 # minutes earlier by notebooks 02–06 of the same dry run) — opens on the best run finished on
@@ -46,7 +46,7 @@ import torch
 import transformers
 
 from crslib import chat, report
-from crslib.studies import experiments, freemode
+from crslib.studies import chat_choice, experiments, freemode, run_inventory
 from crslib.decoding.generation import ResponseDecoding
 
 torch.set_num_threads(1)
@@ -55,9 +55,9 @@ transformers.utils.logging.disable_progress_bar()
 # are chosen from; paper and paper-dry ship none (runs/ is not committed for them), so a run
 # trained on this machine is the only honest choice, and the line below says which it is
 if shipped_only is None:
-    shipped_only = bool(experiments.shipped_runs(experiments.RUNS / profile))
+    shipped_only = bool(run_inventory.shipped_runs(experiments.RUNS / profile))
 if run_dir is None:
-    best = experiments.best_chat_run(profile, shipped_only=shipped_only, data_root=data_root)
+    best = chat_choice.best_chat_run(profile, shipped_only=shipped_only, data_root=data_root)
     folder = experiments.RUNS.parent / best["run"]
     dataset, variant = best["dataset"], best["variant"]
     print(f"chatting with {best['run']} ({'shipped' if shipped_only else 'trained here, not shipped'}): "
@@ -77,21 +77,21 @@ else:
 # How the response is decoded was chosen on validation dialogs (INSPIRED `dev`, ReDial `valid`:
 # a seeded sample of turns; never the test split): greedy, greedy without a repeated 3-gram, with a repetition
 # penalty, and seeded nucleus sampling, each scored by BLEU, distinct-n and the share of
-# responses that repeat a word 3-gram (a loop); `experiments.chat_decoding` states the rule.
+# responses that repeat a word 3-gram (a loop); `chat_choice.chat_decoding` states the rule.
 # When free mode recommends is chosen there too (`freemode.intent_cut`): a model trained on few
 # dialogs tends to under-recommend, so the cut on the REC-minus-CHAT logit margin is the one
 # with the best intent F1 on validation turns (the paper's rule, cut 0, when that is best).
 # The evaluation protocols keep the paper's rule.
 
 # %%
-decoding = experiments.chat_decoding(profile, dataset, variant, data_root)
+decoding = chat_choice.chat_decoding(profile, dataset, variant, data_root)
 print("decoding:", decoding["chosen"], "|", decoding.get("rule") or decoding.get("note"))
 cut = freemode.intent_cut(profile, dataset, variant, data_root)
 print(f"free mode recommends when logit(REC) - logit(CHAT) > {cut['cut']:.2f}, the cut with the "
       f"best intent F1 on {cut['n_turns']} {cut['split']} turns: F1 {cut['f1']:.2f} "
       f"(the paper's cut 0: {cut['f1_at_zero']:.2f}); it recommends on {cut['rec_share']:.0%} "
       f"of them, the dataset on {cut['gold_rec_share']:.0%}")
-beam = experiments.chat_beam(profile, dataset, variant, data_root)
+beam = chat_choice.chat_beam(profile, dataset, variant, data_root)
 print(f"the chat's beam width: {beam['chosen']} ({beam['rule']}; the evaluation keeps 50)")
 session = chat.ChatSession.from_run(folder, data_root, intent_cut=cut["cut"],
                                     num_beams=beam["chosen"],

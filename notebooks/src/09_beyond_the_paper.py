@@ -30,7 +30,7 @@ import torch
 import transformers
 
 from crslib import data, report
-from crslib.studies import coldstart, experiments, freemode
+from crslib.studies import coldstart, experiments, freemode, run_inventory
 
 torch.set_num_threads(1)
 transformers.utils.logging.disable_progress_bar()
@@ -196,6 +196,6 @@ pd.DataFrame(cost).set_index("variant")
 # the others are trained by `make reproduce`.
 
 # %%
-inventory = experiments.runs_inventory(profile)
+inventory = run_inventory.runs_inventory(profile)
 report.save_table(inventory, "runs", profile)
 pd.DataFrame(inventory).set_index("run")
