@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 from sklearn.cluster import KMeans
 
-from crslib.ids import quantize as q
+from crslib.ids import collisions, quantize as q
 
 
 
@@ -23,7 +23,7 @@ def test_nearest_free_last_level_code_in_order_of_smallest_distance():
     dist = dist_table([[[0, 1, 1], [0.2, 0.5, 0.9]],
                        [[0, 1, 1], [0.1, 0.3, 0.4]],   # smaller last-level distance: keeps (0,0)
                        [[0, 1, 1], [0.5, 0.0, 0.5]]])
-    r = q.reassign_collisions(codes, dist)
+    r = collisions.reassign_collisions(codes, dist)
     # item 0 goes down its rank 0, 1, 2: 0 is item 1's, 1 is item 2's -> 2
     assert r.codes.tolist() == [[0, 2], [0, 0], [0, 1]]
     assert (r.collisions_before, r.collisions_after, r.backtracked) == (1, 0, 0)
@@ -33,7 +33,7 @@ def test_nearest_free_last_level_code_in_order_of_smallest_distance():
 def test_ties_go_by_item_index():
     codes = [[0, 0]] * 3
     dist = dist_table([[[0, 1, 1, 1], [0, 1, 2, 3]]] * 3)
-    r = q.reassign_collisions(codes, dist)
+    r = collisions.reassign_collisions(codes, dist)
     assert r.codes.tolist() == [[0, 0], [0, 1], [0, 2]]
     assert r.collisions_before == 2 and r.moved.sum() == 2
 
@@ -44,7 +44,7 @@ def test_full_last_level_backtracks_one_level():
     dist = dist_table([[[0.0, 0.9], [0.1, 0.9]],
                        [[0.0, 0.9], [0.9, 0.0]],
                        [[0.1, 0.6], [0.2, 0.3]]])
-    r = q.reassign_collisions(codes, dist)
+    r = collisions.reassign_collisions(codes, dist)
     assert r.codes.tolist() == [[0, 0], [0, 1], [1, 0]]
     assert r.backtracked == 1
 
@@ -55,7 +55,7 @@ def test_backtrack_keeps_what_it_can_and_reassigns_following_levels_by_rank():
     dist = dist_table([[[0, 1], [0, 1], [0.05, 0.5]],
                        [[0, 1], [0, 1], [0.5, 0.05]],
                        [[0, 1], [0.0, 0.7], [0.6, 0.1]]])
-    r = q.reassign_collisions(codes, dist)
+    r = collisions.reassign_collisions(codes, dist)
     assert r.codes[2].tolist() == [0, 1, 1]
 
 
@@ -65,7 +65,7 @@ def test_backtrack_two_levels_when_a_whole_subtree_is_full():
     far = [[0, 1], [0, 1], [0.9, 0.9]]
     dist = dist_table([[[0, 1], [0, 1], [0.05, 0.5]], far, far, far,
                        [[0.0, 0.5], [0.3, 0.1], [0.4, 0.2]]])
-    r = q.reassign_collisions(codes, dist)
+    r = collisions.reassign_collisions(codes, dist)
     # level 1 -> 1 (only subtree with room); levels 2 and 3 follow their own ranks: 1, 1
     assert r.codes[4].tolist() == [1, 1, 1]
     assert r.codes[:4].tolist() == codes[:4]
@@ -79,7 +79,7 @@ def test_a_group_never_takes_another_groups_sid():
                        [[0, 1, 1], [0.01, 0.1, 0.5]],
                        [[0, 1, 1], [0.5, 0.0, 0.9]],
                        [[0.0, 0.2, 0.1], [0.5, 0.01, 0.9]]])
-    r = q.reassign_collisions(codes, dist)
+    r = collisions.reassign_collisions(codes, dist)
     assert r.codes[:3].tolist() == [[0, 0], [0, 2], [0, 1]]
     assert r.codes[3].tolist() == [2, 1]  # (0,) full: level 1 by rank 0 (full), 2; then 1
     assert len({tuple(c) for c in r.codes.tolist()}) == 4
@@ -87,19 +87,19 @@ def test_a_group_never_takes_another_groups_sid():
 
 def test_no_collisions_is_identity():
     codes = np.array([[0, 1], [1, 0], [1, 1]])
-    r = q.reassign_collisions(codes, np.zeros((3, 2, 2)))
+    r = collisions.reassign_collisions(codes, np.zeros((3, 2, 2)))
     assert (r.codes == codes).all() and not r.moved.any() and r.collisions_before == 0
 
 
 def test_reassignment_rejects_impossible_and_bad_input():
     with pytest.raises(ValueError, match="cannot get unique SIDs"):
-        q.reassign_collisions([[0, 0]] * 5, np.zeros((5, 2, 2)))
+        collisions.reassign_collisions([[0, 0]] * 5, np.zeros((5, 2, 2)))
     with pytest.raises(ValueError, match="disagree"):
-        q.reassign_collisions([[0, 0]], np.zeros((1, 3, 2)))
+        collisions.reassign_collisions([[0, 0]], np.zeros((1, 3, 2)))
     with pytest.raises(ValueError, match="NaN"):
-        q.reassign_collisions([[0], [0]], np.full((2, 1, 2), np.nan))
+        collisions.reassign_collisions([[0], [0]], np.full((2, 1, 2), np.nan))
     with pytest.raises(ValueError, match="lie in"):
-        q.reassign_collisions([[0], [5]], np.zeros((2, 1, 2)))
+        collisions.reassign_collisions([[0], [5]], np.zeros((2, 1, 2)))
 
 
 @settings(max_examples=40, deadline=None)
@@ -110,7 +110,7 @@ def test_reassignment_properties(levels, k, seed, data):
     # few distinct distance rows -> many collisions and full subtrees
     dist = rng.integers(0, 3, size=(n, levels, k)).astype(float)
     codes = dist.argmin(-1)
-    r = q.reassign_collisions(codes, dist)
+    r = collisions.reassign_collisions(codes, dist)
     assert r.codes.shape == (n, levels) and r.codes.min() >= 0 and r.codes.max() < k
     assert len({tuple(c) for c in r.codes.tolist()}) == n
     assert r.moved.sum() == r.collisions_before == n - len({tuple(c) for c in codes.tolist()})
@@ -212,7 +212,7 @@ def test_quantizer_properties(method, levels, k, d, seed, data):
     def run():
         m = q.make_quantizer(method, levels=levels, codebook_size=k, seed=seed, **params).fit(X)
         dist = m.residual_distances(X)
-        return m.transform(X), q.reassign_collisions(dist.argmin(-1), dist).codes
+        return m.transform(X), collisions.reassign_collisions(dist.argmin(-1), dist).codes
 
     greedy, codes = run()
     assert codes.shape == (n, levels) and codes.dtype == np.int64
@@ -238,7 +238,7 @@ def test_redial_rqvae_4x64_unique_and_level1_used(redial_embeddings):
     m = q.RQVAE(levels=4, codebook_size=64, seed=0).fit(X)
     dist = m.residual_distances(X)
     greedy = dist.argmin(-1)
-    r = q.reassign_collisions(greedy, dist)
+    r = collisions.reassign_collisions(greedy, dist)
     assert len({tuple(c) for c in r.codes.tolist()}) == 6924
     assert len(np.unique(r.codes[:, 0])) / 64 >= 0.9
     assert r.collisions_before < 0.05 * 6924  # codes carry information beyond level 1
@@ -249,6 +249,6 @@ def test_redial_rqkmeans_4x64_unique(redial_embeddings):
     catalog, X = redial_embeddings
     m = q.RQKMeans(levels=4, codebook_size=64, seed=0).fit(X)
     dist = m.residual_distances(X)
-    r = q.reassign_collisions(dist.argmin(-1), dist)
+    r = collisions.reassign_collisions(dist.argmin(-1), dist)
     assert len({tuple(c) for c in r.codes.tolist()}) == len(catalog)
     assert len(np.unique(r.codes[:, 0])) == 64

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from crslib import paths, report
-from crslib.ids import encode, quantize
+from crslib.ids import collisions, encode, quantize
 
 LEVEL_NAMES = string.ascii_lowercase
 MAPS_DIR = paths.SID_MAPS
@@ -190,7 +190,7 @@ def build_semantic_ids(items, method: str = "rqvae", levels: int = 4, codebook_s
     t = time.perf_counter()
     dist = q.residual_distances(X)
     greedy = dist.argmin(-1)
-    res = quantize.reassign_collisions(greedy, dist)
+    res = collisions.reassign_collisions(greedy, dist)
     seconds["reassign"] = time.perf_counter() - t
 
     n = len(items)
