@@ -1,5 +1,6 @@
 """Paper-protocol scoring cost of a pretrained run: seconds per ReDial test case, the shared
-beam (``crslib.decoding.beam_search.sid_beam_search``) against the path it replaced; print one JSON object.
+beam (``crslib.decoding.beam_search.sid_beam_search``) against the path it replaced; print one JSON
+object.
 
     python benchmarks/bench_score.py [--run runs/smollm2/redial/gcrs] [--dialogs 12] [--threads 1]
 

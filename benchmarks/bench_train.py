@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     def bare_steps(ks) -> None:
         t0 = time.perf_counter()
         for k in ks:
-            parts, weights = step_batches[k % len(step_batches)], part_weights[k % len(step_batches)]
+            parts, weights = (step_batches[k % len(step_batches)],
+                              part_weights[k % len(step_batches)])
             opt.zero_grad(set_to_none=True)
             for b, w in zip(parts, weights):
                 loss, _ = newrows.packed_loss(net, emb, b, head, tcfg.new_token_loss_weight)

@@ -1,5 +1,5 @@
-"""The evaluation beam as it was before issue 21 (crslib/decoding/trie.py at commit 8609543), frozen here
-as the reference of ``bench_score.py``: one prompt per batch row, left-padded batches in the
+"""The evaluation beam as it was before issue 21 (crslib/decoding/trie.py at commit 8609543), frozen
+here as the reference of ``bench_score.py``: one prompt per batch row, left-padded batches in the
 order given, every case decoded even when its prompt repeats another's. Self-contained (it uses
 only public crslib names), so the benchmark measures the old path, not a re-implementation.
 """

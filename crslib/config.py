@@ -8,10 +8,10 @@ is an error that names the file and the key (``cpu-redial-gcrs.json: train.lr mu
 not '2e-4'``). Keys starting with ``_`` are comments. Every default lives here, once.
 
 A variant is data, not a name the code branches on: the sequence ``format`` (``gcrs``, ``resp``,
-``mode_resp``, ``sid``, ``tiger``: :mod:`crslib.format.serialize`), the ``ranker`` (``generative``: the
-LM decodes SIDs; ``item_head``: the decoupled baseline's classifier, :mod:`crslib.training.decoupled`),
-the semantic IDs, the backbone. Any ``backbone_*`` or ``encoder_*`` config therefore trains
-without a code change.
+``mode_resp``, ``sid``, ``tiger``: :mod:`crslib.format.serialize`), the ``ranker`` (``generative``:
+the LM decodes SIDs; ``item_head``: the decoupled baseline's classifier,
+:mod:`crslib.training.decoupled`), the semantic IDs, the backbone. Any ``backbone_*`` or
+``encoder_*`` config therefore trains without a code change.
 
 The identity of a run, :func:`config_hash`, is taken from the *resolved* object — every default
 filled in — so spelling out a default does not make another run and changing a default in code
@@ -93,8 +93,8 @@ ALIGN_TASKS = ("text_to_sid", "sid_to_text", "genre_to_sid")
 
 @dataclass(frozen=True)
 class AlignConfig:
-    """Item–ID alignment instances mixed with the dialog instances (:mod:`crslib.format.align`, beyond
-    the paper): which ``tasks``, how many per dialog instance (``ratio``), how much of each
+    """Item–ID alignment instances mixed with the dialog instances (:mod:`crslib.format.align`,
+    beyond the paper): which ``tasks``, how many per dialog instance (``ratio``), how much of each
     plot the item text keeps (``plot_chars``), the ``seed`` of the draw."""
     BLOCK: ClassVar[str] = "train.align"
     tasks: tuple = ("text_to_sid", "sid_to_text")
@@ -119,8 +119,8 @@ class AlignConfig:
 
 @dataclass
 class TrainConfig:
-    """Training (:func:`crslib.training.train.fit`). ``fmt`` is the run's ``format``: set from it, never
-    in a config file's ``train`` block."""
+    """Training (:func:`crslib.training.train.fit`). ``fmt`` is the run's ``format``: set from it,
+    never in a config file's ``train`` block."""
     BLOCK: ClassVar[str] = "train"
     fmt: str = "gcrs"
     max_context_tokens: int = 768
@@ -140,7 +140,8 @@ class TrainConfig:
                                       # dialogs (multi-task)
     copy_warmup_steps: int = 0        # steps of the synthetic copying task first (copy_warmup)
     embeddings: str = "new"           # "new": only new tokens' rows train; "all": every row
-    output_vocab: str = "full"        # "full" | "targets" (restricted softmax, crslib.training.train)
+    output_vocab: str = "full"        # "full" | "targets" (restricted softmax,
+                                      # crslib.training.train)
     grad_clip: float = 1.0
     mixed_precision: str = "no"       # "no" | "bf16": bfloat16 autocast of the forward pass
                                       # (GPU runs; the CPU fast path is float32)
@@ -151,7 +152,8 @@ class TrainConfig:
     snapshot_every: int | None = None  # also save the model every N steps (a learning curve:
                                       # runs/.../snapshots/step-NNNN, loadable as a run)
     threads: int | None = None
-    align: AlignConfig | None = None  # item–ID alignment instances (crslib.format.align; beyond the paper)
+    align: AlignConfig | None = None  # item–ID alignment instances (crslib.format.align; beyond
+                                      # the paper)
 
     RUNTIME: ClassVar[tuple] = ("threads", "time_limit_minutes", "snapshot_every")  # how, not
                                       # what, it trains: not part of the config hash
@@ -177,8 +179,8 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Scoring (:mod:`crslib.evaluation.evaluate`, the studies). The ``*_limit`` keys cut a protocol to a
-    seeded sample of that many cases (None: all)."""
+    """Scoring (:mod:`crslib.evaluation.evaluate`, the studies). The ``*_limit`` keys cut a protocol
+    to a seeded sample of that many cases (None: all)."""
     BLOCK: ClassVar[str] = "eval"
     num_beams: int = 50
     max_context_tokens: int = 768

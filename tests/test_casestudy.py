@@ -125,7 +125,8 @@ def test_answers_of_a_saved_run_are_5_catalog_items_with_titles(world):
         scores = [t.score for t in a.top]
         assert scores == sorted(scores, reverse=True) and all(s < 0 for s in scores)
         # the beam (width 50) covers the 16 items: the top 5 is the exact top 5
-        exact = item_scores.score_all_items(model, tok, serialize.rec_prompt_ids(ex, tok, 256), sids)
+        exact = item_scores.score_all_items(model, tok, serialize.rec_prompt_ids(ex, tok, 256),
+                                            sids)
         assert [t.item_id for t in a.top] == exact.items[:5]
         assert scores == pytest.approx(exact.scores[:5], abs=1e-4)
         assert a.gold_rank == exact.items.index(ex.item) + 1

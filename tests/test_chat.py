@@ -45,7 +45,8 @@ def test_rec_mode_shows_the_exact_top_k_with_titles_and_sid_paths(world):
     assert r.requested == "rec" and r.mode == "rec" and len(r.recommendations) == 5
     for item_id, title, score, sid in r.recommendations:
         assert item_id in catalog and title == catalog[item_id].name and sid == sids.tokens(item_id)
-    exact = item_scores.score_all_items(s.model, tok, rec_prompt(s), sids)  # beam 50 covers 16 items
+    exact = item_scores.score_all_items(s.model, tok, rec_prompt(s),
+                                        sids)  # beam 50 covers 16 items
     top = [(i, x) for i, x in zip(exact.items, exact.scores) if i != "103"][:5]  # named: left out
     assert [x.item_id for x in r.recommendations] == [i for i, _ in top]
     assert [x.score for x in r.recommendations] == pytest.approx([x for _, x in top], abs=1e-4)
@@ -238,8 +239,9 @@ def test_typed_titles_become_mentions_and_named_items_are_not_recommended(world)
     turn = s.user_text("I loved movie 3 and Movie 5 (1995), what next?")
     assert turn == ("I loved " + serialize.mention("103", sids) + " and "
                     + serialize.mention("105", sids) + ", what next?")
-    ranked = item_scores.score_all_items(s.model, tok, s.prompt_ids([("user", turn)]) + s._prefix("rec"),
-                                  sids).items
+    ranked = item_scores.score_all_items(s.model, tok,
+                                         s.prompt_ids([("user", turn)]) + s._prefix("rec"),
+                                         sids).items
     r = s.reply("I loved movie 3 and Movie 5 (1995), what next?", mode="rec")
     assert s.named_items() == {"103", "105"}
     assert [x.item_id for x in r.recommendations] == [i for i in ranked if i not in

@@ -82,7 +82,8 @@ def test_dialog_scores_ppl_and_intent(trained):
     # a head without some gold tokens: they leave the restricted ppl (no restricted probability
     # to score them with), never scored as another token; the full-vocabulary ppl is unchanged
     gold = sorted(set(tok.encode(" ".join(t.text for d in ds["test"] for t in d.turns))) & set(head))
-    small = dialog_eval.dialog_scores(model, tok, sids, ds["test"], head_ids=sorted(set(head) - set(gold[:5])))
+    small = dialog_eval.dialog_scores(model, tok, sids, ds["test"],
+                                      head_ids=sorted(set(head) - set(gold[:5])))
     assert small["ppl_tokens_outside_head"] > 0 and small["ppl_tokens"] == s["ppl_tokens"]
     assert small["ppl_full_vocab"] == pytest.approx(s["ppl_full_vocab"], rel=1e-5)
     assert 1.0 <= small["ppl"] < float("inf")
@@ -173,9 +174,11 @@ def test_decoding_sweep_chooses_by_its_stated_rule(monkeypatch):
     fake[cands[1]] = (9.5, 0.20, 0.01)  # now only 2 and 3 loop least; 3 has the better BLEU
     fake[cands[2]] = (5.0, 0.90, 0.0)
     fake[cands[3]] = (9.2, 0.25, 0.0)
-    assert dialog_eval.decoding_sweep(None, None, None, [], candidates=cands)["chosen"] == cands[3].name
+    assert dialog_eval.decoding_sweep(None, None, None, [],
+                                      candidates=cands)["chosen"] == cands[3].name
     fake[cands[3]] = (1.0, 0.25, 0.02)  # the least looping one wins even with a low BLEU
-    assert dialog_eval.decoding_sweep(None, None, None, [], candidates=cands)["chosen"] == cands[2].name
+    assert dialog_eval.decoding_sweep(None, None, None, [],
+                                      candidates=cands)["chosen"] == cands[2].name
     assert [r["decoding"] for r in out["rows"]] == [c.name for c in cands]
 
 
@@ -185,7 +188,8 @@ def test_every_recommender_saves_and_loads_to_the_same_ranks(trained, tmp_path):
     model, tok, sids, ds, _ = trained
     cfg = {"profile": "smoke", "dataset": "toy", "variant": "gcrs", "format": "gcrs",
            "train_splits": ["train"], "eval": {"max_context_tokens": 256, "num_beams": 20}}
-    rec = recommenders.GenerativeRecommender(model, tok, sids, 256, 20, 4, config.resolve(cfg).to_dict())
+    rec = recommenders.GenerativeRecommender(model, tok, sids, 256, 20, 4,
+                                             config.resolve(cfg).to_dict())
     cases = evaluate.rec_cases(ds, sids)[:6]
     rec.save(tmp_path / "gen")
     back, sids2, cfg2 = recommenders.load_recommender(tmp_path / "gen")

@@ -26,7 +26,8 @@ def test_a_full_result_cut_to_a_sample_equals_scoring_the_sample(shared_data, tm
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     experiments.evaluate("smoke", "inspired", "repeat", "paper", shared_data, limit=40)
     experiments.evaluate("smoke", "inspired", "popularity", "paper", shared_data, limit=10**6)
-    cut = result_tables.on_same_cases("smoke", "inspired", "popularity", "repeat", "paper", shared_data)
+    cut = result_tables.on_same_cases("smoke", "inspired", "popularity", "repeat", "paper",
+                                      shared_data)
     direct = experiments.evaluate("smoke", "inspired", "popularity", "paper", shared_data,
                                   limit=40, save=False)
     assert cut["n_cases"] == 40 and cut["case_ranks"] == direct["case_ranks"]
@@ -35,12 +36,14 @@ def test_a_full_result_cut_to_a_sample_equals_scoring_the_sample(shared_data, tm
     # larger sample that holds the reference's cases can be cut too
     experiments.evaluate("smoke", "inspired", "repeat", "dedup", shared_data, limit=40)
     experiments.evaluate("smoke", "inspired", "popularity", "community", shared_data, limit=80)
-    dd = result_tables.on_same_cases("smoke", "inspired", "popularity", "repeat", "dedup", shared_data)
+    dd = result_tables.on_same_cases("smoke", "inspired", "popularity", "repeat", "dedup",
+                                     shared_data)
     direct_dd = experiments.evaluate("smoke", "inspired", "popularity", "dedup", shared_data,
                                      limit=40, save=False)
     assert dd["case_ranks"] == direct_dd["case_ranks"] and dd["n_cases"] < 40
     assert dd["metrics"] == direct_dd["metrics"]
-    rows = result_tables.backbone_table("smoke", ["inspired"], ["repeat"], ["popularity"], shared_data)
+    rows = result_tables.backbone_table("smoke", ["inspired"], ["repeat"], ["popularity"],
+                                        shared_data)
     assert [(r["model"], r["cases"]) for r in rows] == [("repeat", 40), ("popularity", 40)]
     assert rows[1]["recall@10"] == round(100 * direct["metrics"]["recall@10"], 2)
     assert rows[1]["dedup recall@10"] == round(100 * direct_dd["metrics"]["recall@10"], 2)
@@ -51,7 +54,8 @@ def test_a_full_result_cut_to_a_sample_equals_scoring_the_sample(shared_data, tm
     assert c["cases"] == 40 and c["value_b"]["mean"] == pytest.approx(
         direct["metrics"]["recall@10"])
     with pytest.raises(ValueError, match="missing"):  # a sample cannot be cut to more cases
-        result_tables.on_same_cases("smoke", "inspired", "repeat", "popularity", "paper", shared_data)
+        result_tables.on_same_cases("smoke", "inspired", "repeat", "popularity", "paper",
+                                    shared_data)
 
 
 def test_rows_and_relative_improvement(tmp_path, monkeypatch):
@@ -137,7 +141,8 @@ def test_runs_inventory_lists_finished_runs_and_renders(tmp_path, monkeypatch):
     report.save_table(rows, "runs", "cpu")
     assert run_inventory.runs_markdown("cpu").splitlines()[2].endswith(
         "| 250 (+ 120) | 960,000 | 4.5 | `abababababababab` | trains |")
-    assert report.REPO.joinpath("runs/cpu/redial/gcrs").resolve() in run_inventory.shipped_runs(report.REPO / "runs")
+    assert report.REPO.joinpath("runs/cpu/redial/gcrs").resolve() in run_inventory.shipped_runs(
+        report.REPO / "runs")
 
 
 def test_best_chat_run_is_chosen_on_validation_unseen_runs_first(tmp_path, monkeypatch):
@@ -187,7 +192,8 @@ def test_chat_decoding_is_chosen_on_dev_and_reused(shared_data, tmp_path, monkey
     torch.set_num_threads(1)
     fitted = recommenders.fit(experiments.config("smoke", "inspired"),
                           experiments.run_dir("smoke", "inspired", "gcrs"), shared_data)
-    assert isinstance(fitted, recommenders.GenerativeRecommender) and fitted.config["variant"] == "gcrs"
+    assert (isinstance(fitted, recommenders.GenerativeRecommender)
+            and fitted.config["variant"] == "gcrs")
     out = chat_choice.chat_decoding("smoke", "inspired", "gcrs", shared_data, limit=4)
     assert out["split"] == "dev" and out["limit"] == 4 and len(out["rows"]) == len(
         dialog_eval.DECODING_CANDIDATES)
@@ -212,7 +218,8 @@ def test_chat_decoding_is_chosen_on_dev_and_reused(shared_data, tmp_path, monkey
     assert all(len(t) == 10 for t in tops)
     assert [t.index(ex.item) + 1 if ex.item in t else None for t, ex in zip(tops, cases)] == [
         r if r is not None and r <= 10 else None for r in ranks]
-    monkeypatch.setattr(recommenders.GenerativeRecommender, "top", lambda *a: pytest.fail("recomputed"))
+    monkeypatch.setattr(recommenders.GenerativeRecommender, "top",
+                        lambda *a: pytest.fail("recomputed"))
     assert chat_choice.request_following("smoke", "inspired", "gcrs", shared_data, limit=6) == req
     # the chat's intent cut, chosen on 20 dev turns, and reused
     from crslib.studies import freemode

@@ -8,7 +8,8 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parent.parent / "crslib"
 LAYERS = [  # bottom to top: a sub-package, or single modules at the top of crslib
-    ("base", {"__init__", "paths", "report", "metrics", "pretrained", "config"}),  # no crslib imports
+    ("base", {"__init__", "paths", "report", "metrics", "pretrained",
+              "config"}),  # no crslib imports
     ("data", {"data"}),
     ("ids", {"ids"}),
     ("format", {"format"}),
@@ -87,7 +88,8 @@ def test_every_module_reads_in_one_sitting():
 
 def test_no_import_points_to_a_higher_layer():
     up = [f"crslib/{PATHS[m].relative_to(PKG)}:{line}: {m} ({LAYERS[LAYER[m]][0]}) imports {t} "
-          f"({LAYERS[LAYER[t]][0]})" for m in MODULES for line, t, _ in crslib_imports(m) if LAYER[t] > LAYER[m]]
+          f"({LAYERS[LAYER[t]][0]})"
+          for m in MODULES for line, t, _ in crslib_imports(m) if LAYER[t] > LAYER[m]]
     assert not up, "imports that point up:\n" + "\n".join(up)
 
 

@@ -1,6 +1,7 @@
-"""``paper-dry``: every ``paper`` config loaded through one transform (``crslib.training.run.DryRun``) is
-the same experiment with tiny sizes — tiny random backbone, offline MiniLM encoder, a few steps
-and cases — and one dry config trains and scores end to end in seconds."""
+"""``paper-dry``: every ``paper`` config loaded through one transform
+(``crslib.training.run.DryRun``) is the same experiment with tiny sizes — tiny random backbone,
+offline MiniLM encoder, a few steps and cases — and one dry config trains and scores end to end in
+seconds."""
 import json
 import math
 import time

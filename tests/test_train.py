@@ -219,13 +219,15 @@ def test_micro_batches_give_the_step_gradient_of_one_pass(world):
     trainable = objectives.Trainable(net, emb, objective)
     params = [p for p in net.parameters() if p.requires_grad] + [emb.inp_rows]
     micro_size = 3 * max(map(len, windows))
-    assert len(objectives.split_step(range(len(windows)), [len(w) for w in windows], micro_size)) > 2
+    assert len(objectives.split_step(range(len(windows)), [len(w) for w in windows],
+                                     micro_size)) > 2
     grads = {}
     for micro in (None, micro_size):
         for p in params:
             p.grad = None
         cfg = TrainConfig(new_token_loss_weight=3.0, micro_batch_tokens=micro)
-        loss = objectives.step_backward(Accelerator(), trainable, objective, range(len(windows)), cfg)
+        loss = objectives.step_backward(Accelerator(), trainable, objective, range(len(windows)),
+                                        cfg)
         grads[micro] = (loss, [p.grad.clone() for p in params])
     (l1, g1), (l2, g2) = grads.values()
     assert l1 == pytest.approx(l2, rel=1e-5)

@@ -264,7 +264,8 @@ def test_sid_beam_search_equals_generate_beam_search():
     prompts = [ids_of(tok, p) for p in PROMPTS]
     for beams in (6, 40):
         a = beam_search.recommend(model, tok, prompts, vocab, k=6, num_beams=beams, batch_size=2)
-        b = beam_search.sid_beam_search(model, tok, prompts, vocab, k=6, num_beams=beams, batch_size=2)
+        b = beam_search.sid_beam_search(model, tok, prompts, vocab, k=6, num_beams=beams,
+                                        batch_size=2)
         for ra, rb in zip(a, b):
             assert ra.items == rb.items
             assert np.allclose(ra.scores, rb.scores, atol=1e-4)
@@ -308,7 +309,8 @@ def test_shared_rows_equal_one_prompt_at_a_time_and_brute_force():
     prompts = [base + end, base + more + end, base + end, ids_of(tok, "User : hi<BOI>"),
                base + more + more + end, ids_of(tok, "User : hi<BOI>")]
     alone = beam_search.sid_beam_search(model, tok, prompts, vocab, k=8, num_beams=40, batch_size=1)
-    shared = beam_search.sid_beam_search(model, tok, prompts, vocab, k=8, num_beams=40, batch_size=16)
+    shared = beam_search.sid_beam_search(model, tok, prompts, vocab, k=8, num_beams=40,
+                                         batch_size=16)
     for a, s in zip(alone, shared):
         assert a.items == s.items
         assert np.allclose(a.scores, s.scores, atol=1e-5)

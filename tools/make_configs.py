@@ -20,7 +20,8 @@ VARIANTS = {
     "sid4x128": {"sids": {"levels": 4, "codebook_size": 128}},
     "tiger": {"format": "tiger"},
     # baselines and the cold-start study (notebooks 03, 09)
-    "decoupled": {"ranker": "item_head"},         # crslib.training.decoupled: an item head, no LM loss
+    "decoupled": {"ranker": "item_head"},         # crslib.training.decoupled: an item head, no
+                                                  # LM loss
     "coldstart_gcrs": {"holdout": {"fraction": 0.2, "seed": 0}},
     "coldstart_atomic": {"holdout": {"fraction": 0.2, "seed": 0},
                          "sids": {"method": "atomic", "levels": 1, "codebook_size": None}},
@@ -89,8 +90,8 @@ SMOLLM2_VARIANTS = {"inspired": ["tiger", "sid", "mode_resp", "resp", "sid3x64",
                                  "all_embeddings"],
                     "redial": ["tiger", "sid"]}
 SMOLLM2_SEEDS = {"inspired": {"gcrs": (1, 2), "tiger": (1, 2)}, "redial": {}}
-# beyond the paper (issue 24): GCRS plus item–ID alignment instances (crslib.format.align), same budget
-# in steps (so in tokens: batch_tokens per step), seed and splits as gcrs. Ratio 1: as many
+# beyond the paper (issue 24): GCRS plus item–ID alignment instances (crslib.format.align), same
+# budget in steps (so in tokens: batch_tokens per step), seed and splits as gcrs. Ratio 1: as many
 # alignment instances as dialog instances each epoch (on INSPIRED about every (item, task) pair
 # once; the instances are short, so they take well under half of an epoch's tokens). The first
 # candidate; the ratio is to be chosen on validation dialogs against others.

@@ -3,8 +3,8 @@
     python tools/migrate_configs.py [--runs runs] [--results results] [--dry-run]
 
 Before, a config had no ``format``/``ranker`` keys (the variant's name decided them, through a
-table in ``crslib.training.run``) and its hash was taken over the raw dict. Now both are keys and the hash
-is taken from the resolved config, so the same run has another ``config_hash``. This tool:
+table in ``crslib.training.run``) and its hash was taken over the raw dict. Now both are keys and
+the hash is taken from the resolved config, so the same run has another ``config_hash``. This tool:
 
 * run folders (``runs/**/config.json``, with a ``model/`` or ``work-*`` beside it): when the
   stored hash is the old hash of the stored config, adds ``format`` and ``ranker`` from the old
@@ -33,7 +33,8 @@ LEGACY_RANKERS = {"decoupled": "item_head"}
 
 
 def legacy_hash(cfg: dict) -> str:
-    """The config hash as ``crslib.training.runbase.config_hash`` computed it before typed configs."""
+    """The config hash as ``crslib.training.runbase.config_hash`` computed it before typed
+    configs."""
     keep = {k: v for k, v in cfg.items() if k not in ("config_hash", "threads")}
     if isinstance(keep.get("train"), dict):
         keep["train"] = {k: v for k, v in keep["train"].items()

@@ -28,12 +28,14 @@ def main(argv=None) -> int:
     ap.add_argument("--data-root", default=None)
     args = ap.parse_args(argv)
     folders = ([experiments.RUNS / args.profile / r for r in args.runs] if args.runs else
-               sorted(f for f in run_inventory.shipped_runs() if f.parent.parent.name == args.profile))
+               sorted(f for f in run_inventory.shipped_runs()
+                      if f.parent.parent.name == args.profile))
     rows = []
     for folder in folders:
         cfg = json.loads((folder / "config.json").read_text())
         for protocol in args.protocols:
-            saved = result_tables.load_result(args.profile, cfg["dataset"], cfg["variant"], protocol)
+            saved = result_tables.load_result(args.profile, cfg["dataset"], cfg["variant"],
+                                              protocol)
             if saved is None:
                 rows.append({"run": f"{cfg['dataset']}/{cfg['variant']}", "protocol": protocol,
                              "identical": None, "note": "no committed result"})

@@ -3,9 +3,9 @@
     python tools/ship_run.py runs/smollm2/redial/tiger [more run folders]
 
 For each finished run (``train_summary.json`` written, config hash current): a LoRA adapter
-saved in float32 (by code older than ``crslib.training.model.ADAPTER_DTYPE``) is rewritten in bfloat16
-and ``train_summary.json`` gets the new ``model_hash`` (score it after shipping: results are
-tied to the stored weights); then ``git add`` of the run's own files (config, log, model,
+saved in float32 (by code older than ``crslib.training.model.ADAPTER_DTYPE``) is rewritten in
+bfloat16 and ``train_summary.json`` gets the new ``model_hash`` (score it after shipping: results
+are tied to the stored weights); then ``git add`` of the run's own files (config, log, model,
 output vocabulary, SIDs, summary), never its checkpoints (``work-*``) or snapshots. Prints
 one JSON line per run with the bytes staged.
 """

@@ -71,7 +71,8 @@ def main(argv: list[str]) -> None:
     cases = evaluate.rec_cases(ds, sids, split, limit=limit)
     ev = cfg["eval"]
     t = time.time()
-    ranks = recommenders.model_ranks(model, tok, sids, cases, "paper", ev["max_context_tokens"], 50, 16)
+    ranks = recommenders.model_ranks(model, tok, sids, cases, "paper", ev["max_context_tokens"],
+                                     50, 16)
     res = {"name": name, "over": over, "split": split, "limit": limit, **by_repeat(ranks, cases),
            "eval_s": time.time() - t, "train": summary}
     print("RESULT", json.dumps(res), flush=True)

@@ -20,17 +20,17 @@ A recommendation turn ranks items by the constrained beam search of the evaluati
 (``trie.sid_beam_search``, width 50, summed per-level log-probabilities) and shows the top
 ``top_k``; its response is written after the top item's SID, in the paper's order (mode, item,
 text). Responses are decoded with the session's :class:`crslib.decoding.generation.ResponseDecoding`
-(the setting :func:`crslib.evaluation.dialog_eval.generate_responses` measures; greedy unless told) and end
-at the end of their turn: item mentions inside them are constrained to catalog SIDs
+(the setting :func:`crslib.evaluation.dialog_eval.generate_responses` measures; greedy unless told)
+and end at the end of their turn: item mentions inside them are constrained to catalog SIDs
 (``trie.SIDConstraint``), outside a mention no control or SID token may be written, and a model
 trained with a restricted softmax (the run's ``output_vocab.json``) keeps to that vocabulary
 (``evaluate.OnlyTokens``), as in ``evaluate.generate_responses``.
 
 Titles typed as plain text ("I loved The Shining") are linked to catalog items by
-:class:`crslib.data.titles.TitleLinker` (its rule: case-insensitive, year optional, ambiguity resolved
-by year, then the dataset's mention count) and enter the context as ``<BOI>SID<EOI>``, exactly
-as dataset mentions do. With ``exclude_named`` (the default) a recommendation never repeats an
-item the user named in the conversation; turn it off to allow them. With ``exclude_recommended``
+:class:`crslib.data.titles.TitleLinker` (its rule: case-insensitive, year optional, ambiguity
+resolved by year, then the dataset's mention count) and enter the context as ``<BOI>SID<EOI>``,
+exactly as dataset mentions do. With ``exclude_named`` (the default) a recommendation never repeats
+an item the user named in the conversation; turn it off to allow them. With ``exclude_recommended``
 (the default) it never repeats an item the assistant already mentioned either, so asking "something
 else?" brings new titles. Both are chat-only options: the evaluation protocols are unchanged.
 A list never shows one film twice under two catalog entries (:meth:`ChatSession.same_film`),

@@ -264,7 +264,8 @@ class ChatSession:
         shown = [x.item_id for x in recs] if intent == "rec" else None  # item mode: that item
         generated, truncated = self._generate(prompt + prefix,
                                               self.excluded_items(turns) - {item_id}, shown)
-        serialized, mentions = grammar.response_text(generated, self.tokenizer, self.vocab, self.sids)
+        serialized, mentions = grammar.response_text(generated, self.tokenizer, self.vocab,
+                                                     self.sids)
         # an unfinished last sentence goes (its tail names no item: mentions unchanged)
         serialized = trim_unfinished(serialized, serialize.BOI)
         tokens = tuple(prefix + generated)

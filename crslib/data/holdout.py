@@ -1,5 +1,6 @@
 """Items held out of training (cold start, :mod:`crslib.studies.coldstart`): a run's ``holdout``
-key removes every training dialog that mentions one (:func:`crslib.training.run.training_dialogs`)."""
+key removes every training dialog that mentions one
+(:func:`crslib.training.run.training_dialogs`)."""
 from __future__ import annotations
 
 import random
@@ -38,7 +39,8 @@ def remove_items(dialogs: Iterable[Dialog], items: Iterable[str]) -> list[Dialog
 
     Whole dialogs go, not just turns: a dialog that mentions a held-out item anywhere is
     removed, so the model never reads the item's tokens, as context or as target. How many
-    go is ``len(dialogs) - len(result)`` (:func:`crslib.studies.coldstart.holdout_summary` counts them).
+    go is ``len(dialogs) - len(result)`` (:func:`crslib.studies.coldstart.holdout_summary` counts
+    them).
     """
     items = set(items)
     return [d for d in dialogs if not (mentioned_items(d) & items)]

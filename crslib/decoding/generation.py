@@ -1,8 +1,8 @@
 """How responses are decoded: one setting for the chat and for the dialog evaluation.
 
-The item part of a turn is decoded by the trie (:mod:`crslib.decoding.trie`); the response text after
-``<RESP>`` by ``model.generate`` with a :class:`ResponseDecoding`: greedy by default, or seeded
-nucleus sampling, with two guards against loops — :class:`NoRepeatResponseNGram` (no n-gram
+The item part of a turn is decoded by the trie (:mod:`crslib.decoding.trie`); the response text
+after ``<RESP>`` by ``model.generate`` with a :class:`ResponseDecoding`: greedy by default, or
+seeded nucleus sampling, with two guards against loops — :class:`NoRepeatResponseNGram` (no n-gram
 twice *within the response*; Hugging Face's ``no_repeat_ngram_size`` also counts the prompt,
 which would forbid every phrase the dialog already used) and an optional repetition penalty.
 With ``candidates`` above 1, sampling draws that many responses per prompt and keeps the one

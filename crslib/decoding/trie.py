@@ -9,10 +9,10 @@ the item's code, each level's distribution normalised over the K tokens of that 
 grammar: after ``<BOI>`` only level-0 tokens are well-formed, and so on). The item-validity
 constraint then masks code tuples that are no item *without* renormalising, so scores of
 different items are comparable, beam search (:func:`~crslib.decoding.beam_search.recommend`)
-and exact scoring (:func:`~crslib.decoding.item_scores.score_all_items`) agree, and a brute-force forward pass per item reproduces both. For a
-trained model, whose mass after ``<BOI>`` lies on SID tokens, this is the full-vocabulary
-log-probability; normalising per level is what lets exact scoring use only the SID rows of the
-output head.
+and exact scoring (:func:`~crslib.decoding.item_scores.score_all_items`) agree, and a brute-force
+forward pass per item reproduces both. For a trained model, whose mass after ``<BOI>`` lies on SID
+tokens, this is the full-vocabulary log-probability; normalising per level is what lets exact
+scoring use only the SID rows of the output head.
 
 The constraint is on by default; ``recommend(..., constrained=False)`` is the named ablation
 and reports how many of its outputs are no item (``Ranked.invalid``).

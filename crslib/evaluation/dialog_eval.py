@@ -100,8 +100,8 @@ def generate_responses(model, tokenizer, sids: SemanticIDs, dialogs, catalog=Non
                        decoding: ResponseDecoding = GREEDY, end_at_line_break: bool = False
                        ) -> dict:
     """Free-mode generation for assistant turns (SIDs constrained to items; ``decoding``:
-    greedy unless told, :mod:`crslib.decoding.generation`) and the dialog metrics of NOTES.md §5 against
-    the gold responses, items shown as ``<movie>``.
+    greedy unless told, :mod:`crslib.decoding.generation`) and the dialog metrics of NOTES.md §5
+    against the gold responses, items shown as ``<movie>``.
 
     A generation that does not follow the format is kept as plain text (special tokens
     dropped) and counted in ``malformed_share``. ``limit``: seeded sample of turns.

@@ -60,13 +60,13 @@ class Recommender(Protocol):
     """What every ranker offers the protocols: the 1-based rank of each case's gold item among
     all items (None: not ranked — under ``paper``, outside the top 50), and its top ``k``.
     Implemented by GCRS, its ablations and TIGER (:class:`GenerativeRecommender`), the
-    decoupled baseline (:class:`crslib.training.decoupled.DecoupledRecommender`), and popularity, repeat
-    and text retrieval (:class:`BaselineRecommender`).
+    decoupled baseline (:class:`crslib.training.decoupled.DecoupledRecommender`), and popularity,
+    repeat and text retrieval (:class:`BaselineRecommender`).
 
     Fitting, saving and loading: :func:`fit` trains a run's config (one training loop,
-    :func:`crslib.training.train.fit`, for every trained kind) and returns its recommender; each kind
-    has ``save(out)`` and a ``load`` class method (:func:`load_recommender` picks the class from
-    the run's ``ranker``); a baseline is fitted from the training dialogs its config names
+    :func:`crslib.training.train.fit`, for every trained kind) and returns its recommender; each
+    kind has ``save(out)`` and a ``load`` class method (:func:`load_recommender` picks the class
+    from the run's ``ranker``); a baseline is fitted from the training dialogs its config names
     (:meth:`BaselineRecommender.fit`)."""
 
     def ranks(self, cases: Sequence[serialize.Example], protocol: str) -> list[int | None]:
@@ -127,8 +127,8 @@ class GenerativeRecommender:
 
 @dataclass
 class BaselineRecommender:
-    """A fitted baseline of :mod:`crslib.evaluation.baselines`: a full ranking per case, whatever the
-    protocol (:func:`baseline_ranks`). Its state is its config and the training dialogs that
+    """A fitted baseline of :mod:`crslib.evaluation.baselines`: a full ranking per case, whatever
+    the protocol (:func:`baseline_ranks`). Its state is its config and the training dialogs that
     config names, so :meth:`save` writes the config and :meth:`load` fits again (the same
     ranking: fitting is deterministic)."""
     ranker: Any
@@ -191,7 +191,8 @@ def load_recommender(path, device=None) -> tuple[Recommender, SemanticIDs, dict]
 
 
 def fit(cfg: dict, out, data_root=None, progress: bool = False) -> Recommender:
-    """Train the run ``cfg`` describes into the folder ``out`` (:func:`crslib.training.run.train_run`:
-    resumable, a finished run of the same config reused) and return its recommender."""
+    """Train the run ``cfg`` describes into the folder ``out``
+    (:func:`crslib.training.run.train_run`: resumable, a finished run of the same config reused) and
+    return its recommender."""
     run.train_run(cfg, out, data_root, progress)
     return load_recommender(out)[0]

@@ -21,8 +21,8 @@ instance keeps the paper's format unchanged.
 Mixing: each epoch holds ``round(ratio × n)`` alignment instances for ``n`` dialog instances
 (one per assistant-turn target), drawn without replacement from every (item, task) pair in a
 seeded order (and again in a new order when more are asked than exist). Each is one window of
-its own (:func:`crslib.format.packing.pack_examples`), batched by length with the dialog windows; the
-one training loop and its step budget are unchanged, so at the same budget in tokens alignment
+its own (:func:`crslib.format.packing.pack_examples`), batched by length with the dialog windows;
+the one training loop and its step budget are unchanged, so at the same budget in tokens alignment
 takes the place of some dialog tokens.
 """
 from __future__ import annotations

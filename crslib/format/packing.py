@@ -12,8 +12,8 @@ A branch token attends to the plain tokens before it and to the earlier tokens o
 branch only; plain tokens never attend to branches; a branch's position ids continue from its
 prompt, and the plain text after it restarts at the same position. So every branch sees exactly
 ``prompt_ids(example) + target`` — the same tokens at the same positions as
-:func:`crslib.format.serialize.encode` gives (tested for parity) — while the context is encoded once.
-Long dialogs are cut into windows whose prompts fit ``max_context_tokens`` (oldest whole turns
+:func:`crslib.format.serialize.encode` gives (tested for parity) — while the context is encoded
+once. Long dialogs are cut into windows whose prompts fit ``max_context_tokens`` (oldest whole turns
 dropped, as :func:`crslib.format.serialize.prompt_ids` does).
 
 Works for the ``plain`` template and the formats ``gcrs``, ``resp``, ``mode_resp``, ``sid``.

@@ -7,7 +7,8 @@ prompts it times, per prompt: constrained beam search (``constrained_ms``), the 
 ablation with the same width and L new tokens (``unconstrained_ms``) and exact scoring of every
 item (``exact_ms``). Each batch runs both beam searches, in alternating order, so that both see
 the same load; ratios are taken within one run. ``sid_beam_ms`` times
-:func:`~crslib.decoding.beam_search.sid_beam_search`, the cache-sharing constrained beam that evaluation uses.
+:func:`~crslib.decoding.beam_search.sid_beam_search`, the cache-sharing constrained beam that
+evaluation uses.
 
 With ``run=<run folder>`` the trained model, tokenizer and SIDs of that run are used instead
 of ``backbone`` and random SIDs, with the run's evaluation context length.
@@ -107,7 +108,8 @@ def bench_decode(dataset: str = "redial", backbone: str = "tiny", n_prompts: int
     beam_search.recommend(model, tokenizer, prompts[:batch_size], vocab, k, batch_size=batch_size,
                    constrained=False)
     item_scores.score_all_items(model, tokenizer, prompts[0], vocab, chunk_size=chunk_size)
-    beam_search.sid_beam_search(model, tokenizer, prompts[:batch_size], vocab, k, batch_size=batch_size)
+    beam_search.sid_beam_search(model, tokenizer, prompts[:batch_size], vocab, k,
+                                batch_size=batch_size)
 
     cons_ms = uncons_ms = exact_ms = sid_ms = 0.0
     valid = outputs = distinct = invalid_unc = outputs_unc = 0
@@ -128,18 +130,20 @@ def bench_decode(dataset: str = "redial", backbone: str = "tiny", n_prompts: int
         invalid_unc += sum(r.invalid for r in free)
         outputs_unc += sum(len(r.items) for r in free)
     for p in prompts:
-        _, ms = timed_ms(item_scores.score_all_items, model, tokenizer, p, vocab, chunk_size=chunk_size)
+        _, ms = timed_ms(item_scores.score_all_items, model, tokenizer, p, vocab,
+                         chunk_size=chunk_size)
         exact_ms += ms
     for s in range(0, len(prompts), batch_size):
-        _, ms = timed_ms(beam_search.sid_beam_search, model, tokenizer, prompts[s:s + batch_size], vocab, k,
-                       batch_size=batch_size)
+        _, ms = timed_ms(beam_search.sid_beam_search, model, tokenizer, prompts[s:s + batch_size],
+                         vocab, k, batch_size=batch_size)
         sid_ms += ms
     n = len(prompts)
     report = {
         "dataset": dataset, "backbone": backbone, "template": template, "prompts": n,
         "prompt_tokens_mean": float(np.mean([len(p) for p in prompts])),
         "items": len(sids), "levels": sids.levels, "codebook_size": sids.codebook_size,
-        "sids": sids_path or f"random (seed {seed})", "k": k, "num_beams": max(k, beam_search.DEFAULT_BEAM),
+        "sids": sids_path or f"random (seed {seed})", "k": k,
+        "num_beams": max(k, beam_search.DEFAULT_BEAM),
         "batch_size": batch_size, "chunk_size": chunk_size, "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(), "device": str(model.device), "dtype": dtype,
         "constrained_ms": cons_ms / n, "unconstrained_ms": uncons_ms / n,

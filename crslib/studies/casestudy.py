@@ -7,13 +7,13 @@ yields the same cases in the same order (:func:`same_cases` checks it by
 ``(dialog_id, turn_index, item)``). On a case a run gives an :class:`Answer`:
 
 * ``top``: its top ``k`` of the paper protocol's ranking — mode forced to REC, constrained beam
-  search of width 50 (``beam_search.sid_beam_search``, as ``recommenders.model_ranks``), score = summed
-  per-level log-probability of the SID — whatever mode the run would pick itself;
+  search of width 50 (``beam_search.sid_beam_search``, as ``recommenders.model_ranks``), score =
+  summed per-level log-probability of the SID — whatever mode the run would pick itself;
   ``gold_rank``: the gold item's 1-based rank in that top 50 (None: not in it);
 * ``mode``: what the run does when left free. ``gcrs`` (and ``mode_resp``, ``sid``) compare
   the logits of ``<MODE=REC>`` and ``<MODE=CHAT>`` after ``Assistant:`` (``p_rec`` is their
-  two-way softmax; REC when the REC logit is larger, as ``crslib.studies.freemode``); ``resp`` has no
-  mode token: ``rec`` when its free response mentions an item (as ``serialize.parse``);
+  two-way softmax; REC when the REC logit is larger, as ``crslib.studies.freemode``); ``resp`` has
+  no mode token: ``rec`` when its free response mentions an item (as ``serialize.parse``);
   ``tiger`` always recommends;
 * ``response``: decoded greedily as ``chat.ChatSession`` decodes (mentions constrained to
   catalog SIDs, no control tokens outside them), shown with titles. ``gcrs`` writes it after

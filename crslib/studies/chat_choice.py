@@ -65,8 +65,8 @@ def best_chat_run(profile: str, datasets: Sequence[str] = ("redial", "inspired")
 def chat_decoding(profile: str, dataset: str, variant: str, data_root=None,
                   limit: int | None = None, reuse: bool = True) -> dict:
     """The chat's response decoding for a run, chosen on validation dialogs by
-    :func:`crslib.evaluation.dialog_eval.decoding_sweep` (a seeded sample of ``limit`` turns of the dataset's
-    validation split, :data:`crslib.data.VALIDATION`: INSPIRED ``dev``, ReDial ``valid``;
+    :func:`crslib.evaluation.dialog_eval.decoding_sweep` (a seeded sample of ``limit`` turns of the
+    dataset's validation split, :data:`crslib.data.VALIDATION`: INSPIRED ``dev``, ReDial ``valid``;
     default: the config's ``eval.decoding_limit``, else 60), saved
     as ``results/<profile>/<dataset>/<variant>.decoding.json`` and reused for the same weights.
     The result says whether the run trained on those dialogs (``validation_in_training``): runs
@@ -85,8 +85,9 @@ def chat_decoding(profile: str, dataset: str, variant: str, data_root=None,
                                     else None, limit=limit)
         seen = {d.id for d in run.training_dialogs(cfg, ds)} & {d.id for d in ds[split]}
         return {"validation_in_training": bool(seen), **out}
-    return result_files.scored(result_files.run_meta(profile, dataset, variant, split, "decoding", cfg, folder),
-                         limit, sweep, reuse=reuse)
+    return result_files.scored(result_files.run_meta(profile, dataset, variant, split, "decoding",
+                                                     cfg, folder),
+                               limit, sweep, reuse=reuse)
 
 
 CHAT_BEAMS = (10, 20, 50)  # the chat asks the beam for 2 x top 5 items: 10 is the least
@@ -128,8 +129,9 @@ def chat_beam(profile: str, dataset: str, variant: str, data_root=None, limit: i
         return {"rows": rows, "chosen": chosen, "n_cases": len(cases),
                 "rule": f"the smallest width whose top 5 agrees with width 50's on at least "
                         f"{agreement:.0%} of its items, mean over {len(cases)} {split} turns"}
-    return result_files.scored(result_files.run_meta(profile, dataset, variant, split, "chat_beam", cfg, folder),
-                         limit, compute, reuse=reuse)
+    return result_files.scored(result_files.run_meta(profile, dataset, variant, split, "chat_beam",
+                                                     cfg, folder),
+                               limit, compute, reuse=reuse)
 
 
 REQUEST_LIMIT = 100  # validation cases of the genre-request check (a seeded sample)
@@ -169,5 +171,6 @@ def request_following(profile: str, dataset: str, variant: str, data_root=None,
                 "note": (f"share of the top {k} carrying a genre the last user message asks "
                          "for (crslib.data.genres), over the validation cases that ask for one; "
                          "gold: the dataset's own answer")}
-    return result_files.scored(result_files.run_meta(profile, dataset, variant, split, "request", cfg, folder),
-                         limit, check, reuse=reuse)
+    return result_files.scored(result_files.run_meta(profile, dataset, variant, split, "request",
+                                                     cfg, folder),
+                               limit, check, reuse=reuse)

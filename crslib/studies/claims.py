@@ -1,8 +1,9 @@
 """The paper's claims, judged on the same cases: a paired bootstrap over dialogs, across seeds.
 
 A claim says ranker ``a`` beats ranker ``b`` on a metric under a protocol (``paper``, or
-``new_items``: new-item recall from the same lists, :func:`crslib.evaluation.evaluate.new_item_ranks`).
-It is judged from the saved per-case ranks of both (nothing is scored here):
+``new_items``: new-item recall from the same lists,
+:func:`crslib.evaluation.evaluate.new_item_ranks`). It is judged from the saved per-case ranks of
+both (nothing is scored here):
 
 * **the same cases**: each result's cases are named ``dialog:turn:item`` (``case_ids``; for an
   older result they are rebuilt from its dataset, SIDs, format and sample), and only the cases

@@ -4,8 +4,8 @@ The paper claims semantic IDs generalise to new items (an unseen item shares cod
 hence trained tokens, with similar seen items) but never tests it. Here a seeded share of the
 items that are gold targets in the test split is *held out*: every training dialog that
 mentions one of them is removed (config key ``"holdout": {"fraction": f, "seed": s}``, applied
-by :func:`crslib.training.run.training_dialogs`); their SIDs still exist, so constrained decoding can
-produce them. The test cases are then split by their gold item:
+by :func:`crslib.training.run.training_dialogs`); their SIDs still exist, so constrained decoding
+can produce them. The test cases are then split by their gold item:
 
 * ``heldout``: the gold item was held out (no training dialog mentions it);
 * ``seen``: the gold item is mentioned in a training dialog the run actually used;
@@ -56,8 +56,8 @@ def split_ranks(cases: Sequence[serialize.Example], ranks: Sequence[int | None],
     ``heldout``: cases whose gold item is in ``heldout``. Without ``trained`` every other case
     is ``seen``; with ``trained`` (the items the training dialogs mention) ``seen`` keeps those
     whose gold item is in ``trained`` and the rest are ``unseen``. Each group: ``n_cases``,
-    ``metrics`` and ``ci95`` (:func:`crslib.evaluation.evaluate.ranking_result`; empty dicts for an empty
-    group) and ``repeat_share`` (cases whose gold item was mentioned earlier in the dialog).
+    ``metrics`` and ``ci95`` (:func:`crslib.evaluation.evaluate.ranking_result`; empty dicts for an
+    empty group) and ``repeat_share`` (cases whose gold item was mentioned earlier in the dialog).
     """
     if len(cases) != len(ranks):
         raise ValueError(f"{len(cases)} cases but {len(ranks)} ranks")
@@ -105,7 +105,8 @@ def evaluate_split(profile: str, dataset: str, variant: str, data_root=None,
     cfg = run.saved_config(folder) if (folder / "config.json").is_file() else None
     if cfg is None or not (folder / "train_summary.json").is_file():
         raise FileNotFoundError(f"{folder}: not a finished run; train it first "
-                                f"(crslib.studies.experiments.train({profile!r}, {dataset!r}, {variant!r}))")
+                                f"(crslib.studies.experiments.train({profile!r}, {dataset!r}, "
+                                f"{variant!r}))")
     rc = resolve(cfg)
     ev = rc.eval
     limit = ev.coldstart_limit if limit is None else limit

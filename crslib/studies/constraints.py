@@ -85,8 +85,9 @@ def measure(profile: str, dataset: str, variant: str, data_root=None, limit: int
                 "top5 constrained": [cat[i].name for i in held[:5]]})
         return summarize(rows) | {"rows": rows, "split": split, "k": 5,
                                   "coverage": request_mod.coverage(cat)}
-    return result_files.scored(result_files.run_meta(profile, dataset, variant, split, "constraints", cfg,
-                                         folder), limit, compute, reuse=reuse)
+    return result_files.scored(result_files.run_meta(profile, dataset, variant, split,
+                                                     "constraints", cfg, folder),
+                               limit, compute, reuse=reuse)
 
 
 def ex_prompt(rec, ex) -> list[int]:

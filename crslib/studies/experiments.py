@@ -53,7 +53,8 @@ def validation_run(profile: str, dataset: str, variant: str) -> tuple[Path, dict
 
 def config(profile: str, dataset: str, variant: str = "gcrs") -> dict:
     """The config of ``variant`` on ``dataset`` under ``profile`` (a derived profile such as
-    ``paper-dry``: its base profile's file, transformed; :func:`crslib.training.run.load_config`)."""
+    ``paper-dry``: its base profile's file, transformed;
+    :func:`crslib.training.run.load_config`)."""
     return run.load_config(run.config_path(profile, dataset, variant), profile=profile)
 
 
@@ -122,8 +123,8 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
     seeded random sample of cases (``None``: the config's ``eval.<protocol>_limit`` or
     ``eval.limit``, else all). A saved result with the same config hash, split and limit is
     returned without recomputing when ``reuse``. Result files keep the per-case ranks
-    (``case_ranks``, in :func:`crslib.evaluation.evaluate.rec_cases` order, and ``case_ids``); ``dedup``
-    is computed from the ``community`` ranks, ``new_items`` from the ``paper`` lists.
+    (``case_ranks``, in :func:`crslib.evaluation.evaluate.rec_cases` order, and ``case_ids``);
+    ``dedup`` is computed from the ``community`` ranks, ``new_items`` from the ``paper`` lists.
     """
     if run_path is None and ranker in BASELINES:
         if not (profile and dataset):

@@ -4,8 +4,8 @@ and what a recommendation costs per turn.
 The paper's ranking protocol forces the gold mode (``<MODE=REC>`` is supplied for every
 recommendation case). In free mode the model first chooses the mode itself: after the prompt
 (ending ``Assistant:``) it compares the logits of ``<MODE=REC>`` and ``<MODE=CHAT>`` (REC wins
-only when strictly larger, as in :func:`crslib.evaluation.dialog_eval.dialog_scores`). A case where it
-chooses CHAT recommends nothing and counts as a miss; a case where it chooses REC keeps its
+only when strictly larger, as in :func:`crslib.evaluation.dialog_eval.dialog_scores`). A case where
+it chooses CHAT recommends nothing and counts as a miss; a case where it chooses REC keeps its
 forced-mode rank (in the ``gcrs`` format ``<MODE=REC>`` is always followed by ``<BOI>``, so the
 beam search is the same). So free recall@k = forced recall@k restricted to the REC choices,
 never higher. The cases are the paper protocol's (same seeded sample as
@@ -99,8 +99,8 @@ def forced_vs_free(model, tokenizer, sids, cases: Sequence[serialize.Example],
     ``forced``: the paper-protocol ranks of these cases when already scored (by the same
     weights), so only the mode choice is computed."""
     if forced is None:
-        forced = recommenders.model_ranks(model, tokenizer, sids, cases, "paper", max_context_tokens,
-                                      num_beams, batch_size)
+        forced = recommenders.model_ranks(model, tokenizer, sids, cases, "paper",
+                                          max_context_tokens, num_beams, batch_size)
     elif len(forced) != len(cases):
         raise ValueError(f"{len(forced)} forced ranks for {len(cases)} cases")
     margins = rec_margin(model, tokenizer, cases, max_context_tokens, batch_size)
@@ -130,7 +130,8 @@ def evaluate_free(profile: str, dataset: str, variant: str = "gcrs", data_root=N
     folder = experiments.run_dir(profile, dataset, variant)
     if not (folder / "train_summary.json").is_file():
         raise FileNotFoundError(f"{folder}: not a finished run; train it first "
-                                f"(crslib.studies.experiments.train({profile!r}, {dataset!r}, {variant!r}))")
+                                f"(crslib.studies.experiments.train({profile!r}, {dataset!r}, "
+                                f"{variant!r}))")
     cfg = run.saved_config(folder)
     rc = resolve(cfg)
     if rc.format != "gcrs" or rc.ranker != "generative":
@@ -144,8 +145,9 @@ def evaluate_free(profile: str, dataset: str, variant: str = "gcrs", data_root=N
         rec, sids, _ = recommenders.load_recommender(folder)
         ds = data.load(dataset, data_root)
         cases = evaluate.rec_cases(ds, sids, split, "gcrs", limit=limit)
-        paper = result_files.saved_result(result_files.result_path(profile, dataset, variant, "paper"),
-                                      who, limit, split, say=lambda _: None)  # its ranks, if any
+        paper = result_files.saved_result(result_files.result_path(profile, dataset, variant,
+                                                                   "paper"), who, limit, split,
+                                          say=lambda _: None)  # its ranks, if any
         forced = paper["case_ranks"] if paper else rec.ranks(cases, "paper")
         r = forced_vs_free(rec.model, rec.tokenizer, sids, cases, ev.max_context_tokens,
                            ev.num_beams, ev.batch_size, forced=forced)
@@ -206,14 +208,15 @@ def latency(model, tokenizer, sids, cases: Sequence[serialize.Example], n: int =
         raise ValueError("latency needs at least one case")
     vocab = trie.SIDVocab.build(sids, tokenizer)
     prompts = [serialize.rec_prompt_ids(ex, tokenizer, max_context_tokens) for ex in sample]
-    beam_search.sid_beam_search(model, tokenizer, prompts[0], vocab, k=num_beams, num_beams=num_beams)
+    beam_search.sid_beam_search(model, tokenizer, prompts[0], vocab, k=num_beams,
+                                num_beams=num_beams)
     item_scores.score_all_items(model, tokenizer, prompts[0], vocab)
     rec_margin(model, tokenizer, sample[:1], max_context_tokens)
     mode_ms, beam_ms, exact_ms, agree = [], [], [], 0
     for ex, p in zip(sample, prompts):
         mode_ms.append(bench.timed_ms(rec_margin, model, tokenizer, [ex], max_context_tokens)[1])
-        beam, ms = bench.timed_ms(beam_search.sid_beam_search, model, tokenizer, p, vocab, k=num_beams,
-                             num_beams=num_beams)
+        beam, ms = bench.timed_ms(beam_search.sid_beam_search, model, tokenizer, p, vocab,
+                                  k=num_beams, num_beams=num_beams)
         beam_ms.append(ms)
         exact, ms = bench.timed_ms(item_scores.score_all_items, model, tokenizer, p, vocab)
         exact_ms.append(ms)

@@ -32,8 +32,9 @@ def shipped_runs(root: Path | None = None) -> set[Path]:
     tracks in this repository (empty outside a git checkout or outside the repository)."""
     import subprocess
     try:
-        out = subprocess.run(["git", "ls-files", "--", str(root or experiments.RUNS)], cwd=report.REPO,
-                             capture_output=True, text=True, check=True).stdout.split()
+        out = subprocess.run(["git", "ls-files", "--", str(root or experiments.RUNS)],
+                             cwd=report.REPO, capture_output=True, text=True,
+                             check=True).stdout.split()
     except (OSError, subprocess.CalledProcessError):
         return set()
     return {(report.REPO / f).parent.resolve() for f in out if f.endswith("/train_summary.json")}

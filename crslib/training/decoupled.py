@@ -7,8 +7,8 @@ them) encodes the prompt ``… Assistant:``, and a linear head over every catalo
 state of the last prompt token. The response would come from a separate generator; this
 baseline only ranks.
 
-Training reuses the tree-packed windows of the ``sid`` format (:mod:`crslib.format.packing`) built from
-the recommendation instances only, so one dialog window is one forward pass. For every branch
+Training reuses the tree-packed windows of the ``sid`` format (:mod:`crslib.format.packing`) built
+from the recommendation instances only, so one dialog window is one forward pass. For every branch
 the hidden state at its ``src`` — the last prompt token, which sees exactly the prompt — is
 classified; its label is the item spelled by the branch's SID tokens (read back with
 :func:`crslib.format.serialize.parse`). Loss: cross-entropy over all items. What trains: the
@@ -19,12 +19,12 @@ transformer, the head, and the new tokens' embedding rows (``embeddings="new"``,
 ``new_token_loss_weight`` have no effect (there is no token head). An interrupted run resumes
 from ``OUT/work/checkpoint`` with the same config, as GCRS runs do.
 
-Run folder: a GCRS run folder (:mod:`crslib.training.run`: ``config.json``, ``sids.json``, ``model/``,
-``train_summary.json``, ``log.jsonl``) plus ``head.safetensors`` (``weight``, ``bias``);
+Run folder: a GCRS run folder (:mod:`crslib.training.run`: ``config.json``, ``sids.json``,
+``model/``, ``train_summary.json``, ``log.jsonl``) plus ``head.safetensors`` (``weight``, ``bias``);
 :func:`load_decoupled` reloads it in one call.
 
-Ranking (:mod:`crslib.evaluation.evaluate`): every catalog item is scored exactly, so ``community`` and
-``dedup`` use the full ranking and ``paper`` its top 50 (a gold item ranked lower counts as a
+Ranking (:mod:`crslib.evaluation.evaluate`): every catalog item is scored exactly, so ``community``
+and ``dedup`` use the full ranking and ``paper`` its top 50 (a gold item ranked lower counts as a
 miss, as outside a width-50 beam). Equal scores are ordered by catalog order.
 """
 from __future__ import annotations
@@ -176,8 +176,8 @@ def packed_states(rec: DecoupledRecommender, windows, labels, embed=None
 
 @dataclass
 class ItemHeadObjective:
-    """The decoupled baseline's :class:`crslib.training.objectives.Objective`: cross-entropy over all items
-    of the item head at each recommendation branch's ``src``, the mean over the step's
+    """The decoupled baseline's :class:`crslib.training.objectives.Objective`: cross-entropy over
+    all items of the item head at each recommendation branch's ``src``, the mean over the step's
     branches. ``labels[k]``: the ``(src, item index)`` of window ``k``'s branches."""
     windows: Sequence[packing.Packed]
     labels: Sequence[Sequence[tuple[int, int]]]
@@ -218,8 +218,8 @@ class ItemHeadObjective:
 def fit(rec: DecoupledRecommender, sids: SemanticIDs, dialogs, cfg: config.TrainConfig,
         out: str | os.PathLike, new_ids: Sequence[int], extra_config: dict | None = None,
         progress: bool = True) -> dict:
-    """Train ``rec`` in place with :func:`crslib.training.train.fit` (checkpoint and ``log.jsonl`` in
-    ``out``); return a summary."""
+    """Train ``rec`` in place with :func:`crslib.training.train.fit` (checkpoint and ``log.jsonl``
+    in ``out``); return a summary."""
     if cfg.aux_formats:
         raise ValueError("the decoupled baseline trains an item head only: aux_formats must be "
                          f"empty, not {list(cfg.aux_formats)}")
@@ -235,8 +235,9 @@ def fit(rec: DecoupledRecommender, sids: SemanticIDs, dialogs, cfg: config.Train
 
 # ----------------------------------------------------------------------------- run folder
 def train_run(cfg: dict, out: str | os.PathLike, data_root=None, progress: bool = True) -> dict:
-    """:func:`crslib.training.run.train_run` for ``variant="decoupled"``: same data, SIDs and backbone,
-    then :func:`fit` and :func:`save_decoupled`; a finished run with the same config is reused."""
+    """:func:`crslib.training.run.train_run` for ``variant="decoupled"``: same data, SIDs and
+    backbone, then :func:`fit` and :func:`save_decoupled`; a finished run with the same config is
+    reused."""
     out = Path(out)
     cfg = {**config.resolve(cfg).to_dict(), "config_hash": runbase.config_hash(cfg)}
     if runbase.is_finished(cfg, out):

@@ -128,8 +128,9 @@ def add_lora(model, r: int = 16, alpha: int = 32, dropout: float = 0.05,
              target_modules: str | list[str] = "all-linear", qlora: bool = False):
     """LoRA adapters on all linear layers (paper: r 16, alpha 32, dropout 0.05) through ``peft``.
 
-    The base weights freeze; the new tokens' embedding rows are trained by ``crslib.training.train``.
-    ``qlora`` is honoured only when the model was loaded in 4 bit (CUDA + bitsandbytes).
+    The base weights freeze; the new tokens' embedding rows are trained by
+    ``crslib.training.train``. ``qlora`` is honoured only when the model was loaded in 4 bit (CUDA +
+    bitsandbytes).
     """
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     if qlora and getattr(model, "is_loaded_in_4bit", False):

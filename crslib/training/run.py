@@ -16,9 +16,10 @@ profile has no files of its own: ``paper-dry`` is every ``paper`` config passed 
 transform, :class:`DryRun` (:data:`DERIVED_PROFILES`; :func:`config_path` and
 :func:`load_config` resolve it). A run with ``ranker: "item_head"`` (the decoupled baseline: an
 item-classification head on the backbone) is trained, saved and loaded by
-:mod:`crslib.training.decoupled`; :func:`train_run` and :func:`load_run` hand it over. What both kinds
-of run share (config hash, SIDs, backbone, training dialogs, lock, save, finish) is
-:mod:`crslib.training.runbase`; its names are reached here too (``run.config_hash``, ``run.model_hash``…).
+:mod:`crslib.training.decoupled`; :func:`train_run` and :func:`load_run` hand it over. What both
+kinds of run share (config hash, SIDs, backbone, training dialogs, lock, save, finish) is
+:mod:`crslib.training.runbase`; its names are reached here too (``run.config_hash``,
+``run.model_hash``…).
 """
 from __future__ import annotations
 

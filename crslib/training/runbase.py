@@ -1,9 +1,10 @@
-"""What every kind of run builds on — a GCRS run (:mod:`crslib.training.run`) and the decoupled baseline
-(:mod:`crslib.training.decoupled`) alike: the config's identity (:func:`config_hash`), the semantic IDs,
-backbone and training dialogs the config asks for, and the life of a run folder: one trainer at a
-time (:func:`run_lock`), the saved model, tokenizer, SIDs and config (:func:`save_run`), and the
-finishing mark with the weights' hash (:func:`finish_run`, :func:`model_hash`). The folder layout
-is described in :mod:`crslib.training.run`, whose public names these are too.
+"""What every kind of run builds on — a GCRS run (:mod:`crslib.training.run`) and the decoupled
+baseline (:mod:`crslib.training.decoupled`) alike: the config's identity (:func:`config_hash`), the
+semantic IDs, backbone and training dialogs the config asks for, and the life of a run folder: one
+trainer at a time (:func:`run_lock`), the saved model, tokenizer, SIDs and config
+(:func:`save_run`), and the finishing mark with the weights' hash (:func:`finish_run`,
+:func:`model_hash`). The folder layout is described in :mod:`crslib.training.run`, whose public
+names these are too.
 """
 from __future__ import annotations
 
@@ -169,8 +170,8 @@ def finish_run(out: Path, summary: dict) -> dict:
 def training_dialogs(cfg, ds: data.Dataset) -> list[data.Dialog]:
     """The dialogs a run trains on: its splits (:attr:`crslib.config.RunConfig.splits`), minus
     every dialog that mentions an item held out by the config's ``holdout`` (``{"fraction",
-    "seed"}``: :func:`crslib.data.holdout_items`, studied by :mod:`crslib.studies.coldstart`), then the
-    first ``max_dialogs``."""
+    "seed"}``: :func:`crslib.data.holdout_items`, studied by :mod:`crslib.studies.coldstart`), then
+    the first ``max_dialogs``."""
     rc = config.resolve(cfg)
     dialogs = [d for s in rc.splits for d in ds[s]]
     if rc.holdout:

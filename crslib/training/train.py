@@ -6,11 +6,12 @@ between kinds of run is their loss, an :class:`~crslib.training.objectives.Objec
 :class:`~crslib.training.objectives.TokenObjective`; the decoupled baseline:
 :class:`crslib.training.decoupled.ItemHeadObjective`). What trains (NOTES.md §4): the
 transformer (LoRA adapters, or all weights for small models), and among the embeddings **only
-the new tokens' rows**, input and output side (``embeddings="all"`` is the paper's "all embeddings trained" ablation). The loss
-is the cross-entropy of each target token given its instance's prompt, computed only at target
-positions; with ``output_vocab="targets"`` (the ``cpu`` profile) the softmax runs over the
-tokens that occur in training targets plus the new tokens instead of the whole vocabulary —
-exact for those tokens' relative scores, and what keeps a 49k-token head cheap on a CPU.
+the new tokens' rows**, input and output side (``embeddings="all"`` is the paper's "all embeddings
+trained" ablation). The loss is the cross-entropy of each target token given its instance's prompt,
+computed only at target positions; with ``output_vocab="targets"`` (the ``cpu`` profile) the softmax
+runs over the tokens that occur in training targets plus the new tokens instead of the whole
+vocabulary — exact for those tokens' relative scores, and what keeps a 49k-token head cheap on a
+CPU.
 
 The run folder holds ``config.json`` (the resolved config), ``checkpoint/`` (weights, optimizer,
 step, random state; replaced atomically), ``log.jsonl`` (loss and tokens/s per logging step).
@@ -128,12 +129,13 @@ def fit(net, emb: Embeddings, objective: Objective, cfg: TrainConfig, out: str |
     folder ``out`` and returns a summary.
 
     The loop runs through ``accelerate``: the model is on the process's device (put there by
-    :func:`crslib.training.runbase.build_model`), and under ``accelerate launch`` each optimizer step's
-    windows are shared out over the processes (:func:`step_backward`), so N processes train the
-    model one process would, N times faster; only the main process writes. ``cfg.mixed_precision="bf16"`` autocasts the forward pass.
-    AdamW (the new embedding rows at ``new_rows_lr``), linear warm-up then cosine decay over
-    the step budget, gradient clipping; a checkpoint every ``checkpoint_every`` steps from which
-    an interrupted run resumes, with the same result as an uninterrupted one.
+    :func:`crslib.training.runbase.build_model`), and under ``accelerate launch`` each optimizer
+    step's windows are shared out over the processes (:func:`step_backward`), so N processes train
+    the model one process would, N times faster; only the main process writes.
+    ``cfg.mixed_precision="bf16"`` autocasts the forward pass. AdamW (the new embedding rows at
+    ``new_rows_lr``), linear warm-up then cosine decay over the step budget, gradient clipping; a
+    checkpoint every ``checkpoint_every`` steps from which an interrupted run resumes, with the same
+    result as an uninterrupted one.
 
     ``on_snapshot(step, state)``, called by the main process every ``cfg.snapshot_every`` steps
     after the trained rows are written into the model (:meth:`Embeddings.merge`: training
