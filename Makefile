@@ -37,14 +37,8 @@ setup: ## create .venv, install torch (CPU wheel by default) and crslib with its
 data: ## download the official ReDial and INSPIRED files into CRSLIB_DATA (default: data/)
 	$(BIN)/python -m crslib data download --dataset all
 
-test: ## unit tests, real-data checks (skipped without data), nbval on the executed smoke notebooks, the paper-dry pipeline
-	$(BIN)/python -m pytest -q tests
-	@if $(BIN)/python -c "import sys, crslib.data as d; sys.exit(not d.has_data())"; then \
-	  tmp=$$(mktemp -d) && CRSLIB_RESULTS=$$tmp $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider \
-	    $(filter notebooks/executed/smoke/%,$(NBVAL_NOTEBOOKS)) && rm -rf $$tmp && \
-	  $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider $(filter-out notebooks/executed/smoke/%,$(NBVAL_NOTEBOOKS)) && \
-	  $(MAKE) --no-print-directory paper-dry; \
-	else echo "nbval and paper-dry skipped: no data under CRSLIB_DATA (run make data)"; fi
+test: ## unit tests, real-data checks (skipped without data), nbval on the executed notebooks and, beside them on the other core, the paper-dry pipeline
+	tools/run_tests.sh $(BIN) "$(filter notebooks/executed/smoke/%,$(NBVAL_NOTEBOOKS))" "$(filter-out notebooks/executed/smoke/%,$(NBVAL_NOTEBOOKS))"
 
 notebooks: ## after editing notebooks/src/NN_*.py (or a notebook), bring each pair in step (jupytext)
 	cd notebooks && ../$(BIN)/jupytext --sync [0-9]*.ipynb
