@@ -30,7 +30,6 @@ miss, as outside a width-50 beam). Equal scores are ordered by catalog order.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from crslib import config, data, report
+from crslib import config, report
 from crslib.format import packing, serialize
 from crslib.ids.semantic_ids import SemanticIDs
 from crslib.metrics import PROTOCOLS
@@ -234,33 +233,20 @@ def fit(rec: DecoupledRecommender, sids: SemanticIDs, dialogs, cfg: config.Train
 
 
 # ----------------------------------------------------------------------------- run folder
-def train_run(cfg: dict, out: str | os.PathLike, data_root=None, progress: bool = True) -> dict:
-    """:func:`crslib.training.run.train_run` for ``variant="decoupled"``: same data, SIDs and
-    backbone, then :func:`fit` and :func:`save_decoupled`; a finished run with the same config is
-    reused."""
-    out = Path(out)
-    cfg = {**config.resolve(cfg).to_dict(), "config_hash": runbase.config_hash(cfg)}
-    if runbase.is_finished(cfg, out):
-        return json.loads((out / "train_summary.json").read_text())
-    with runbase.run_lock(out):
-        return _train_run(cfg, out, data_root, progress)
-
-
-def _train_run(cfg: dict, out: Path, data_root, progress: bool) -> dict:
-    rc = config.resolve(cfg)
-    ds = data.load(rc.dataset, data_root)
-    sids = runbase.prepare_sids(rc, ds.catalog, progress)
-    lm, tok, new_ids = runbase.build_model(rc, sids, ds.catalog)
-    rec = DecoupledRecommender(lm, tok, sids.item_ids, rc.eval.max_context_tokens, rc.train.seed)
-    tcfg = dataclasses.replace(rc.train, fmt="sid")  # the head learns from the recommendations
-    dialogs = runbase.training_dialogs(rc, ds)
-    work = out / f"work-{cfg['config_hash']}"  # per config, as in crslib.training.run.train_run
-    summary = fit(rec, sids, dialogs, tcfg, work, new_ids, extra_config=cfg, progress=progress)
+def train_head(t: runbase.Trainee):
+    """The decoupled baseline's trainer for the one run driver
+    (:func:`crslib.training.run.train_run`): an item head on the backbone, trained by
+    :func:`fit` on the recommendation branches, saved by :func:`save_decoupled`."""
+    rec = DecoupledRecommender(t.net, t.tokenizer, t.sids.item_ids,
+                               t.rc.eval.max_context_tokens, t.rc.train.seed)
+    tcfg = dataclasses.replace(t.rc.train, fmt="sid")  # the head learns from the recommendations
+    summary = fit(rec, t.sids, t.dialogs, tcfg, t.work, t.new_ids, extra_config=t.cfg,
+                  progress=t.progress)
 
     def save():
-        save_decoupled(out, rec, sids, cfg)
-        shutil.copyfile(work / "log.jsonl", out / "log.jsonl")
-    return runbase.save_and_finish(out, summary, save)
+        save_decoupled(t.out, rec, t.sids, t.cfg)
+        shutil.copyfile(t.work / "log.jsonl", t.out / "log.jsonl")
+    return summary, save
 
 
 def save_decoupled(out: str | os.PathLike, rec: DecoupledRecommender, sids: SemanticIDs,

@@ -14,9 +14,10 @@ Config files live in ``crslib/configs/<profile>-<dataset>-<variant>.json`` and a
 :mod:`crslib.config` (the variant's ``format`` and ``ranker`` are keys there). A *derived*
 profile has no files of its own: ``paper-dry`` is every ``paper`` config passed through one
 transform, :class:`DryRun` (:data:`DERIVED_PROFILES`; :func:`config_path` and
-:func:`load_config` resolve it). A run with ``ranker: "item_head"`` (the decoupled baseline: an
-item-classification head on the backbone) is trained, saved and loaded by
-:mod:`crslib.training.decoupled`; :func:`train_run` and :func:`load_run` hand it over. What both
+:func:`load_config` resolve it). :func:`train_run` is the one driver of every kind of run; what
+a kind trains is its trainer's (:data:`TRAINERS`, by the config's ``ranker``): a run with
+``ranker: "item_head"`` (the decoupled baseline: an item-classification head on the backbone) is
+trained, saved and loaded by :mod:`crslib.training.decoupled`. What both
 kinds of run share (config hash, SIDs, backbone, training dialogs, lock, save, finish) is
 :mod:`crslib.training.runbase`; its names are reached here too (``run.config_hash``,
 ``run.model_hash``…).
@@ -34,9 +35,10 @@ from crslib import config, data, paths, report
 from crslib.ids import encode
 from crslib.ids.semantic_ids import SemanticIDs
 from crslib.training import decoupled, model as backbones, train
-from crslib.training.runbase import (RunLocked, build_model, config_hash, finish_run,  # noqa: F401
-                                     is_finished, model_hash, peak_rss_mb, prepare_sids, run_lock,
-                                     save_and_finish, save_run, saved_config, training_dialogs)
+from crslib.training.runbase import (RunLocked, Trainee, build_model, config_hash,  # noqa: F401
+                                     finish_run, is_finished, model_hash, peak_rss_mb, prepare_sids,
+                                     run_lock, save_and_finish, save_run, saved_config,
+                                     training_dialogs)
 
 CONFIGS = paths.CONFIGS
 @dataclass(frozen=True)
@@ -158,44 +160,50 @@ def load_config(path: str | os.PathLike, profile: str | None = None, **overrides
 
 def train_run(cfg: dict, out: str | os.PathLike, data_root=None, progress: bool = True) -> dict:
     """Train the run ``cfg`` into ``out``; reuse it when ``out`` holds the same config, done.
-    A run whose ``ranker`` is ``item_head`` (the decoupled baseline) is trained by
-    :mod:`crslib.training.decoupled`."""
+
+    The one driver of every trained kind: it takes the run folder's lock, loads the data,
+    builds the SIDs, the backbone and the training dialogs, and hands them to the trainer of
+    the config's ``ranker`` (:data:`TRAINERS`: GCRS and its variants, or the decoupled
+    baseline's item head), then saves and marks the run finished. Checkpoints go to a work
+    folder per config hash, so an interrupted run resumes and a changed config starts afresh
+    while the finished model of the old config stays until the new one replaces it."""
     rc = config.resolve(cfg)
-    if rc.ranker == "item_head":
-        return decoupled.train_run(cfg, out, data_root, progress)
     out = Path(out)
     cfg = {**rc.to_dict(), "config_hash": config_hash(rc)}
     if is_finished(cfg, out):
         return json.loads((out / "train_summary.json").read_text())
     with run_lock(out):
-        return _train_run(cfg, out, data_root, progress)
+        ds = data.load(rc.dataset, data_root)
+        sids = prepare_sids(rc, ds.catalog, progress)
+        net, tok, new_ids = build_model(rc, sids, ds.catalog)
+        trainee = Trainee(rc, cfg, net, tok, sids, new_ids, training_dialogs(rc, ds), ds.catalog,
+                          out / f"work-{cfg['config_hash']}", out, progress)
+        summary, save = TRAINERS[rc.ranker](trainee)
+        return save_and_finish(out, summary, save)
 
 
-def _train_run(cfg: dict, out: Path, data_root, progress: bool) -> dict:
-    rc = config.resolve(cfg)
-    ds = data.load(rc.dataset, data_root)
-    sids = prepare_sids(rc, ds.catalog, progress)
-    net, tok, new_ids = build_model(rc, sids, ds.catalog)
-    dialogs = training_dialogs(rc, ds)
-    # one work folder per config: an interrupted run resumes; a changed config starts afresh
-    # while the finished model of the old config stays until the new one replaces it
-    work = out / f"work-{cfg['config_hash']}"
-
-    def snapshot(step: int, record: dict) -> None:  # a learning curve's points (snapshot_every)
-        folder = out / "snapshots" / f"step-{step:04d}"
-        save_run(folder, net, tok, sids, cfg)
-        if (work / "output_vocab.json").is_file():
-            shutil.copyfile(work / "output_vocab.json", folder / "output_vocab.json")
+def train_generative(t: Trainee):
+    """The trainer of GCRS, its variants and TIGER: the one loop (:func:`train.train`) on the
+    packed dialogs; learning-curve snapshots when ``snapshot_every`` asks for them."""
+    def snapshot(step: int, record: dict) -> None:
+        folder = t.out / "snapshots" / f"step-{step:04d}"
+        save_run(folder, t.net, t.tokenizer, t.sids, t.cfg)
+        if (t.work / "output_vocab.json").is_file():
+            shutil.copyfile(t.work / "output_vocab.json", folder / "output_vocab.json")
         report.write_json({**record, "model_hash": model_hash(folder)}, folder / "snapshot.json")
-    summary = train.train(net, tok, sids, dialogs, rc.train, work, new_ids, extra_config=cfg,
-                          progress=progress, on_snapshot=snapshot, catalog=ds.catalog)
+    summary = train.train(t.net, t.tokenizer, t.sids, t.dialogs, t.rc.train, t.work, t.new_ids,
+                          extra_config=t.cfg, progress=t.progress, on_snapshot=snapshot,
+                          catalog=t.catalog)
 
     def save():
-        save_run(out, net, tok, sids, cfg)
+        save_run(t.out, t.net, t.tokenizer, t.sids, t.cfg)
         for name in ("log.jsonl", "output_vocab.json"):
-            if (work / name).is_file():
-                shutil.copyfile(work / name, out / name)
-    return save_and_finish(out, summary, save)
+            if (t.work / name).is_file():
+                shutil.copyfile(t.work / name, t.out / name)
+    return summary, save
+
+
+TRAINERS = {"generative": train_generative, "item_head": decoupled.train_head}
 
 
 def load_run(path: str | os.PathLike, device=None):

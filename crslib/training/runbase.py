@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -178,6 +178,26 @@ def training_dialogs(cfg, ds: data.Dataset) -> list[data.Dialog]:
         dialogs = data.remove_items(dialogs, data.holdout_items(ds, rc.holdout.fraction,
                                                                 rc.holdout.seed))
     return dialogs[: rc.max_dialogs]
+
+
+@dataclass
+class Trainee:
+    """What the one run driver (:func:`crslib.training.run.train_run`) hands a kind of run's
+    trainer: the resolved config (``rc``; ``cfg``: it as saved, with its ``config_hash``), the
+    backbone with the new tokens, the SIDs, the training dialogs, the catalog, the work folder
+    (checkpoints, per config) and the run folder. A trainer returns ``(summary, save)``:
+    the loop's summary and what writes the finished run into ``out``."""
+    rc: config.RunConfig
+    cfg: dict
+    net: object
+    tokenizer: object
+    sids: SemanticIDs
+    new_ids: list[int]
+    dialogs: list[data.Dialog]
+    catalog: data.Catalog
+    work: Path
+    out: Path
+    progress: bool = True
 
 
 class RunLocked(RuntimeError):
