@@ -22,10 +22,12 @@ def transcript(shared_data):
     if not (RUN / "train_summary.json").is_file() or not all(p.is_file() for p in chosen.values()):
         pytest.skip(f"{RUN} or its validation choices are not here")
     torch.set_num_threads(1)
+    session = chat.ChatSession.from_run(RUN, shared_data)  # what a user gets: no arguments
     got = {k: json.loads(p.read_text()) for k, p in chosen.items()}
-    session = chat.ChatSession.from_run(
-        RUN, shared_data, decoding=ResponseDecoding(**got["decoding"]["chosen_setting"]),
-        intent_cut=got["intent"]["cut"], num_beams=got["chat_beam"]["chosen"])
+    assert session.chosen_on_validation == ("decoding", "intent_cut", "num_beams")
+    assert session.decoding == ResponseDecoding(**got["decoding"]["chosen_setting"])
+    assert (session.intent_cut, session.num_beams) == (got["intent"]["cut"],
+                                                       got["chat_beam"]["chosen"])
     return session, chat.run_script(session, chat.SCRIPT["redial"])
 
 
@@ -83,3 +85,15 @@ def test_merged_adapters_answer_as_the_trained_model(transcript, shared_data):
         [x.item_id for x in b.recommendations]
     for x, y in zip(a.recommendations, b.recommendations):
         assert abs(x.score - y.score) < 1e-3
+
+
+def test_a_reply_after_a_refused_title_is_a_finished_answer(transcript):
+    # a reviewer's conversation: opened with ChatSession.from_run's old defaults (greedy, no
+    # validated settings) the second reply babbled, unfinished: "I haven't seen 50 First Dates
+    # (2004), but I have seen 2 of the 3 movies in the Bridesmaids (2011), Game Night (2018)"
+    session, _ = transcript
+    s = session.fresh()
+    s.reply("Hi! I want a scary movie for tonight. I loved The Shining.")
+    r = s.reply("Seen it. Something lighter, maybe a comedy like Superbad?")
+    assert r.text.rstrip()[-1:] in ".!?", r.text
+    assert len(r.mentions) <= 2, r.text

@@ -17,14 +17,14 @@ each user message in one of the paper's three inference modes:
   supplied and the model writes the response about that item.
 
 A recommendation turn ranks items by the constrained beam search of the evaluation
-(``trie.sid_beam_search``, width 50, summed per-level log-probabilities) and shows the top
+(``beam_search.sid_beam_search``, width 50, summed per-level log-probabilities) and shows the top
 ``top_k``; its response is written after the top item's SID, in the paper's order (mode, item,
 text). Responses are decoded with the session's :class:`crslib.decoding.generation.ResponseDecoding`
 (the setting :func:`crslib.evaluation.dialog_eval.generate_responses` measures; greedy unless told)
 and end at the end of their turn: item mentions inside them are constrained to catalog SIDs
 (``trie.SIDConstraint``), outside a mention no control or SID token may be written, and a model
 trained with a restricted softmax (the run's ``output_vocab.json``) keeps to that vocabulary
-(``evaluate.OnlyTokens``), as in ``evaluate.generate_responses``.
+(``dialog_eval.OnlyTokens``), as in ``dialog_eval.generate_responses``.
 
 Titles typed as plain text ("I loved The Shining") are linked to catalog items by
 :class:`crslib.data.titles.TitleLinker` (its rule: case-insensitive, year optional, ambiguity

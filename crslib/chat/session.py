@@ -15,13 +15,13 @@ import torch
 from transformers import LogitsProcessorList
 
 from crslib import data
-from crslib.chat import grammar, replies
+from crslib.chat import grammar, replies, settings
 from crslib.chat.cache import ConversationCache, hidden_states
 from crslib.chat.grammar import NoMentionOf, ResponseGrammar
 from crslib.chat.replies import (INFERENCE_MODES, MAX_CHARS, SAMPLE_CANDIDATES, InputError,
                                  Recommendation, Reply, is_follow_up)
 from crslib.config import resolve
-from crslib.data import genres, request as request_mod
+from crslib.data import genres, request as request_mod, titles
 from crslib.data.titles import TitleLinker
 from crslib.decoding import batching, beam_search, trie
 from crslib.decoding.generation import (GREEDY, ResponseDecoding, close_punctuation,
@@ -85,6 +85,7 @@ class ChatSession:
         self.linker = TitleLinker(self.catalog, tok, self.sids.item_ids) if self.catalog else None
         self._genre_words = genres.vocabulary(self.catalog) if self.catalog else {}
         self._conversation = ConversationCache(self.model)
+        self.chosen_on_validation: tuple[str, ...] = ()  # set by from_run
 
     def __repr__(self) -> str:
         return (f"ChatSession({len(self.sids)} items, {len(self.turns)} turns, "
@@ -92,25 +93,35 @@ class ChatSession:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_run(cls, path, data_root=None, merge_lora: bool = True, **kwargs) -> "ChatSession":
+    def from_run(cls, path, data_root=None, merge_lora: bool = True, validated: bool = True,
+                 **kwargs) -> "ChatSession":
         """A session over the run folder ``path`` (``run.load_run``): its restricted output
         vocabulary when it has one, the evaluation context length, titles from the dataset's
         catalog (item ids when the data is not found). Loads nothing from the internet.
+
+        ``validated``: the decoding, intent cut and beam width chosen on validation turns for
+        these weights, where saved (:func:`crslib.chat.settings.validated_settings`; else greedy
+        with no word 3-gram twice, cut 0, beam 50); ``kwargs`` override both.
+        ``chosen_on_validation`` names what came from validation.
 
         ``merge_lora``: a LoRA run's adapters are merged into the base weights (peft's
         ``merge_and_unload``), so each linear layer is one matmul instead of three and a
         decoded token costs less; the merged weights equal base + adapter up to float
         rounding. The evaluation protocols score the unmerged model, as trained."""
+        chosen = settings.validated_settings(path) if validated else {}
         model, tok, sids, cfg = run.load_run(path)
         if merge_lora and hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload().eval()
         vocab_file = Path(path) / "output_vocab.json"
-        head_ids = json.loads(vocab_file.read_text()) if vocab_file.is_file() else None
         rc = resolve(cfg)
-        kwargs = {"head_ids": head_ids, "max_context_tokens": rc.eval.max_context_tokens,
-                  "decoding": ResponseDecoding(no_repeat_ngram_size=3),  # a person never sees
-                  "template": rc.template, **kwargs}                     # loops: no 3-gram twice
-        return cls(model, tok, sids, data.catalog_or_none(rc.dataset, data_root), **kwargs)
+        defaults = {"head_ids": json.loads(vocab_file.read_text()) if vocab_file.is_file()
+                    else None, "max_context_tokens": rc.eval.max_context_tokens,
+                    "decoding": ResponseDecoding(no_repeat_ngram_size=3),  # never a loop
+                    "template": rc.template}
+        session = cls(model, tok, sids, data.catalog_or_none(rc.dataset, data_root),
+                      **{**defaults, **chosen, **kwargs})
+        session.chosen_on_validation = tuple(k for k in chosen if k not in kwargs)
+        return session
 
     def fresh(self) -> "ChatSession":
         """A new, empty conversation with the same model and settings (the widget's own: an
@@ -155,18 +166,9 @@ class ChatSession:
         return out | (self.shown_items() if self.exclude_recommended else set())
 
     def same_film(self, a: str, b: str) -> bool:
-        """Whether catalog items ``a`` and ``b`` name one film: the same id, or the same title
-        (:func:`crslib.data.normalize_title`) where the years agree or one has none (ReDial
-        lists "The Exorcist" and "The Exorcist (1973)" apart). A recommendation list shows one
-        of them, and not one the user named; "It (1990)" and "It (2017)" stay two films."""
-        if a == b:
-            return True
-        c = self.catalog
-        if c is None or a not in c or b not in c:
-            return False
-        x, y = c[a], c[b]
-        return (data.normalize_title(x.title) == data.normalize_title(y.title)
-                and (x.year == y.year or not x.year or not y.year))
+        """Whether catalog items ``a`` and ``b`` name one film (:func:`titles.same_film`): a list
+        shows one of them, and not one the user named."""
+        return titles.same_film(self.catalog, a, b)
 
     def title(self, item_id: str) -> str:
         if self.catalog is not None and item_id in self.catalog:

@@ -143,3 +143,17 @@ class TitleLinker:
             ids = [i for i in ids if self.catalog[i].year == year]
         return max(ids, key=lambda i: (int(self.catalog[i].extra.get("mentions", 0) or 0),
                                        self.catalog[i].year or "", -ids.index(i)))
+
+
+def same_film(catalog: Catalog | None, a: str, b: str) -> bool:
+    """Whether catalog items ``a`` and ``b`` name one film: the same id, or the same title
+    (:func:`crslib.data.normalize_title`) where the years agree or one has none (ReDial lists
+    "The Exorcist" and "The Exorcist (1973)" apart); "It (1990)" and "It (2017)" stay two
+    films. Without a catalog, only the same id."""
+    if a == b:
+        return True
+    if catalog is None or a not in catalog or b not in catalog:
+        return False
+    x, y = catalog[a], catalog[b]
+    return (normalize_title(x.title) == normalize_title(y.title)
+            and (x.year == y.year or not x.year or not y.year))

@@ -12,7 +12,7 @@ protocols = None  # None: paper, community, dedup; smollm2: paper and new_items 
 # * **paper** protocol (NOTES.md §5): every recommendation instance of the test split, gold mode
 #   forced, top 50 from constrained beam search (width 50), items already mentioned in the dialog
 #   count as hits; Recall@{1,5,10,20}, NDCG and MRR @{5,10,20}, 95% bootstrap intervals.
-# * **community**: every item scored exactly (`trie.score_all_items`) so Recall@50 is exact;
+# * **community**: every item scored exactly (`item_scores.score_all_items`) so Recall@50 is exact;
 #   **dedup**: the same without the cases whose item was mentioned earlier in the dialog — the
 #   repetition shortcut removed (NOTES.md §9). On a CPU these two run on a seeded random sample
 #   of cases (`eval.community_limit` in the config); the sample size is in the table.

@@ -169,8 +169,8 @@ pd.DataFrame(free_rows).set_index("mode")
 # maximum, not their own peak). Latency: one prompt at a time, on a seeded sample of
 # `latency_prompts` test recommendation prompts, medians in ms on this machine's CPU (one
 # thread): `mode ms` the free-mode choice (one forward pass), `beam ms` constrained beam search
-# (width 50, `trie.sid_beam_search`), `exact ms` exact scores of every item
-# (`trie.score_all_items`); `top-1 agree` is the share of prompts where both put the same item
+# (width 50, `beam_search.sid_beam_search`), `exact ms` exact scores of every item
+# (`item_scores.score_all_items`); `top-1 agree` is the share of prompts where both put the same item
 # first. Timings vary with machine load; they are never checked by nbval.
 
 # %%
