@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from crslib import config
+from crslib import config, data, report
 from crslib.format import serialize
 from crslib.training import run, train
 from crslib.evaluation import baselines, dialog_eval, evaluate, recommenders
@@ -109,7 +109,8 @@ def test_every_ranker_is_scored_through_one_interface(trained, tmp_path):
     cfg = {"profile": "smoke", "dataset": "toy", "variant": "gcrs", "format": "gcrs",
            "eval": {"max_context_tokens": 256, "num_beams": 20, "batch_size": 4}}
     run.save_run(tmp_path, model, tok, sids, cfg)
-    rec, sids2, cfg2 = recommenders.load_recommender(tmp_path)
+    rec = recommenders.load_recommender(tmp_path)
+    sids2 = rec.sids
     assert isinstance(rec, recommenders.GenerativeRecommender) and sids2.to_dict() == sids.to_dict()
     assert (rec.max_context_tokens, rec.num_beams, rec.batch_size) == (256, 20, 4)  # its config
     cases = evaluate.rec_cases(ds, sids)[:8]
@@ -192,21 +193,22 @@ def test_every_recommender_saves_and_loads_to_the_same_ranks(trained, tmp_path):
                                              config.resolve(cfg).to_dict())
     cases = evaluate.rec_cases(ds, sids)[:6]
     rec.save(tmp_path / "gen")
-    back, sids2, cfg2 = recommenders.load_recommender(tmp_path / "gen")
-    assert isinstance(back, recommenders.GenerativeRecommender) and back.config == cfg2
+    back = recommenders.load_recommender(tmp_path / "gen")
+    assert isinstance(back, recommenders.GenerativeRecommender)
+    assert back.config == run.saved_config(tmp_path / "gen")
     assert back.ranks(cases, "paper") == rec.ranks(cases, "paper")
     assert back.top(cases, 3) == rec.top(cases, 3)
     with pytest.raises(ValueError, match="config"):
         recommenders.GenerativeRecommender(model, tok, sids).save(tmp_path / "nothing")
     base = recommenders.BaselineRecommender.fit("repeat", cfg, ds, sids)
     base.save(tmp_path / "base")
-    again = recommenders.BaselineRecommender.load(tmp_path / "base", ds, sids)
+    again = recommenders.BaselineRecommender.load(tmp_path / "base", ds=ds, sids=sids)
     assert again.ranks(cases, "paper") == base.ranks(cases, "paper") == recommenders.baseline_ranks(
         baselines.Repeat(ds.catalog.ids).fit(ds["train"]), cases)
     with pytest.raises(ValueError, match="unknown baseline"):
         recommenders.BaselineRecommender.fit("oracle", cfg, ds, sids)
     with pytest.raises(FileNotFoundError, match="not a finished run"):
-        recommenders.load_recommender(tmp_path / "base")
+        recommenders.load_recommender(tmp_path / "nothing")
 
 
 def test_evaluate_scores_any_recommender_and_dedup_drops_repeats(trained):
@@ -222,3 +224,19 @@ def test_evaluate_scores_any_recommender_and_dedup_drops_repeats(trained):
     assert len(kept) == len(cases) - 1 and full["case_ranks"][0] == 1  # repeat ranks it first
     assert dd["case_ranks"] == kept and dd["protocol"] == "dedup"
     assert dd["metrics"] == evaluate.ranking_result(kept, "dedup")["metrics"]
+
+
+def test_load_recommender_opens_a_baseline_by_name_as_the_profile_scores_it(shared_data):
+    """``load_recommender("popularity", dataset=..., profile=...)`` is the baseline whose ranks
+    the committed result holds (the profile's gcrs config: its SIDs, its training splits)."""
+    saved = report.RESULTS / "cpu" / "inspired" / "popularity.paper.json"
+    if not saved.is_file():
+        pytest.skip(f"{saved} is not here")
+    rec = recommenders.load_recommender("popularity", dataset="inspired", profile="cpu",
+                                        data_root=shared_data)
+    assert isinstance(rec, recommenders.BaselineRecommender) and rec.name == "popularity"
+    ds = data.load("inspired", shared_data)
+    cases = evaluate.rec_cases(ds, rec.sids, "test", "gcrs")
+    assert rec.ranks(cases, "paper") == json.loads(saved.read_text())["case_ranks"]
+    with pytest.raises(ValueError, match="needs a dataset and a profile"):
+        recommenders.load_recommender("repeat")

@@ -10,7 +10,7 @@ from typing import Any, Protocol, Sequence
 
 import torch
 
-from crslib import config, report
+from crslib import config, data, report
 from crslib.data import Dataset
 from crslib.decoding import beam_search, item_scores, trie
 from crslib.evaluation import baselines
@@ -57,23 +57,31 @@ def _baseline_rankings(ranker, cases: Sequence[serialize.Example]):
 
 
 class Recommender(Protocol):
-    """What every ranker offers the protocols: the 1-based rank of each case's gold item among
-    all items (None: not ranked — under ``paper``, outside the top 50), and its top ``k``.
-    Implemented by GCRS, its ablations and TIGER (:class:`GenerativeRecommender`), the
-    decoupled baseline (:class:`crslib.training.decoupled.DecoupledRecommender`), and popularity,
-    repeat and text retrieval (:class:`BaselineRecommender`).
+    """The lifecycle every ranker shares, whatever its kind:
 
-    Fitting, saving and loading: :func:`fit` trains a run's config (one training loop,
-    :func:`crslib.training.train.fit`, for every trained kind) and returns its recommender; each
-    kind has ``save(out)`` and a ``load`` class method (:func:`load_recommender` picks the class
-    from the run's ``ranker``); a baseline is fitted from the training dialogs its config names
-    (:meth:`BaselineRecommender.fit`)."""
+    * ``ranks(cases, protocol)``: the 1-based rank of each case's gold item among all items
+      (None: not ranked — under ``paper``, outside the top 50);
+    * ``top(cases, k)``: each case's top ``k`` items, best first (what a person is shown);
+    * ``save(out)`` and the class method ``load(path, device=None)``: a folder and back;
+    * ``sids`` and ``config``: the SIDs its cases are written with, and its resolved config.
+
+    The kinds, registered in :data:`RANKERS` under the config's ``ranker`` (a baseline under its
+    name): GCRS, its ablations and TIGER (:class:`GenerativeRecommender`, trained by the one
+    run driver :func:`crslib.training.run.train_run`), the decoupled item head
+    (:class:`crslib.training.decoupled.DecoupledRecommender`, the same driver), and popularity,
+    repeat and text retrieval (:class:`BaselineRecommender`, fitted from the training dialogs
+    its config names). :func:`load_recommender` opens any of them; :func:`fit` trains a run's
+    config and returns its recommender."""
+    sids: SemanticIDs
+    config: dict | None
 
     def ranks(self, cases: Sequence[serialize.Example], protocol: str) -> list[int | None]:
         ...
 
     def top(self, cases: Sequence[serialize.Example], k: int = 10) -> list[list[str]]:
-        """Each case's top-``k`` items, best first (what a person is shown)."""
+        ...
+
+    def save(self, out) -> None:
         ...
 
 
@@ -127,13 +135,14 @@ class GenerativeRecommender:
 
 @dataclass
 class BaselineRecommender:
-    """A fitted baseline of :mod:`crslib.evaluation.baselines`: a full ranking per case, whatever
-    the protocol (:func:`baseline_ranks`). Its state is its config and the training dialogs that
+    """A fitted baseline of :mod:`crslib.evaluation.baselines`: a full ranking per case, whatever the
+    protocol (:func:`baseline_ranks`). Its state is its config and the training dialogs that
     config names, so :meth:`save` writes the config and :meth:`load` fits again (the same
     ranking: fitting is deterministic)."""
     ranker: Any
     name: str | None = None
     config: dict | None = None
+    sids: SemanticIDs | None = None
 
     @classmethod
     def fit(cls, name: str, cfg: dict, ds: Dataset, sids: SemanticIDs) -> "BaselineRecommender":
@@ -148,17 +157,34 @@ class BaselineRecommender:
                 ds.catalog.ids)
         else:
             raise ValueError(f"unknown baseline {name!r}; choose from {BASELINES}")
-        return cls(obj.fit(d for split in rc.splits for d in ds[split]), name, cfg)
+        return cls(obj.fit(d for split in rc.splits for d in ds[split]), name, cfg, sids)
 
     @classmethod
-    def load(cls, path, ds: Dataset, sids: SemanticIDs) -> "BaselineRecommender":
-        """The baseline :meth:`save` wrote to the folder ``path``, fitted again on ``ds``."""
+    def of_profile(cls, name: str, profile: str, dataset: str,
+                   data_root=None) -> "BaselineRecommender":
+        """Baseline ``name`` as the profile scores it: fitted by the profile's ``gcrs`` config
+        of ``dataset`` (its training splits, its SIDs)."""
+        cfg = run.load_config(run.config_path(profile, dataset), profile=profile)
+        ds = data.load(dataset, data_root)
+        return cls.fit(name, cfg, ds, run.prepare_sids(cfg, ds.catalog))
+
+    @classmethod
+    def load(cls, path, device=None, data_root=None, ds: Dataset | None = None,
+             sids: SemanticIDs | None = None) -> "BaselineRecommender":
+        """The baseline :meth:`save` wrote to the folder ``path``, fitted again on its config's
+        dataset (``data_root``: default ``$CRSLIB_DATA``; or the given ``ds`` and ``sids``);
+        ``device`` is unused (no weights)."""
         file = Path(path) / "baseline.json"
+        if not file.is_file():
+            raise FileNotFoundError(f"{path}: not a saved baseline (no baseline.json)")
         saved = json.loads(file.read_text())
         for key in ("baseline", "config"):
             if key not in saved:
                 raise ValueError(f"{file}: missing key {key!r}")
-        return cls.fit(saved["baseline"], saved["config"], ds, sids)
+        cfg = saved["config"]
+        ds = ds if ds is not None else data.load(config.resolve(cfg).dataset, data_root)
+        sids = sids if sids is not None else run.prepare_sids(cfg, ds.catalog)
+        return cls.fit(saved["baseline"], cfg, ds, sids)
 
     def save(self, out) -> None:
         """``out/baseline.json``: the baseline's name and config."""
@@ -177,17 +203,29 @@ class BaselineRecommender:
         return [list(r[:k]) for r in _baseline_rankings(self.ranker, cases)]
 
 
-RANKERS = {"generative": GenerativeRecommender, "item_head": decoupled.DecoupledRecommender}
-
-
 BASELINES = ("popularity", "repeat", "text-retrieval")
+RANKERS = {"generative": GenerativeRecommender, "item_head": decoupled.DecoupledRecommender,
+           **{name: BaselineRecommender for name in BASELINES}}
 
 
-def load_recommender(path, device=None) -> tuple[Recommender, SemanticIDs, dict]:
-    """``(recommender, sids, config)`` of the saved run folder ``path``: the class its config's
-    ``ranker`` names (:data:`RANKERS`), with the config's evaluation settings."""
-    rec = RANKERS[config.resolve(run.saved_config(path)).ranker].load(path, device)
-    return rec, rec.sids, rec.config
+def load_recommender(source, dataset: str | None = None, profile: str | None = None,
+                     device=None, data_root=None) -> Recommender:
+    """A fitted recommender of any kind: ``source`` is a run folder (the class its config's
+    ``ranker`` names in :data:`RANKERS`, with the config's evaluation settings), a folder a
+    baseline was saved to, or a baseline's name with the ``dataset`` and ``profile`` whose
+    config fits it (:meth:`BaselineRecommender.of_profile`)::
+
+        load_recommender("runs/cpu/inspired/gcrs")
+        load_recommender("popularity", dataset="inspired", profile="cpu")
+    """
+    if isinstance(source, str) and source in BASELINES:
+        if not (dataset and profile):
+            raise ValueError(f"baseline {source!r} needs a dataset and a profile")
+        return BaselineRecommender.of_profile(source, profile, dataset, data_root)
+    path = Path(source)
+    if (path / "baseline.json").is_file():
+        return BaselineRecommender.load(path, device, data_root)
+    return RANKERS[config.resolve(run.saved_config(path)).ranker].load(path, device)
 
 
 def fit(cfg: dict, out, data_root=None, progress: bool = False) -> Recommender:
@@ -195,4 +233,4 @@ def fit(cfg: dict, out, data_root=None, progress: bool = False) -> Recommender:
     (:func:`crslib.training.run.train_run`: resumable, a finished run of the same config reused) and
     return its recommender."""
     run.train_run(cfg, out, data_root, progress)
-    return load_recommender(out)[0]
+    return load_recommender(out)

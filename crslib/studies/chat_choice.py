@@ -108,7 +108,8 @@ def chat_beam(profile: str, dataset: str, variant: str, data_root=None, limit: i
 
     def compute() -> dict:
         ds = data.load(dataset, data_root)
-        rec, sids, _ = recommenders.load_recommender(folder)
+        rec = recommenders.load_recommender(folder)
+        sids = rec.sids
         cases = ev_mod.rec_cases(ds, sids, split, resolve(cfg).format, limit=limit)
         vocab = trie.SIDVocab.build(sids, rec.tokenizer)
         prompts = [serialize.rec_prompt_ids(ex, rec.tokenizer, rec.max_context_tokens)
@@ -150,7 +151,8 @@ def request_following(profile: str, dataset: str, variant: str, data_root=None,
 
     def check() -> dict:
         ds = data.load(dataset, data_root)
-        rec, sids, _ = recommenders.load_recommender(folder)
+        rec = recommenders.load_recommender(folder)
+        sids = rec.sids
         vocab = genres.vocabulary(ds.catalog)
         cases = [ex for ex in ev_mod.rec_cases(ds, sids, split, resolve(cfg).format)
                  if ex.context and genres.asked_genres(ex.context[-1][1], vocab)]

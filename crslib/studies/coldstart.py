@@ -112,7 +112,8 @@ def evaluate_split(profile: str, dataset: str, variant: str, data_root=None,
     limit = ev.coldstart_limit if limit is None else limit
 
     def score() -> dict:
-        rec, sids, _ = recommenders.load_recommender(folder)
+        rec = recommenders.load_recommender(folder)
+        sids = rec.sids
         ds = data.load(dataset, data_root)
         held = (holdout_items(ds, rc.holdout.fraction, rc.holdout.seed) if rc.holdout
                 else frozenset())

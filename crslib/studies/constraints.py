@@ -45,7 +45,8 @@ def measure(profile: str, dataset: str, variant: str, data_root=None, limit: int
 
     def compute() -> dict:
         ds = data.load(dataset, data_root)
-        rec, sids, _ = recommenders.load_recommender(folder)
+        rec = recommenders.load_recommender(folder)
+        sids = rec.sids
         cat = ds.catalog
         words = genres.vocabulary(cat)
         cases, asks = [], []

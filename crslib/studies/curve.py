@@ -40,7 +40,8 @@ def _point(folder: Path, record: dict, split: str, limit, ds, out: Path) -> dict
             **result_files.identity(cfg, folder)}
 
     def compute() -> dict:
-        rec, sids, _ = recommenders.load_recommender(folder)
+        rec = recommenders.load_recommender(folder)
+        sids = rec.sids
         cases = ev_mod.rec_cases(ds(), sids, split, config.resolve(cfg).format,
                                  limit=limit)
         return ev_mod.evaluate(rec, cases, "paper")

@@ -26,7 +26,6 @@ from crslib import data, paths, report
 from crslib.config import EvalConfig, resolve
 from crslib.evaluation import dialog_eval, evaluate as ev_mod, recommenders, result_files
 from crslib.evaluation.result_files import identity
-from crslib.ids.semantic_ids import SemanticIDs
 from crslib.training import run
 
 BASELINES = recommenders.BASELINES
@@ -109,6 +108,23 @@ def training_log(profile: str, dataset: str, variant: str = "gcrs") -> list[dict
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def scored_config(profile: str | None, dataset: str | None, ranker: str,
+                  run_path=None) -> tuple[dict, Path | None]:
+    """What ranker ``ranker`` is scored under: ``(config, run folder)``. A baseline
+    (:data:`BASELINES`) has no folder and the profile's ``gcrs`` config of ``dataset`` (its
+    SIDs, its training splits); a trained variant, its folder ``runs/<profile>/<dataset>/<ranker>``
+    (or ``run_path``) and the config saved there."""
+    if run_path is None and ranker in BASELINES:
+        if not (profile and dataset):
+            raise ValueError(f"baseline {ranker!r} needs a profile and a dataset")
+        return config(profile, dataset), None
+    run_path = Path(run_path) if run_path else run_dir(profile, dataset, ranker)
+    if not (run_path / "config.json").is_file():
+        raise FileNotFoundError(f"{run_path}: not a finished run (no config.json); train it "
+                                "first")
+    return run.saved_config(run_path), run_path
+
+
 def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str = "gcrs",
              protocol: str = "paper", data_root=None, limit: int | None = None,
              split: str = "test", save: bool = True, reuse: bool = True, run_path=None,
@@ -126,25 +142,16 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
     (``case_ranks``, in :func:`crslib.evaluation.evaluate.rec_cases` order, and ``case_ids``);
     ``dedup`` is computed from the ``community`` ranks, ``new_items`` from the ``paper`` lists.
     """
-    if run_path is None and ranker in BASELINES:
-        if not (profile and dataset):
-            raise ValueError(f"baseline {ranker!r} needs a profile and a dataset")
-        if protocol == "dialog":
-            raise ValueError(f"baseline {ranker!r} only ranks; use paper, community, dedup "
-                             "or new_items")
-        cfg, variant = config(profile, dataset), ranker
-    else:
-        run_path = Path(run_path) if run_path else run_dir(profile, dataset, ranker)
-        if not (run_path / "config.json").is_file():
-            raise FileNotFoundError(f"{run_path}: not a finished run (no config.json); train it "
-                                    "first")
-        cfg = run.saved_config(run_path)
-        variant = cfg["variant"]
+    cfg, run_path = scored_config(profile, dataset, ranker, run_path)
+    variant = ranker if run_path is None else cfg["variant"]
+    if run_path is None and protocol == "dialog":
+        raise ValueError(f"baseline {ranker!r} only ranks; use paper, community, dedup or "
+                         "new_items")
     rc = resolve(cfg)
     profile, dataset, ev = rc.profile, rc.dataset, rc.eval
     if limit is None:  # dedup is drawn from the community sample
         limit = ev.protocol_limit(protocol)
-    who = identity(cfg, None if variant in BASELINES else run_path)
+    who = identity(cfg, run_path)
     meta = {"dataset": dataset, "split": split, "profile": profile, "variant": variant,
             "seeds": [rc.train.seed], **who, "protocol": protocol}
     fmt = rc.format  # a baseline reads the gcrs config's cases
@@ -152,15 +159,15 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
         raise ValueError("the decoupled baseline only ranks (its responses come from a "
                          "separate generator); use paper, community or dedup")
 
-    def sids_of(ds) -> SemanticIDs:
-        return (run.prepare_sids(cfg, ds.catalog) if variant in BASELINES
-                else SemanticIDs.load(run_path / "sids.json"))
+    def recommender():
+        return recommenders.load_recommender(run_path or ranker, dataset, profile,
+                                             data_root=data_root)
 
     def dedup() -> dict:  # the community ranks without the repeated items: no new scoring
         full = evaluate(profile, dataset, ranker, "community", data_root, limit, split, save,
                         reuse, run_path)
         ds = data.load(dataset, data_root)
-        cases = ev_mod.rec_cases(ds, sids_of(ds), split, fmt, limit=limit)
+        cases = ev_mod.rec_cases(ds, recommender().sids, split, fmt, limit=limit)
         if len(cases) != len(full["case_ranks"]):
             raise ValueError(f"{variant}: the community result does not match the cases; "
                              "re-run it")
@@ -178,11 +185,8 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
 
     def score() -> dict:
         ds = data.load(dataset, data_root)
-        if variant in BASELINES:
-            sids = sids_of(ds)
-            rec = recommenders.BaselineRecommender.fit(variant, cfg, ds, sids)
-        else:
-            rec, sids, _ = recommenders.load_recommender(run_path)
+        rec = recommender()
+        sids = rec.sids
         if protocol == "dialog":
             head = run_path / "output_vocab.json"
             head_ids = json.loads(head.read_text()) if head.is_file() else None

@@ -142,7 +142,8 @@ def evaluate_free(profile: str, dataset: str, variant: str = "gcrs", data_root=N
     who = result_files.identity(cfg, folder)
 
     def score() -> dict:
-        rec, sids, _ = recommenders.load_recommender(folder)
+        rec = recommenders.load_recommender(folder)
+        sids = rec.sids
         ds = data.load(dataset, data_root)
         cases = evaluate.rec_cases(ds, sids, split, "gcrs", limit=limit)
         paper = result_files.saved_result(result_files.result_path(profile, dataset, variant,
@@ -182,7 +183,8 @@ def intent_cut(profile: str, dataset: str, variant: str = "gcrs", data_root=None
         raise ValueError(f"{variant}: an intent cut needs a run in the gcrs format")
 
     def choose() -> dict:
-        rec, sids, _ = recommenders.load_recommender(folder)
+        rec = recommenders.load_recommender(folder)
+        sids = rec.sids
         ds = data.load(dataset, data_root)
         turns = serialize.serialize_all(ds[split], sids, "gcrs")
         turns = [turns[j] for j in evaluate.sample_indices(turns, limit)]
