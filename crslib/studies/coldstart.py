@@ -119,7 +119,7 @@ def evaluate_split(profile: str, dataset: str, variant: str, data_root=None,
                 else frozenset())
         trained = set().union(*map(mentioned_items, run.training_dialogs(rc, ds)))
         cases = evaluate.rec_cases(ds, sids, split, rc.format, limit=limit)
-        ranks = rec.ranks(cases, "paper")
+        ranks = evaluate.evaluate(rec, cases, "paper")["case_ranks"]  # the one scoring call
         groups = split_ranks(cases, ranks, held, trained)
         everything = evaluate.ranking_result(ranks, "paper")
         repeats = sum(ex.item in ex.context_items for ex in cases) / len(cases) if cases else None

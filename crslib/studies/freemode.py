@@ -149,7 +149,8 @@ def evaluate_free(profile: str, dataset: str, variant: str = "gcrs", data_root=N
         paper = result_files.saved_result(result_files.result_path(profile, dataset, variant,
                                                                    "paper"), who, limit, split,
                                           say=lambda _: None)  # its ranks, if any
-        forced = paper["case_ranks"] if paper else rec.ranks(cases, "paper")
+        forced = (paper["case_ranks"] if paper  # the one scoring call, or its saved ranks
+                  else evaluate.evaluate(rec, cases, "paper")["case_ranks"])
         r = forced_vs_free(rec.model, rec.tokenizer, sids, cases, ev.max_context_tokens,
                            ev.num_beams, ev.batch_size, forced=forced)
         return {"n_cases": len(cases),
