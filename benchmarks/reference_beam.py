@@ -8,27 +8,7 @@ from __future__ import annotations
 import torch
 
 from crslib.decoding import trie
-
-
-def _left_pad(batch, pad):
-    T = max(len(ids) for ids in batch)
-    input_ids = torch.full((len(batch), T), pad, dtype=torch.long)
-    mask = torch.zeros((len(batch), T), dtype=torch.long)
-    for r, ids in enumerate(batch):
-        input_ids[r, T - len(ids):] = torch.tensor(ids)
-        mask[r, T - len(ids):] = 1
-    return input_ids, mask
-
-
-def _cache_of(output):
-    cache = getattr(output, "cache", None)
-    return cache if cache is not None else output.past_key_values
-
-
-def _level_log_probs(head, hidden, tokens):
-    bias = head.bias[tokens] if getattr(head, "bias", None) is not None else None
-    logits = torch.nn.functional.linear(hidden, head.weight[tokens], bias)
-    return torch.log_softmax(logits.float(), dim=-1)
+from crslib.decoding.batching import cache_of, left_pad
 
 
 @torch.no_grad()
@@ -39,19 +19,19 @@ def old_sid_beam_search(model, vocab: trie.SIDVocab, ids_list, k=50, num_beams=5
     L, K = vocab.level_tokens.shape
     out = []
     for s in range(0, len(ids_list), batch_size):
-        input_ids, mask = _left_pad(ids_list[s:s + batch_size], pad)
+        input_ids, mask = left_pad(ids_list[s:s + batch_size], pad)
         B, T = input_ids.shape
         position = (mask.cumsum(-1) - 1).clamp(min=0)
         o = decoder(input_ids=input_ids, attention_mask=mask, position_ids=position,
                     use_cache=True)
-        cache, h = _cache_of(o), o.last_hidden_state[:, -1:]
+        cache, h = cache_of(o), o.last_hidden_state[:, -1:]
         node = torch.zeros(B, 1, dtype=torch.long)
         score = torch.zeros(B, 1)
         ancestors = torch.zeros(B, 1, 0, dtype=torch.long)
         visible = mask.bool()
         for level in range(L):
             nb = node.shape[1]
-            lp = _level_log_probs(head, h.reshape(B * nb, -1), vocab.level_tokens[level])
+            lp = trie.level_log_probs(head, h.reshape(B * nb, -1), vocab.level_tokens[level])
             child = vocab.trie.children[level][node]
             cand = (score.unsqueeze(-1) + lp.view(B, nb, K)).masked_fill(child < 0, float("-inf"))
             top = cand.view(B, -1).topk(min(beams, nb * K), dim=1)
@@ -71,7 +51,7 @@ def old_sid_beam_search(model, vocab: trie.SIDVocab, ids_list, k=50, num_beams=5
             pos = (position[:, -1:] + level + 1).expand(B, n)
             o = decoder(input_ids=tokens, attention_mask=attend.unsqueeze(1), position_ids=pos,
                         cache=cache, use_cache=True)
-            cache, h = _cache_of(o), o.last_hidden_state
+            cache, h = cache_of(o), o.last_hidden_state
             visible = torch.cat([visible, torch.zeros(B, n, dtype=torch.bool)], dim=1)
         for b in range(B):
             keep = score[b] > float("-inf")
