@@ -205,6 +205,16 @@ def test_prefix_groups_and_labels_by_hand():
         prefix_groups(sids, 0)
 
 
+def test_embedding_map_equals_the_svd_of_the_centred_matrix():
+    # scikit-learn's PCA replaced a hand-written SVD (issue 23): the same map, up to rounding
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 16))
+    Xc = X - X.mean(axis=0)
+    axes = np.linalg.svd(Xc, full_matrices=False)[2][:2]
+    axes *= np.sign(axes[np.arange(2), np.abs(axes).argmax(axis=1)])[:, None]
+    np.testing.assert_allclose(embedding_map(X), Xc @ axes.T, atol=1e-10)
+
+
 def test_embedding_map_by_hand():
     X = np.array([[-2, 0, 0], [2, 0, 0], [0, 1, 0], [0, -1, 0]], dtype=float) + [5, -3, 7]
     want = [[-2, 0], [2, 0], [0, 1], [0, -1]]  # variance 2 along x, 0.5 along y

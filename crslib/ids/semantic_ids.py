@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from sklearn.decomposition import PCA
 
 from crslib import paths, report
 from crslib.ids import collisions, encode, quantize
@@ -359,16 +360,15 @@ def prefix_labels(sids: SemanticIDs, prefix_len: int = 1, top: int = 8,
 def embedding_map(embeddings) -> np.ndarray:
     """2-D PCA of item embeddings ``(n, dim)`` -> ``(n, 2)`` float64, for a scatter plot.
 
-    Exact (full SVD of the centred matrix, no randomness); each axis's sign is fixed so that
-    the largest-magnitude weight of its principal direction is positive, so the same
+    Exact (scikit-learn's ``PCA`` with the full SVD, no randomness); each axis's sign is fixed
+    so that the largest-magnitude weight of its principal direction is positive, so the same
     embeddings always give the same picture. Raises ``ValueError`` for fewer than 2 rows or
     columns.
     """
     X = np.asarray(embeddings, dtype=np.float64)
     if X.ndim != 2 or X.shape[0] < 2 or X.shape[1] < 2:
         raise ValueError(f"need an (n >= 2, dim >= 2) array for a 2-D map, got {X.shape}")
-    X = X - X.mean(axis=0)
-    _, _, vt = np.linalg.svd(X, full_matrices=False)
-    axes = vt[:2]
+    pca = PCA(n_components=2, svd_solver="full").fit(X)
+    axes = pca.components_.copy()
     axes *= np.sign(axes[np.arange(2), np.abs(axes).argmax(axis=1)])[:, None]
-    return X @ axes.T
+    return (X - pca.mean_) @ axes.T
