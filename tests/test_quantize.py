@@ -252,3 +252,20 @@ def test_redial_rqkmeans_4x64_unique(redial_embeddings):
     r = collisions.reassign_collisions(dist.argmin(-1), dist)
     assert len({tuple(c) for c in r.codes.tolist()}) == len(catalog)
     assert len(np.unique(r.codes[:, 0])) == 64
+
+
+def test_the_quantizers_are_scikit_learn_estimators():
+    """get_params, clone and fit_transform come from scikit-learn's BaseEstimator and
+    TransformerMixin (issue 23): a clone is unfitted with the same parameters, and fits to the
+    same codes."""
+    from sklearn.base import clone
+    from sklearn.exceptions import NotFittedError
+    X = np.random.default_rng(0).normal(size=(60, 8)).astype(np.float32)
+    for est in (q.RQKMeans(levels=2, codebook_size=4, seed=3),
+                q.RQVAE(levels=2, codebook_size=4, seed=3, epochs=2)):
+        codes = est.fit_transform(X)
+        twin = clone(est)
+        assert twin.get_params() == est.get_params() and not hasattr(twin, "codebooks_")
+        with pytest.raises(NotFittedError, match="not fitted"):
+            twin.transform(X)
+        np.testing.assert_array_equal(twin.fit(X).transform(X), codes)

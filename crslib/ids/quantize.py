@@ -17,14 +17,15 @@ the paper's Appendix A procedure.
 from __future__ import annotations
 
 import functools
-import inspect
 import warnings
 from typing import Callable, TypeVar
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
+from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 from torch import nn
 from tqdm.auto import tqdm
@@ -109,21 +110,17 @@ def kmeans_centers(x: np.ndarray, k: int, seed: int, n_init: int = 1) -> np.ndar
     return centers[np.arange(k) % len(centers)].astype(x.dtype)
 
 
-class _ResidualQuantizer:
-    """Shared greedy residual quantization; subclasses define the space and ``fit``."""
+class _ResidualQuantizer(TransformerMixin, BaseEstimator):
+    """Shared greedy residual quantization; subclasses define the space and ``fit``. A
+    scikit-learn estimator: ``get_params``, ``clone`` and ``fit_transform`` are scikit-learn's."""
 
     levels: int
     codebook_size: int
     codebooks_: np.ndarray  # (L, K, dim) in the quantization space
 
-    def get_params(self) -> dict:
-        """The constructor arguments, by name (scikit-learn convention)."""
-        names = inspect.signature(type(self).__init__).parameters
-        return {k: getattr(self, k) for k in names if k != "self"}
-
     def _check_fitted(self) -> None:
-        if not hasattr(self, "codebooks_"):
-            raise ValueError(f"{type(self).__name__} is not fitted; call fit(X) first")
+        check_is_fitted(self, "codebooks_", msg=f"{type(self).__name__} is not fitted; call "
+                                                 "fit(X) first")
 
     def _latent(self, X: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -146,9 +143,6 @@ class _ResidualQuantizer:
     def transform(self, X) -> np.ndarray:
         """Greedy codes ``(n, L)`` int64 in ``[0, K)``; may collide (see reassign_collisions)."""
         return self.residual_distances(X).argmin(-1).astype(np.int64)
-
-    def fit_transform(self, X) -> np.ndarray:
-        return self.fit(X).transform(X)
 
     @single_threaded
     def decode(self, codes) -> np.ndarray:
