@@ -111,17 +111,26 @@ def test_headline_table_is_generated_between_markers(tmp_path, monkeypatch):
 
 
 def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path):
-    import os
-    from crslib.training import run
+    import subprocess
+    import sys
+    from crslib.training import run, runbase
     with run.run_lock(tmp_path):
-        assert (tmp_path / ".lock").read_text() == str(os.getpid())
-        with pytest.raises(run.RunLocked, match="being trained by process"):
+        assert runbase.is_locked(tmp_path)
+        with pytest.raises(run.RunLocked, match="being trained by another process"):
             with run.run_lock(tmp_path):
                 pass
-    assert not (tmp_path / ".lock").exists()
-    (tmp_path / ".lock").write_text("999999999")  # a process that does not exist: taken over
+        # another process sees the lock too, and cannot take it
+        code = ("import sys; from pathlib import Path; from crslib.training import runbase; "
+                "sys.exit(0 if runbase.is_locked(Path(sys.argv[1])) else 1)")
+        assert subprocess.run([sys.executable, "-c", code, str(tmp_path)]).returncode == 0
+    assert not runbase.is_locked(tmp_path)
+    # a lock left by a process that died (here: killed while holding it) is free again
+    code = ("import os, sys; from pathlib import Path; from crslib.training import run; "
+            "lock = run.run_lock(Path(sys.argv[1])); lock.__enter__(); os._exit(0)")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
+    assert (tmp_path / ".lock").exists() and not runbase.is_locked(tmp_path)
     with run.run_lock(tmp_path):
-        assert (tmp_path / ".lock").read_text() == str(os.getpid())
+        assert runbase.is_locked(tmp_path)
 
 
 def test_runs_inventory_lists_finished_runs_and_renders(tmp_path, monkeypatch):

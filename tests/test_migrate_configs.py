@@ -3,7 +3,6 @@ config hash (and format/ranker), an unfinished run's work folder follows, a live
 alone, and a second pass changes nothing."""
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 from crslib import config
@@ -38,10 +37,11 @@ def test_old_runs_and_results_get_the_new_hash(tmp_path, capsys):
         (results / "smoke" / f"{variant}.paper.json").write_text(json.dumps({"config_hash": h}))
     unfinished = runs / "smoke" / "inspired" / "gcrs"  # only a work folder, no live lock
     (unfinished / f"work-{tool.legacy_hash(_legacy('gcrs'))}").mkdir(parents=True)
-    (unfinished / ".lock").write_text("999999999")
+    (unfinished / ".lock").write_text("")  # a lock file nobody holds
     live = runs / "smoke" / "inspired" / "tiger"  # being trained: left alone
     (live / f"work-{tool.legacy_hash(_legacy('tiger'))}").mkdir(parents=True)
-    (live / ".lock").write_text(str(os.getpid()))
+    held = run.run_lock(live)
+    held.__enter__()
 
     assert tool.main(["--runs", str(runs), "--results", str(results)]) == 1  # one skipped
     for variant, fmt, ranker in (("sid", "sid", "generative"), ("decoupled", "gcrs", "item_head")):
@@ -57,7 +57,7 @@ def test_old_runs_and_results_get_the_new_hash(tmp_path, capsys):
     assert [p.name for p in live.glob("work-*")] == [
         f"work-{tool.legacy_hash(_legacy('tiger'))}"]
     assert "SKIPPED" in capsys.readouterr().out
-    (live / ".lock").unlink()
+    held.__exit__(None, None, None)
     assert tool.main(["--runs", str(runs), "--results", str(results)]) == 0
     tiger_new = config.config_hash(config.load(run.config_path("smoke", "inspired", "tiger")))
     assert [p.name for p in live.glob("work-*")] == [f"work-{tiger_new}"]

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from crslib import config, paths, report
 from crslib.training import run
-from crslib.training.runbase import pid_alive
+from crslib.training.runbase import is_locked
 
 LEGACY_FORMATS = {"resp": "resp", "mode_resp": "mode_resp", "sid": "sid", "tiger": "tiger"}
 LEGACY_RANKERS = {"decoupled": "item_head"}
@@ -61,11 +61,9 @@ def hash_map() -> dict[str, str]:
 
 
 def being_trained(folder: Path) -> str | None:
-    """Why ``folder`` is left alone when its ``.lock`` names a live process; else None."""
-    lock = folder / ".lock"
-    pid = lock.read_text().strip() if lock.is_file() else ""
-    if pid.isdigit() and pid_alive(int(pid)):
-        return f"SKIPPED {folder}: being trained by process {pid}"
+    """Why ``folder`` is left alone when a training holds its lock; else None."""
+    if is_locked(folder):
+        return f"SKIPPED {folder}: being trained (its .lock is held)"
     return None
 
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from filelock import FileLock, Timeout
 
 from crslib import config, data, paths, report
 from crslib.format import serialize
@@ -204,46 +205,43 @@ class RunLocked(RuntimeError):
     pass
 
 
+def _lock(out: Path) -> FileLock:
+    return FileLock(out / ".lock", timeout=0)
+
+
 @contextlib.contextmanager
 def run_lock(out: Path):
-    """Hold ``out/.lock`` (our pid) while training, so two trainings never share one folder;
-    a lock left by a process that no longer exists is taken over. Under ``accelerate launch``
-    the main process holds it for all the processes of its training."""
+    """Hold ``out/.lock`` (an operating-system file lock, ``filelock``) while training, so two
+    trainings never share one folder; the system releases the lock of a process that died, so
+    a crashed training never blocks the next. Under ``accelerate launch`` the main process
+    holds it for all the processes of its training."""
     out.mkdir(parents=True, exist_ok=True)
     if not backbones.process_state().is_main_process:
         yield
         return
-    lock = out / ".lock"
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            try:
-                pid = int(lock.read_text() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and pid_alive(pid):
-                raise RunLocked(f"{out}: being trained by process {pid} (remove {lock} if not)")
-            lock.unlink(missing_ok=True)
-    else:
-        raise RunLocked(f"{out}: could not take {lock}")
+    lock = _lock(out)
     try:
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
+        lock.acquire()
+    except Timeout:
+        raise RunLocked(f"{out}: being trained by another process (it holds {out / '.lock'})"
+                        ) from None
+    try:
         yield
     finally:
-        lock.unlink(missing_ok=True)
+        lock.release()
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+def is_locked(out: Path) -> bool:
+    """Is a training holding ``out``'s lock right now (:func:`run_lock`)?"""
+    if not (Path(out) / ".lock").is_file():
         return False
-    except PermissionError:
+    lock = _lock(Path(out))
+    try:
+        lock.acquire()
+    except Timeout:
         return True
-    return True
+    lock.release()
+    return False
 
 
 def save_run(out: Path, net, tok, sids: SemanticIDs, cfg: dict) -> None:
