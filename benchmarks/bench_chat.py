@@ -34,13 +34,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
     import torch
-    from crslib import chat, config
+    from crslib import chat
     from crslib.training import run
     from crslib.studies import chat_choice
     from crslib.decoding.generation import ResponseDecoding
     from crslib.report import emit_json
 
-    cfg = config.resolve(run.saved_config(args.run))
+    cfg = run.saved_config(args.run)
     width = args.num_beams or chat_choice.chat_beam(cfg.profile, cfg.dataset, cfg.variant,
                                                     args.data_root)["chosen"]
     decoding = chat_choice.chat_decoding(cfg.profile, cfg.dataset, cfg.variant,

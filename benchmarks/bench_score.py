@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import torch
-    from crslib import config, data
+    from crslib import data
     from crslib.format import serialize
     from crslib.decoding import beam_search, trie
     from crslib.training import runtime
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     rec = recommenders.GenerativeRecommender.load(args.run, "cpu")
-    rc = config.resolve(rec.config)
+    rc = rec.config
     ds = data.load(rc.dataset, args.data_root)
     n_dialogs = 3 if args.quick else args.dialogs
     dialogs = random.Random(args.seed).sample(list(ds["test"]), n_dialogs)

@@ -22,7 +22,7 @@ import time
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from crslib import config, data, paths
+    from crslib import data, paths
     from crslib.training import batches, newrows, objectives, run, train
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -37,10 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         args.dialogs, args.steps = 40, 4
     torch.set_num_threads(args.threads)
     cfg = run.load_config(args.config)
-    ds = data.load(cfg["dataset"])
+    ds = data.load(cfg.dataset)
     sids = run.prepare_sids(cfg, ds.catalog)
     dialogs = ds["train"][: args.dialogs]
-    tcfg = dataclasses.replace(config.resolve(cfg).train, max_steps=args.steps,
+    tcfg = dataclasses.replace(cfg.train, max_steps=args.steps,
                                checkpoint_every=10_000, threads=args.threads)
 
     # the bare side: same windows, batches, restricted head and trainable parameters
@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"config": os.path.relpath(args.config, paths.REPO), "dialogs": args.dialogs,
               "steps": args.steps, "threads": args.threads, "quick": args.quick,
               "windows": len(windows), "batch_tokens": tcfg.batch_tokens,
-              "model": cfg["model"], "loop_tokens": loop["tokens"], "bare_tokens": bare["tokens"],
+              "model": cfg.to_dict()["model"], "loop_tokens": loop["tokens"],
+              "bare_tokens": bare["tokens"],
               "loop_tokens_per_s": round(loop["tokens_per_s"]),
               "bare_tokens_per_s": round(bare_rate),
               "ratio": round(loop["tokens_per_s"] / bare_rate, 3),

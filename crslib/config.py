@@ -17,6 +17,12 @@ The identity of a run, :func:`config_hash`, is taken from the *resolved* object 
 filled in — so spelling out a default does not make another run and changing a default in code
 does. What only says how a run is executed (``train.threads``, ``train.time_limit_minutes``)
 and the records a config carries (comments, ``dry_run``) are not part of it.
+
+A config is typed once, where it enters: a file read (:func:`load`,
+:func:`crslib.training.run.load_config`, :func:`crslib.training.runbase.saved_config`) or a dict
+a user hands in (:func:`resolve`). Everything inside takes the :class:`RunConfig`; it becomes a
+dict again only when it is written (:meth:`RunConfig.saved_form` is a run folder's
+``config.json``).
 """
 from __future__ import annotations
 
@@ -269,6 +275,15 @@ class RunConfig:
         out["train"].pop("fmt")
         notes = out.pop("notes")
         return {**out, **notes}
+
+    @property
+    def config_hash(self) -> str:
+        """The run's identity (:func:`config_hash`)."""
+        return config_hash(self)
+
+    def saved_form(self) -> dict:
+        """What a run folder's ``config.json`` holds: :meth:`to_dict` and the config hash."""
+        return {**self.to_dict(), "config_hash": self.config_hash}
 
     def identity(self) -> dict:
         """What the run is (the hashed part of :meth:`to_dict`): no comments, no ``dry_run``

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from crslib.training import run
+from crslib.training import run, runbase
 from crslib.studies import experiments
 
 CONFIG = run.config_path("smoke", "inspired")
@@ -46,7 +46,7 @@ def test_two_processes_train_the_model_one_process_trains(launched):
     a, b = (run.load_run(root / name)[0].state_dict() for name in ("two", "one"))
     assert a.keys() == b.keys()
     assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a)
-    assert not (root / "two" / ".lock").exists()  # the main process held it and let it go
+    assert not runbase.is_locked(root / "two")  # the main process held it and let it go
 
 
 def test_the_launched_run_loads_and_scores(launched, shared_data, tmp_path):

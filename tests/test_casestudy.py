@@ -4,6 +4,7 @@ backbone (a saved run) with valid catalog items, titles and the exact top 5."""
 import pytest
 import torch
 
+from crslib import config
 from crslib.format import serialize
 from crslib.decoding import item_scores
 from crslib.training import run
@@ -98,7 +99,7 @@ def world(tmp_path_factory):
     cfg = {"profile": "smoke", "dataset": "toy", "variant": "gcrs", "format": "gcrs",
            "model": {"kind": "compact"},
            "train": {}, "sids": {}, "eval": {"num_beams": 50, "max_context_tokens": 256}}
-    run.save_run(folder, model, tok, sids, cfg)
+    run.save_run(folder, model, tok, sids, config.resolve(cfg))
     return model, tok, sids, catalog, folder
 
 

@@ -4,6 +4,7 @@ held-out item; per-group metrics equal hand-computed values."""
 import pytest
 import torch
 
+from crslib import config
 from crslib.format import serialize
 from crslib.decoding import beam_search, item_scores, trie
 from crslib.training import model as backbones, run
@@ -93,12 +94,12 @@ def test_run_trains_without_the_held_out_items():
     ds = toy_dataset()
     cfg = {"profile": "smoke", "dataset": "toy", "variant": "coldstart_gcrs", "format": "gcrs",
            "train_splits": ["train"], "holdout": {"fraction": 1.0, "seed": 0}}
-    assert [d.id for d in run.training_dialogs(cfg, ds)] == ["t2"]  # 10, 12, 13 held out
-    assert [d.id for d in run.training_dialogs({**cfg, "max_dialogs": 0}, ds)] == []
+    assert [d.id for d in run.training_dialogs(config.resolve(cfg), ds)] == ["t2"]  # 10, 12, 13 held out
+    assert [d.id for d in run.training_dialogs(config.resolve({**cfg, "max_dialogs": 0}), ds)] == []
     plain = {**cfg, "holdout": None, "max_dialogs": 3}
-    assert [d.id for d in run.training_dialogs(plain, ds)] == ["t0", "t1", "t2"]
+    assert [d.id for d in run.training_dialogs(config.resolve(plain), ds)] == ["t0", "t1", "t2"]
     assert run.config_hash(cfg) != run.config_hash({**cfg, "holdout": {"fraction": 0.5, "seed": 0}})
-    s = coldstart.holdout_summary({**cfg, "max_dialogs": None}, ds)
+    s = coldstart.holdout_summary(config.resolve({**cfg, "max_dialogs": None}), ds)
     assert (s["heldout_items"], s["removed_dialogs"], s["train_dialogs"]) == (3, 3, 1)
 
 

@@ -157,7 +157,7 @@ def test_save_load_gives_identical_scores(world, tmp_path):
     cfg = {"profile": "smoke", "dataset": "toy", "variant": "decoupled", "format": "gcrs",
            "ranker": "item_head", "sids": {},
            "model": {"kind": "compact"}, "train": {"seed": 0}, "eval": {"max_context_tokens": 64}}
-    decoupled.save_decoupled(tmp_path, rec, sids, cfg)
+    decoupled.save_decoupled(tmp_path, rec, sids, config.resolve(cfg))
     rec2, tok2, sids2, cfg2 = run.load_run(tmp_path)  # dispatches to load_decoupled
     assert isinstance(rec2, decoupled.DecoupledRecommender)
     assert config.resolve(cfg2) == config.resolve(cfg)

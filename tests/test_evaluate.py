@@ -93,7 +93,7 @@ def test_save_load_gives_identical_predictions(trained, tmp_path):
     model, tok, sids, ds, _ = trained
     cfg = {"profile": "smoke", "dataset": "toy", "variant": "gcrs", "format": "gcrs",
            "model": {"kind": "compact"}, "train": {}, "sids": {}}
-    run.save_run(tmp_path, model, tok, sids, cfg)
+    run.save_run(tmp_path, model, tok, sids, config.resolve(cfg))
     model2, tok2, sids2, cfg2 = run.load_run(tmp_path)
     cases = evaluate.rec_cases(ds, sids)[:8]
     assert sids2.to_dict() == sids.to_dict() and config.resolve(cfg2) == config.resolve(cfg)
@@ -108,7 +108,7 @@ def test_every_ranker_is_scored_through_one_interface(trained, tmp_path):
     model, tok, sids, ds, _ = trained
     cfg = {"profile": "smoke", "dataset": "toy", "variant": "gcrs", "format": "gcrs",
            "eval": {"max_context_tokens": 256, "num_beams": 20, "batch_size": 4}}
-    run.save_run(tmp_path, model, tok, sids, cfg)
+    run.save_run(tmp_path, model, tok, sids, config.resolve(cfg))
     rec = recommenders.load_recommender(tmp_path)
     sids2 = rec.sids
     assert isinstance(rec, recommenders.GenerativeRecommender) and sids2.to_dict() == sids.to_dict()
@@ -190,7 +190,7 @@ def test_every_recommender_saves_and_loads_to_the_same_ranks(trained, tmp_path):
     cfg = {"profile": "smoke", "dataset": "toy", "variant": "gcrs", "format": "gcrs",
            "train_splits": ["train"], "eval": {"max_context_tokens": 256, "num_beams": 20}}
     rec = recommenders.GenerativeRecommender(model, tok, sids, 256, 20, 4,
-                                             config.resolve(cfg).to_dict())
+                                             config.resolve(cfg))
     cases = evaluate.rec_cases(ds, sids)[:6]
     rec.save(tmp_path / "gen")
     back = recommenders.load_recommender(tmp_path / "gen")
@@ -200,13 +200,13 @@ def test_every_recommender_saves_and_loads_to_the_same_ranks(trained, tmp_path):
     assert back.top(cases, 3) == rec.top(cases, 3)
     with pytest.raises(ValueError, match="config"):
         recommenders.GenerativeRecommender(model, tok, sids).save(tmp_path / "nothing")
-    base = recommenders.BaselineRecommender.fit("repeat", cfg, ds, sids)
+    base = recommenders.BaselineRecommender.fit("repeat", config.resolve(cfg), ds, sids)
     base.save(tmp_path / "base")
     again = recommenders.BaselineRecommender.load(tmp_path / "base", ds=ds, sids=sids)
     assert again.ranks(cases, "paper") == base.ranks(cases, "paper") == recommenders.baseline_ranks(
         baselines.Repeat(ds.catalog.ids).fit(ds["train"]), cases)
     with pytest.raises(ValueError, match="unknown baseline"):
-        recommenders.BaselineRecommender.fit("oracle", cfg, ds, sids)
+        recommenders.BaselineRecommender.fit("oracle", config.resolve(cfg), ds, sids)
     with pytest.raises(FileNotFoundError, match="not a finished run"):
         recommenders.load_recommender(tmp_path / "nothing")
 

@@ -163,7 +163,7 @@ def test_best_chat_run_is_chosen_on_validation_unseen_runs_first(tmp_path, monke
         folder = tmp_path / "runs" / "cpu" / "inspired" / variant
         (folder / "model").mkdir(parents=True)
         (folder / "model" / "w").write_text(variant)
-        cfg = {**experiments.config("cpu", "inspired"), "variant": variant,  # any name works:
+        cfg = {**experiments.config("cpu", "inspired").to_dict(), "variant": variant,  # any name:
                "format": variant if variant in ("sid", "resp") else "gcrs"}  # the format decides
         (folder / "config.json").write_text(json.dumps(cfg))
         (folder / "train_summary.json").write_text("{}")
@@ -202,7 +202,7 @@ def test_chat_decoding_is_chosen_on_dev_and_reused(shared_data, tmp_path, monkey
     fitted = recommenders.fit(experiments.config("smoke", "inspired"),
                           experiments.run_dir("smoke", "inspired", "gcrs"), shared_data)
     assert (isinstance(fitted, recommenders.GenerativeRecommender)
-            and fitted.config["variant"] == "gcrs")
+            and fitted.config.variant == "gcrs")
     out = chat_choice.chat_decoding("smoke", "inspired", "gcrs", shared_data, limit=4)
     assert out["split"] == "dev" and out["limit"] == 4 and len(out["rows"]) == len(
         dialog_eval.DECODING_CANDIDATES)

@@ -144,3 +144,22 @@ def test_no_module_reads_another_modules_private_names():
     tools = PKG.parent / "tools"
     found = [r for p in [*PKG.rglob("*.py"), *tools.glob("*.py")] for r in private_reaches(p)]
     assert not found, found
+
+
+def test_a_config_is_typed_once_where_it_enters():
+    """Issue 23: ``config.resolve`` is called at the edges only (the CLI; notebooks, tools and
+    tests are outside the package); inside crslib a RunConfig is passed, read from files by
+    ``run.load_config`` / ``runbase.saved_config``."""
+    calls = []
+    for m in MODULES:
+        if m in ("config", "cli"):
+            continue
+        tree = ast.parse(PATHS[m].read_text())
+        for node in ast.walk(tree):
+            f = getattr(node, "func", None)
+            if isinstance(node, ast.Call) and (
+                    isinstance(f, ast.Attribute) and f.attr == "resolve"
+                    and isinstance(f.value, ast.Name) and f.value.id == "config"
+                    or isinstance(f, ast.Name) and f.id == "resolve"):
+                calls.append(f"crslib/{PATHS[m].relative_to(PKG)}:{node.lineno}")
+    assert not calls, "config.resolve inside the package:\n" + "\n".join(calls)

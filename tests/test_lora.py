@@ -4,6 +4,7 @@ with identical predictions."""
 import pytest
 import torch
 
+from crslib import config
 from crslib.training import run, train
 from crslib.evaluation import evaluate, recommenders
 from crslib.studies.bench import random_sids
@@ -25,6 +26,7 @@ def smol():
            "model": {"kind": "hf", "name": "smollm2-135m",
                      "lora": {"r": 4, "alpha": 8, "dropout": 0.0}},
            "train": {"seed": 0}}
+    cfg = config.resolve(cfg)
     net, tok, new_ids = run.build_model(cfg, sids, catalog)
     return cfg, sids, catalog, net, tok, new_ids
 

@@ -49,9 +49,10 @@ def test_every_paper_config_loads_as_paper_dry(path):
     text = path.read_text()
     _, dataset, variant = path.stem.split("-", 2)
     assert run.config_path("paper-dry", dataset, variant) == path
-    paper = run.load_config(path)
-    dry = experiments.config("paper-dry", dataset, variant)
-    assert dry == run.load_config(path, profile="paper-dry")
+    paper = run.load_config(path).to_dict()
+    typed = experiments.config("paper-dry", dataset, variant)
+    assert typed == run.load_config(path, profile="paper-dry")
+    dry = typed.to_dict()
     assert (dry["profile"], dry["dataset"], dry["variant"]) == ("paper-dry", dataset, variant)
     # the stand-ins: tiny backbone (the paper's LoRA kept, no 4-bit), MiniLM, small budgets
     lora = paper["model"]["lora"]
@@ -86,7 +87,7 @@ def test_a_derived_profile_reads_only_its_base_profiles_files():
         run.load_config(run.config_path("cpu", "inspired"), profile="paper-dry")
     with pytest.raises(ValueError, match="not 'smoke'"):
         run.load_config(run.config_path("cpu", "inspired"), profile="smoke")
-    assert run.load_config(run.config_path("cpu", "inspired"), profile="cpu")["profile"] == "cpu"
+    assert run.load_config(run.config_path("cpu", "inspired"), profile="cpu").profile == "cpu"
 
 
 def test_a_dry_run_trains_and_scores_end_to_end_in_seconds(shared_data, tmp_path, monkeypatch):

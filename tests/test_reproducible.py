@@ -1,18 +1,20 @@
 """Runs that reproduce: the same seed and config give bitwise the same weights and metrics (one
 thread, this machine), and a saved result is reused only by the model that produced it."""
+import dataclasses
 import json
 
 import pytest
 import torch
 
+from crslib import config
 from crslib.training import model, run
 from crslib.studies import experiments
 
 
-def _smoke_cfg(steps: int | None = None) -> dict:
+def _smoke_cfg(steps: int | None = None) -> config.RunConfig:
     cfg = run.load_config(run.config_path("smoke", "inspired"))
     if steps is not None:
-        cfg["train"] = {**cfg["train"], "max_steps": steps}
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=steps))
     return cfg
 
 
@@ -33,7 +35,7 @@ def two_runs(shared_data, tmp_path_factory):
 def test_same_seed_and_config_give_the_same_weights(two_runs):
     root, (a, b) = two_runs
     assert (a["steps"], a["tokens"], a["final_loss"]) == (b["steps"], b["tokens"], b["final_loss"])
-    assert a["steps"] == a["steps_total"] == _smoke_cfg()["train"]["max_steps"]
+    assert a["steps"] == a["steps_total"] == _smoke_cfg().train.max_steps
     assert a["model_hash"] == b["model_hash"] == run.model_hash(root / "a")
     hashes = {model.state_dict_hash(run.load_run(root / x)[0]) for x in ("a", "b")}
     assert len(hashes) == 1
@@ -92,7 +94,8 @@ def test_model_hash_follows_every_saved_model_file(tmp_path):
 
 def test_config_hash_ignores_how_a_run_is_executed():
     cfg = _smoke_cfg()
-    same = {**cfg, "train": {**cfg["train"], "threads": 2, "time_limit_minutes": 99}}
+    same = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=2,
+                                                              time_limit_minutes=99))
     assert run.config_hash(same) == run.config_hash(cfg)
     assert run.config_hash(_smoke_cfg(steps=7)) != run.config_hash(cfg)
 

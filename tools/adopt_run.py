@@ -22,7 +22,7 @@ NAMES = ("profile", "variant")
 
 
 def adopt(source: Path, config_file: Path, target: Path) -> dict:
-    old = config.resolve(run.saved_config(source))
+    old = run.saved_config(source)
     new = config.load(config_file)
     a = {k: v for k, v in old.identity().items() if k not in NAMES}
     b = {k: v for k, v in new.identity().items() if k not in NAMES}
@@ -36,12 +36,11 @@ def adopt(source: Path, config_file: Path, target: Path) -> dict:
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(source, tmp, ignore=shutil.ignore_patterns("work-*", ".lock", "snapshots"))
-    cfg = {**new.to_dict(), "config_hash": run.config_hash(new)}
-    (tmp / "config.json").write_text(json.dumps(cfg, indent=1))
+    (tmp / "config.json").write_text(json.dumps(new.saved_form(), indent=1))
     tmp.rename(target)
-    return {"source": str(source), "target": str(target), "config_hash": cfg["config_hash"],
+    return {"source": str(source), "target": str(target), "config_hash": new.config_hash,
             "model_hash": run.model_hash(target), "source_model_hash": run.model_hash(source),
-            "finished": run.is_finished(cfg, target)}
+            "finished": run.is_finished(new, target)}
 
 
 def main(argv=None) -> int:

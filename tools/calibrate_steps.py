@@ -7,6 +7,7 @@ this machine. Run it alone (nothing else on the CPU) for the figures the configs
 the output is saved in results/cpu/calibration.json with the machine's load. Usage:
     CRSLIB_DATA=../shared/data python tools/calibrate_steps.py cpu-redial-gcrs=18 cpu-inspired-gcrs=4.5
 """
+import dataclasses
 import json
 import os
 import sys
@@ -23,10 +24,10 @@ from crslib.training import run
 
 def measure(name: str, minutes: float, warmup: int = 30, steps: int = 40) -> dict:
     cfg = run.load_config(run.CONFIGS / f"{name}.json")
-    own_warmup = cfg["train"].get("copy_warmup_steps", 0)
-    short = {**cfg, "train": {**cfg["train"], "max_steps": steps, "checkpoint_every": 10_000,
-                              "copy_warmup_steps": warmup if own_warmup else 0,
-                              "time_limit_minutes": None}}
+    own_warmup = cfg.train.copy_warmup_steps
+    short = dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, max_steps=steps, checkpoint_every=10_000, time_limit_minutes=None,
+        copy_warmup_steps=warmup if own_warmup else 0))
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         s = run.train_run(short, Path(tmp) / "run", os.environ.get("CRSLIB_DATA"), progress=False)

@@ -16,7 +16,7 @@ import sys
 
 import torch
 
-from crslib import config, data, report
+from crslib import data, report
 from crslib.training import run
 from crslib.evaluation import dialog_eval
 from crslib.studies import experiments
@@ -44,9 +44,9 @@ def main(argv=None) -> int:
         head = folder / "output_vocab.json"
         scores = dialog_eval.dialog_scores(
             model, tok, sids, ds[result["split"]],
-            config.resolve(cfg).eval.max_context_tokens,
+            cfg.eval.max_context_tokens,
             json.loads(head.read_text()) if head.is_file() else None,
-            fmt=config.resolve(cfg).format)
+            fmt=cfg.format)
         before = {k: result["metrics"].get(k) for k in ("ppl", "ppl_full_vocab")}
         result["ppl_tokens"] = scores.pop("ppl_tokens")
         result["metrics"].update(scores)

@@ -65,13 +65,12 @@ def main(argv: list[str]) -> None:
     cfg = run.load_config(run.config_path("cpu", ds_name), **over)
     out = f"runs/tuning/{name}"
     summary = run.train_run(cfg, out, None, progress=False)
-    model, tok, sids, cfg = run.load_run(out)
+    model, tok, sids, rc = run.load_run(out)
     ds = data.load(ds_name, None)
     split = data.VALIDATION[ds_name]
     cases = evaluate.rec_cases(ds, sids, split, limit=limit)
-    ev = cfg["eval"]
     t = time.time()
-    ranks = recommenders.model_ranks(model, tok, sids, cases, "paper", ev["max_context_tokens"],
+    ranks = recommenders.model_ranks(model, tok, sids, cases, "paper", rc.eval.max_context_tokens,
                                      50, 16)
     res = {"name": name, "over": over, "split": split, "limit": limit, **by_repeat(ranks, cases),
            "eval_s": time.time() - t, "train": summary}

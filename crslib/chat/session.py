@@ -20,7 +20,6 @@ from crslib.chat.cache import ConversationCache, hidden_states
 from crslib.chat.grammar import NoMentionOf, ResponseGrammar
 from crslib.chat.replies import (INFERENCE_MODES, MAX_CHARS, SAMPLE_CANDIDATES, InputError,
                                  Recommendation, Reply, is_follow_up)
-from crslib.config import resolve
 from crslib.data import genres, request as request_mod, titles
 from crslib.data.titles import TitleLinker
 from crslib.decoding import batching, beam_search, trie
@@ -109,11 +108,10 @@ class ChatSession:
         decoded token costs less; the merged weights equal base + adapter up to float
         rounding. The evaluation protocols score the unmerged model, as trained."""
         chosen = settings.validated_settings(path) if validated else {}
-        model, tok, sids, cfg = run.load_run(path)
+        model, tok, sids, rc = run.load_run(path)
         if merge_lora and hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload().eval()
         vocab_file = Path(path) / "output_vocab.json"
-        rc = resolve(cfg)
         defaults = {"head_ids": json.loads(vocab_file.read_text()) if vocab_file.is_file()
                     else None, "max_context_tokens": rc.eval.max_context_tokens,
                     "decoding": ResponseDecoding(no_repeat_ngram_size=3),  # never a loop

@@ -22,11 +22,11 @@ CHOICES = {  # result file protocol -> (ChatSession keyword, the value in the fi
 def validated_settings(path: str | os.PathLike) -> dict:
     """``ChatSession`` keyword arguments chosen on validation for the run folder ``path``; a
     choice whose file is missing, or was made by other weights, is left out."""
-    cfg = run.saved_config(path)
-    who = result_files.identity(cfg, path)
+    rc = run.saved_config(path)
+    who = result_files.identity(rc, path)
     out = {}
     for protocol, (key, read) in CHOICES.items():
-        file = result_files.result_path(cfg["profile"], cfg["dataset"], cfg["variant"], protocol)
+        file = result_files.result_path(rc.profile, rc.dataset, rc.variant, protocol)
         if file.is_file():
             saved = json.loads(file.read_text())
             if all(saved.get(k) == v for k, v in who.items()):

@@ -95,15 +95,15 @@ class GenerativeRecommender:
     max_context_tokens: int = 768
     num_beams: int = 50
     batch_size: int = 16
-    config: dict | None = None  # the run's resolved config (what save writes beside it)
+    config: config.RunConfig | None = None  # the run's config (what save writes beside it)
 
     @classmethod
     def load(cls, path, device=None) -> "GenerativeRecommender":
         """The saved run folder ``path`` (:func:`crslib.training.run.load_run`) with its config's
         evaluation settings (context length, beam width, batch size)."""
-        model, tok, sids, cfg = run.load_run(path, device)
-        ev = config.resolve(cfg).eval
-        return cls(model, tok, sids, ev.max_context_tokens, ev.num_beams, ev.batch_size, cfg)
+        model, tok, sids, rc = run.load_run(path, device)
+        ev = rc.eval
+        return cls(model, tok, sids, ev.max_context_tokens, ev.num_beams, ev.batch_size, rc)
 
     def save(self, out) -> None:
         """A run folder :meth:`load` reads (:func:`crslib.training.runbase.save_run`)."""
@@ -141,15 +141,15 @@ class BaselineRecommender:
     ranking: fitting is deterministic)."""
     ranker: Any
     name: str | None = None
-    config: dict | None = None
+    config: config.RunConfig | None = None
     sids: SemanticIDs | None = None
 
     @classmethod
-    def fit(cls, name: str, cfg: dict, ds: Dataset, sids: SemanticIDs) -> "BaselineRecommender":
+    def fit(cls, name: str, rc: config.RunConfig, ds: Dataset,
+            sids: SemanticIDs) -> "BaselineRecommender":
         """Baseline ``name`` (``popularity``, ``repeat``, ``text-retrieval``: :data:`BASELINES`)
         fitted on the training splits of ``cfg``; text retrieval embeds with the encoder the
         SIDs were built with."""
-        rc = config.resolve(cfg)
         if name == "text-retrieval":
             obj = baselines.TextRetrieval(ds.catalog, sids, rc.sids.encoder)
         elif name in ("popularity", "repeat"):
@@ -157,16 +157,16 @@ class BaselineRecommender:
                 ds.catalog.ids)
         else:
             raise ValueError(f"unknown baseline {name!r}; choose from {BASELINES}")
-        return cls(obj.fit(d for split in rc.splits for d in ds[split]), name, cfg, sids)
+        return cls(obj.fit(d for split in rc.splits for d in ds[split]), name, rc, sids)
 
     @classmethod
     def of_profile(cls, name: str, profile: str, dataset: str,
                    data_root=None) -> "BaselineRecommender":
         """Baseline ``name`` as the profile scores it: fitted by the profile's ``gcrs`` config
         of ``dataset`` (its training splits, its SIDs)."""
-        cfg = run.load_config(run.config_path(profile, dataset), profile=profile)
+        rc = run.load_config(run.config_path(profile, dataset), profile=profile)
         ds = data.load(dataset, data_root)
-        return cls.fit(name, cfg, ds, run.prepare_sids(cfg, ds.catalog))
+        return cls.fit(name, rc, ds, run.prepare_sids(rc, ds.catalog))
 
     @classmethod
     def load(cls, path, device=None, data_root=None, ds: Dataset | None = None,
@@ -181,17 +181,17 @@ class BaselineRecommender:
         for key in ("baseline", "config"):
             if key not in saved:
                 raise ValueError(f"{file}: missing key {key!r}")
-        cfg = saved["config"]
-        ds = ds if ds is not None else data.load(config.resolve(cfg).dataset, data_root)
-        sids = sids if sids is not None else run.prepare_sids(cfg, ds.catalog)
-        return cls.fit(saved["baseline"], cfg, ds, sids)
+        rc = config.RunConfig.from_dict(saved["config"], f"{file}: config")
+        ds = ds if ds is not None else data.load(rc.dataset, data_root)
+        sids = sids if sids is not None else run.prepare_sids(rc, ds.catalog)
+        return cls.fit(saved["baseline"], rc, ds, sids)
 
     def save(self, out) -> None:
         """``out/baseline.json``: the baseline's name and config."""
         if self.name is None or self.config is None:
             raise ValueError("save needs the baseline's name and config: fit it with "
                              "BaselineRecommender.fit")
-        report.write_json({"baseline": self.name, "config": self.config},
+        report.write_json({"baseline": self.name, "config": self.config.to_dict()},
                           Path(out) / "baseline.json")
 
     def ranks(self, cases: Sequence[serialize.Example], protocol: str) -> list[int | None]:
@@ -225,12 +225,12 @@ def load_recommender(source, dataset: str | None = None, profile: str | None = N
     path = Path(source)
     if (path / "baseline.json").is_file():
         return BaselineRecommender.load(path, device, data_root)
-    return RANKERS[config.resolve(run.saved_config(path)).ranker].load(path, device)
+    return RANKERS[run.saved_config(path).ranker].load(path, device)
 
 
-def fit(cfg: dict, out, data_root=None, progress: bool = False) -> Recommender:
+def fit(rc: config.RunConfig, out, data_root=None, progress: bool = False) -> Recommender:
     """Train the run ``cfg`` describes into the folder ``out``
     (:func:`crslib.training.run.train_run`: resumable, a finished run of the same config reused) and
     return its recommender."""
-    run.train_run(cfg, out, data_root, progress)
+    run.train_run(rc, out, data_root, progress)
     return load_recommender(out)

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from crslib import metrics, report
+from crslib import config, metrics, report
 from crslib.training import run
 
 
@@ -18,7 +18,7 @@ def result_path(profile: str, dataset: str, variant: str, protocol: str) -> Path
     return report.RESULTS / profile / dataset / f"{variant}.{protocol}.json"
 
 
-def identity(cfg: dict, run_path=None) -> dict:
+def identity(cfg: config.RunConfig, run_path=None) -> dict:
     """What a result is tied to: the config hash and, for a trained ranker (``run_path``), the
     hash of the weights on disk (:func:`crslib.training.run.model_hash`); a baseline has no weights
     (``model_hash`` None: it is fitted from the data by its config, deterministically)."""
@@ -26,8 +26,8 @@ def identity(cfg: dict, run_path=None) -> dict:
             "model_hash": run.model_hash(run_path) if run_path is not None else None}
 
 
-def run_meta(profile: str, dataset: str, variant: str, split: str, protocol: str, cfg: dict,
-             folder) -> dict:
+def run_meta(profile: str, dataset: str, variant: str, split: str, protocol: str,
+             cfg: config.RunConfig, folder) -> dict:
     """What opens the result file of a study of one trained run (:func:`scored`'s ``meta``):
     where it lives, the split it read, and the run's :func:`identity`."""
     return {"dataset": dataset, "split": split, "profile": profile, "variant": variant,

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from crslib import data
-from crslib.config import resolve
 from crslib.decoding import beam_search, item_scores, trie
 from crslib.format import serialize
 from crslib.ids.semantic_ids import SemanticIDs
@@ -85,10 +84,10 @@ def bench_decode(dataset: str = "redial", backbone: str = "tiny", n_prompts: int
         torch.set_num_threads(threads)
     if run:
         model, tokenizer, sids, cfg = load_run(run)
-        if cfg["dataset"] != dataset:
-            raise ValueError(f"{run} was trained on {cfg['dataset']}, not {dataset}")
+        if cfg.dataset != dataset:
+            raise ValueError(f"{run} was trained on {cfg.dataset}, not {dataset}")
         backbone, sids_path = f"run {run}", f"{run}/sids.json"
-        max_context_tokens = resolve(cfg).eval.max_context_tokens
+        max_context_tokens = cfg.eval.max_context_tokens
     loader = {"redial": data.load_redial, "inspired": data.load_inspired}[dataset]
     ds = loader(data_root, splits=("test",))
     if not run:

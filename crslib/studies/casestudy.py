@@ -39,7 +39,6 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 import torch
 
 from crslib import chat
-from crslib.config import resolve
 from crslib.data import Catalog, Dataset
 from crslib.decoding import beam_search, trie
 from crslib.evaluation import evaluate, recommenders
@@ -150,7 +149,7 @@ class CaseRunner:
     def from_run(cls, path, catalog: Catalog | None = None, **kwargs) -> "CaseRunner":
         """The run folder ``path`` (``run.load_run``), loaded once: its format, evaluation
         context length and beam width, and its restricted output vocabulary if it has one."""
-        rc = resolve(run.saved_config(path))
+        rc = run.saved_config(path)
         if rc.ranker != "generative":
             raise ValueError(f"{path}: the decoupled baseline is no language model; it has no "
                              "answers to show")

@@ -7,7 +7,6 @@ import json
 from typing import Sequence
 
 from crslib import data, report
-from crslib.config import resolve
 from crslib.data import genres
 from crslib.decoding import beam_search, trie
 from crslib.evaluation import dialog_eval, evaluate as ev_mod, recommenders, result_files
@@ -41,14 +40,13 @@ def best_chat_run(profile: str, datasets: Sequence[str] = ("redial", "inspired")
             folder = summary.parent
             if shipped_only and folder.resolve() not in shipped:
                 continue
-            rc = resolve(run.saved_config(folder))
+            rc = run.saved_config(folder)
             if rc.format != "gcrs" or rc.ranker != "generative":  # it must talk
                 continue
-            cfg = rc.to_dict()
-            dec = chat_decoding(profile, ds, cfg["variant"], data_root)
+            dec = chat_decoding(profile, ds, rc.variant, data_root)
             row = next(r for r in dec["rows"] if r["decoding"] == dec["chosen"])
-            req = request_following(profile, ds, cfg["variant"], data_root)["share"]
-            cands.append({"run": report.shown(folder), "dataset": ds, "variant": cfg["variant"],
+            req = request_following(profile, ds, rc.variant, data_root)["share"]
+            cands.append({"run": report.shown(folder), "dataset": ds, "variant": rc.variant,
                           "split": dec["split"], "decoding": dec["chosen"], "bleu": row["bleu"],
                           "distinct@2": row["distinct@2"], "follows": req["run"],
                           "popularity_follows": req["popularity"],
@@ -73,14 +71,14 @@ def chat_decoding(profile: str, dataset: str, variant: str, data_root=None,
     that follow the paper's INSPIRED recipe train on ``dev`` too, so for them the choice is made
     on seen dialogs, and says so."""
     folder, cfg, split = validation_run(profile, dataset, variant)
-    limit = resolve(cfg).eval.decoding_limit if limit is None else limit
+    limit = cfg.eval.decoding_limit if limit is None else limit
 
     def sweep() -> dict:  # data and model are loaded only when nothing can be reused
         ds = data.load(dataset, data_root)
         model, tok, sids, _ = run.load_run(folder)
         head = folder / "output_vocab.json"
         out = dialog_eval.decoding_sweep(model, tok, sids, ds[split], catalog=ds.catalog,
-                                    max_context_tokens=resolve(cfg).eval.max_context_tokens,
+                                    max_context_tokens=cfg.eval.max_context_tokens,
                                     head_ids=json.loads(head.read_text()) if head.is_file()
                                     else None, limit=limit)
         seen = {d.id for d in run.training_dialogs(cfg, ds)} & {d.id for d in ds[split]}
@@ -110,7 +108,7 @@ def chat_beam(profile: str, dataset: str, variant: str, data_root=None, limit: i
         ds = data.load(dataset, data_root)
         rec = recommenders.load_recommender(folder)
         sids = rec.sids
-        cases = ev_mod.rec_cases(ds, sids, split, resolve(cfg).format, limit=limit)
+        cases = ev_mod.rec_cases(ds, sids, split, cfg.format, limit=limit)
         vocab = trie.SIDVocab.build(sids, rec.tokenizer)
         prompts = [serialize.rec_prompt_ids(ex, rec.tokenizer, rec.max_context_tokens)
                    for ex in cases]
@@ -154,7 +152,7 @@ def request_following(profile: str, dataset: str, variant: str, data_root=None,
         rec = recommenders.load_recommender(folder)
         sids = rec.sids
         vocab = genres.vocabulary(ds.catalog)
-        cases = [ex for ex in ev_mod.rec_cases(ds, sids, split, resolve(cfg).format)
+        cases = [ex for ex in ev_mod.rec_cases(ds, sids, split, cfg.format)
                  if ex.context and genres.asked_genres(ex.context[-1][1], vocab)]
         cases = [cases[j] for j in ev_mod.sample_indices(cases, limit)]
         asked = [genres.asked_genres(ex.context[-1][1], vocab) for ex in cases]

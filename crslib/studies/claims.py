@@ -143,7 +143,7 @@ def _rebuilt_ids(profile: str, dataset: str, variant: str, result: dict, data_ro
         cfg = experiments.config(profile, dataset, variant)
     sids = (SemanticIDs.load(folder / "sids.json") if (folder / "sids.json").is_file()
             else run.prepare_sids(cfg, ds.catalog))
-    cases = ev_mod.rec_cases(ds, sids, result["split"], config.resolve(cfg).format,
+    cases = ev_mod.rec_cases(ds, sids, result["split"], cfg.format,
                              limit=result.get("limit"))
     if result["protocol"] in ("dedup", "new_items"):
         cases, _ = ev_mod.select(cases, [None] * len(cases), "dedup")

@@ -23,7 +23,6 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 from crslib import data
-from crslib.config import resolve
 # the hold-out itself is data-level (crslib.data); its names are reached here too
 from crslib.data import Dataset, holdout_items, mentioned_items, remove_items, target_items
 from crslib.evaluation import evaluate, recommenders, result_files
@@ -37,7 +36,7 @@ GROUPS = ("heldout", "seen", "unseen")
 def holdout_summary(cfg: dict, ds: Dataset) -> dict:
     """What a run's ``holdout`` did: held-out items, candidate items, dialogs removed from the
     training pool (before ``max_dialogs``), dialogs trained on."""
-    rc = resolve(cfg)
+    rc = cfg
     h = rc.holdout
     pool = [d for s in rc.splits for d in ds[s]]
     held = holdout_items(ds, h.fraction, h.seed) if h else frozenset()
@@ -107,7 +106,7 @@ def evaluate_split(profile: str, dataset: str, variant: str, data_root=None,
         raise FileNotFoundError(f"{folder}: not a finished run; train it first "
                                 f"(crslib.studies.experiments.train({profile!r}, {dataset!r}, "
                                 f"{variant!r}))")
-    rc = resolve(cfg)
+    rc = cfg
     ev = rc.eval
     limit = ev.coldstart_limit if limit is None else limit
 

@@ -19,7 +19,6 @@ The evaluation protocols stay unconstrained; this measures a chat option.
 from __future__ import annotations
 
 from crslib import data
-from crslib.config import resolve
 from crslib.data import genres, request as request_mod
 from crslib.decoding import beam_search, trie
 from crslib.evaluation import evaluate as ev_mod, recommenders, result_files
@@ -50,7 +49,7 @@ def measure(profile: str, dataset: str, variant: str, data_root=None, limit: int
         cat = ds.catalog
         words = genres.vocabulary(cat)
         cases, asks = [], []
-        for ex in ev_mod.rec_cases(ds, sids, split, resolve(cfg).format):
+        for ex in ev_mod.rec_cases(ds, sids, split, cfg.format):
             if not ex.context or ex.context[-1][0] != "user":
                 continue
             r = request_mod.parse(ex.context[-1][1], cat, words)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from crslib import config, data, report
+from crslib import data, report
 from crslib.evaluation import evaluate as ev_mod, recommenders, result_files
 from crslib.studies import experiments
 from crslib.training import run
@@ -42,7 +42,7 @@ def _point(folder: Path, record: dict, split: str, limit, ds, out: Path) -> dict
     def compute() -> dict:
         rec = recommenders.load_recommender(folder)
         sids = rec.sids
-        cases = ev_mod.rec_cases(ds(), sids, split, config.resolve(cfg).format,
+        cases = ev_mod.rec_cases(ds(), sids, split, cfg.format,
                                  limit=limit)
         return ev_mod.evaluate(rec, cases, "paper")
     return result_files.scored(meta, limit, compute, out)
@@ -95,7 +95,7 @@ def learning_curve(profile: str, dataset: str, variant: str = "gcrs", split: str
     out = {"profile": profile, "dataset": dataset, "variant": variant, "split": split,
            "limit": limit, "metric": metric, "rows": rows, "chosen_steps": best["step"],
            "rule": f"the step with the best {split} {metric}; ties to fewer steps",
-           "config_hash": run.saved_config(points[0][0])["config_hash"], "finished": finished}
+           "config_hash": run.saved_config(points[0][0]).config_hash, "finished": finished}
     report.write_json(out, report.RESULTS / profile / dataset / f"{variant}.curve.json")
     return out
 

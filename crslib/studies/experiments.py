@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from crslib import data, paths, report
-from crslib.config import EvalConfig, resolve
+from crslib.config import EvalConfig
 from crslib.evaluation import dialog_eval, evaluate as ev_mod, recommenders, result_files
 from crslib.evaluation.result_files import identity
 from crslib.training import run
@@ -143,11 +143,11 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
     ``dedup`` is computed from the ``community`` ranks, ``new_items`` from the ``paper`` lists.
     """
     cfg, run_path = scored_config(profile, dataset, ranker, run_path)
-    variant = ranker if run_path is None else cfg["variant"]
+    variant = ranker if run_path is None else cfg.variant
     if run_path is None and protocol == "dialog":
         raise ValueError(f"baseline {ranker!r} only ranks; use paper, community, dedup or "
                          "new_items")
-    rc = resolve(cfg)
+    rc = cfg
     profile, dataset, ev = rc.profile, rc.dataset, rc.eval
     if limit is None:  # dedup is drawn from the community sample
         limit = ev.protocol_limit(protocol)

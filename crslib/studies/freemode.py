@@ -25,7 +25,6 @@ from typing import Sequence
 import torch
 
 from crslib import data, metrics
-from crslib.config import resolve
 from crslib.decoding import batching, beam_search, item_scores, trie
 from crslib.evaluation import evaluate, recommenders, result_files
 from crslib.format import serialize
@@ -133,7 +132,7 @@ def evaluate_free(profile: str, dataset: str, variant: str = "gcrs", data_root=N
                                 f"(crslib.studies.experiments.train({profile!r}, {dataset!r}, "
                                 f"{variant!r}))")
     cfg = run.saved_config(folder)
-    rc = resolve(cfg)
+    rc = cfg
     if rc.format != "gcrs" or rc.ranker != "generative":
         raise ValueError(f"{variant}: free mode needs a run in the gcrs format (mode token, then item)")
     ev = rc.eval
@@ -179,7 +178,7 @@ def intent_cut(profile: str, dataset: str, variant: str = "gcrs", data_root=None
     ``results/<profile>/<dataset>/<variant>.intent.json`` and reused for the same weights. The
     evaluation protocols keep the paper's rule (cut 0); only the chat uses this cut."""
     folder, cfg, split = experiments.validation_run(profile, dataset, variant)
-    rc = resolve(cfg)
+    rc = cfg
     if rc.format != "gcrs" or rc.ranker != "generative":
         raise ValueError(f"{variant}: an intent cut needs a run in the gcrs format")
 
@@ -242,7 +241,7 @@ def cost_row(profile: str, dataset: str, variant: str, data_root=None, n: int = 
     summary = json.loads((folder / "train_summary.json").read_text())
     model, tok, sids, cfg = run.load_run(folder)
     ds = data.load(dataset, data_root)
-    rc = resolve(cfg)
+    rc = cfg
     cases = evaluate.rec_cases(ds, sids, split, rc.format)
     lat = latency(model, tok, sids, cases, n, seed, rc.eval.max_context_tokens,
                   rc.eval.num_beams)

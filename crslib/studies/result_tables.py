@@ -6,7 +6,6 @@ import json
 from typing import Sequence
 
 from crslib import data, report
-from crslib.config import resolve
 from crslib.evaluation import evaluate as ev_mod, result_files
 from crslib.ids.semantic_ids import SemanticIDs
 from crslib.studies.experiments import BASELINES, config, run_dir
@@ -74,7 +73,7 @@ def on_same_cases(profile: str, dataset: str, ranker: str, reference: str,
     ds = data.load(dataset, data_root)
     sids = (run.prepare_sids(config(profile, dataset), ds.catalog) if reference in BASELINES
             else SemanticIDs.load(run_dir(profile, dataset, reference) / "sids.json"))
-    fmt = "gcrs" if reference in BASELINES else resolve(config(profile, dataset, reference)).format
+    fmt = "gcrs" if reference in BASELINES else config(profile, dataset, reference).format
     cases = ev_mod.rec_cases(ds, sids, ref["split"], fmt)
     have = ev_mod.sample_indices(cases, full.get("limit"))
     if len(have) != len(full["case_ranks"]):
@@ -118,12 +117,12 @@ def backbone_table(profile: str, datasets: Sequence[str], pretrained: Sequence[s
                       else on_same_cases(profile, ds, name, ref, "dedup", data_root))
                 dial = load_result(profile, ds, name, "dialog") if name not in BASELINES else None
                 d = dial["metrics"] if dial else {}
-                model = (config(profile, ds, name)["model"] if name not in BASELINES else {})
+                model = config(profile, ds, name).model if name not in BASELINES else None
                 lo, hi = r["ci95"]["recall@10"]
                 rows.append({
                     "dataset": ds, "cases of": ref, "model": name,
-                    "backbone": model.get("name") or (
-                        f"compact {model['layers']}x{model['hidden']}" if model else "-"),
+                    "backbone": "-" if model is None else model.name or (
+                        f"compact {model.layers}x{model.hidden}"),
                     "cases": r["n_cases"],
                     **{k: round(100 * r["metrics"][k], 2) for k in ("recall@1", "recall@10")},
                     "recall@10 95% CI": f"[{100 * lo:.2f}, {100 * hi:.2f}]",

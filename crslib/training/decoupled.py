@@ -113,9 +113,9 @@ class DecoupledRecommender(torch.nn.Module):
     def load(cls, path: str | os.PathLike, device=None) -> "DecoupledRecommender":
         """The saved run ``path`` (:func:`load_decoupled`), with its config's evaluation
         settings; :meth:`save` writes it back."""
-        rec, _, sids, cfg = load_decoupled(path, device)
-        rec.batch_size = config.resolve(cfg).eval.batch_size
-        rec.sids, rec.config = sids, cfg
+        rec, _, sids, rc = load_decoupled(path, device)
+        rec.batch_size = rc.eval.batch_size
+        rec.sids, rec.config = sids, rc
         return rec
 
     def save(self, out: str | os.PathLike) -> None:
@@ -240,23 +240,23 @@ def train_head(t: runbase.Trainee):
     rec = DecoupledRecommender(t.net, t.tokenizer, t.sids.item_ids,
                                t.rc.eval.max_context_tokens, t.rc.train.seed)
     tcfg = dataclasses.replace(t.rc.train, fmt="sid")  # the head learns from the recommendations
-    summary = fit(rec, t.sids, t.dialogs, tcfg, t.work, t.new_ids, extra_config=t.cfg,
+    summary = fit(rec, t.sids, t.dialogs, tcfg, t.work, t.new_ids, extra_config=t.rc.saved_form(),
                   progress=t.progress)
 
     def save():
-        save_decoupled(t.out, rec, t.sids, t.cfg)
+        save_decoupled(t.out, rec, t.sids, t.rc)
         shutil.copyfile(t.work / "log.jsonl", t.out / "log.jsonl")
     return summary, save
 
 
 def save_decoupled(out: str | os.PathLike, rec: DecoupledRecommender, sids: SemanticIDs,
-                   cfg: dict) -> None:
+                   rc: config.RunConfig) -> None:
     """A run folder (:func:`crslib.training.runbase.save_run`) plus ``head.safetensors``."""
     from safetensors.torch import save_file
     if list(sids.item_ids) != rec.item_ids:
         raise ValueError("the head's items are not the SIDs' items, in the same order")
     out = Path(out)
-    runbase.save_run(out, rec.lm, rec.tokenizer, sids, cfg)
+    runbase.save_run(out, rec.lm, rec.tokenizer, sids, rc)
     with report.atomic(out / "head.safetensors") as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in rec.head.state_dict().items()},
                   str(tmp))
@@ -270,11 +270,10 @@ def load_decoupled(path: str | os.PathLike, device=None):
     if not (path / "head.safetensors").is_file() or not (path / "model").is_dir():
         raise FileNotFoundError(f"{path}: not a finished decoupled run (no head.safetensors "
                                 "or model/)")
-    cfg = runbase.saved_config(path)
+    rc = runbase.saved_config(path)
     sids = SemanticIDs.load(path / "sids.json")
-    lm, tok = backbones.load_model(path / "model", cfg, device)
-    rec = DecoupledRecommender(lm, tok, sids.item_ids,
-                               config.resolve(cfg).eval.max_context_tokens)
+    lm, tok = backbones.load_model(path / "model", rc, device)
+    rec = DecoupledRecommender(lm, tok, sids.item_ids, rc.eval.max_context_tokens)
     rec.head.load_state_dict(load_file(str(path / "head.safetensors")))
     rec.head.to(lm.device)
-    return rec.eval(), tok, sids, cfg
+    return rec.eval(), tok, sids, rc

@@ -241,7 +241,7 @@ def load_compact(folder: Path):
     return model
 
 
-def load_model(folder, cfg: dict, device: str | torch.device | None = None):
+def load_model(folder, rc: config.RunConfig, device: str | torch.device | None = None):
     """Inverse of :func:`save_model`: ``(model, tokenizer)``, the model on ``device`` (default:
     the CPU; a QLoRA run's base is loaded in 4 bit, as it was trained)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -252,7 +252,6 @@ def load_model(folder, cfg: dict, device: str | torch.device | None = None):
         from safetensors.torch import load_file
 
         # the base as built for training: a seeded random one (``tiny``) depends on the seed
-        rc = config.resolve(cfg)
         base, _ = load_backbone(rc.model.name, seed=rc.train.seed, device=device,
                                 load_in_4bit=bool(rc.model.lora and rc.model.lora.qlora))
         first = base.get_input_embeddings().num_embeddings

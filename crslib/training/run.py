@@ -142,7 +142,7 @@ def load_config(path: str | os.PathLike, profile: str | None = None, **overrides
     in), as JSON-ready data, with ``overrides`` merged into its blocks. ``profile``: load it as
     that profile — its own (the default), or one derived from it (:data:`DERIVED_PROFILES`,
     e.g. ``paper-dry`` from a ``paper`` file), whose transform is applied before the
-    overrides. ``config.resolve(cfg)`` gives the typed object."""
+    overrides; a :class:`crslib.config.RunConfig`."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such config; configs are in {CONFIGS}")
@@ -155,10 +155,11 @@ def load_config(path: str | os.PathLike, profile: str | None = None, **overrides
     for k, v in overrides.items():
         raw[k] = {**raw[k], **v} if isinstance(v, dict) else v
     return config.RunConfig.from_dict(raw, f"{path} with overrides {overrides}"
-                                      if overrides else str(path)).to_dict()
+                                      if overrides else str(path))
 
 
-def train_run(cfg: dict, out: str | os.PathLike, data_root=None, progress: bool = True) -> dict:
+def train_run(rc: config.RunConfig, out: str | os.PathLike, data_root=None,
+              progress: bool = True) -> dict:
     """Train the run ``cfg`` into ``out``; reuse it when ``out`` holds the same config, done.
 
     The one driver of every trained kind: it takes the run folder's lock, loads the data,
@@ -167,17 +168,15 @@ def train_run(cfg: dict, out: str | os.PathLike, data_root=None, progress: bool 
     baseline's item head), then saves and marks the run finished. Checkpoints go to a work
     folder per config hash, so an interrupted run resumes and a changed config starts afresh
     while the finished model of the old config stays until the new one replaces it."""
-    rc = config.resolve(cfg)
     out = Path(out)
-    cfg = {**rc.to_dict(), "config_hash": config_hash(rc)}
-    if is_finished(cfg, out):
+    if is_finished(rc, out):
         return json.loads((out / "train_summary.json").read_text())
     with run_lock(out):
         ds = data.load(rc.dataset, data_root)
         sids = prepare_sids(rc, ds.catalog, progress)
         net, tok, new_ids = build_model(rc, sids, ds.catalog)
-        trainee = Trainee(rc, cfg, net, tok, sids, new_ids, training_dialogs(rc, ds), ds.catalog,
-                          out / f"work-{cfg['config_hash']}", out, progress)
+        trainee = Trainee(rc, net, tok, sids, new_ids, training_dialogs(rc, ds), ds.catalog,
+                          out / f"work-{rc.config_hash}", out, progress)
         summary, save = TRAINERS[rc.ranker](trainee)
         return save_and_finish(out, summary, save)
 
@@ -187,16 +186,17 @@ def train_generative(t: Trainee):
     packed dialogs; learning-curve snapshots when ``snapshot_every`` asks for them."""
     def snapshot(step: int, record: dict) -> None:
         folder = t.out / "snapshots" / f"step-{step:04d}"
-        save_run(folder, t.net, t.tokenizer, t.sids, t.cfg)
+        save_run(folder, t.net, t.tokenizer, t.sids, t.rc)
         if (t.work / "output_vocab.json").is_file():
             shutil.copyfile(t.work / "output_vocab.json", folder / "output_vocab.json")
         report.write_json({**record, "model_hash": model_hash(folder)}, folder / "snapshot.json")
     summary = train.train(t.net, t.tokenizer, t.sids, t.dialogs, t.rc.train, t.work, t.new_ids,
-                          extra_config=t.cfg, progress=t.progress, on_snapshot=snapshot,
+                          extra_config=t.rc.saved_form(), progress=t.progress,
+                          on_snapshot=snapshot,
                           catalog=t.catalog)
 
     def save():
-        save_run(t.out, t.net, t.tokenizer, t.sids, t.cfg)
+        save_run(t.out, t.net, t.tokenizer, t.sids, t.rc)
         for name in ("log.jsonl", "output_vocab.json"):
             if (t.work / name).is_file():
                 shutil.copyfile(t.work / name, t.out / name)
@@ -209,16 +209,16 @@ TRAINERS = {"generative": train_generative, "item_head": decoupled.train_head}
 def load_run(path: str | os.PathLike, device=None):
     """``(model, tokenizer, sids, config)`` of a saved run, model in eval mode on ``device``
     (default: this process's, :func:`crslib.pretrained.default_device` — the GPU when there is
-    one); ``config`` is the saved one, resolved (a dict; ``config.resolve`` types it)."""
+    one); ``config`` is the saved one (:func:`saved_config`)."""
     device = device or backbones.default_device()
     path = Path(path)
     if not (path / "config.json").is_file() or not (path / "model").is_dir():
         raise FileNotFoundError(f"{path}: not a finished run (no config.json or model/)")
-    cfg = saved_config(path)
-    if config.resolve(cfg).ranker == "item_head":  # model = a DecoupledRecommender
+    rc = saved_config(path)
+    if rc.ranker == "item_head":  # model = a DecoupledRecommender
         return decoupled.load_decoupled(path, device)
     sids = SemanticIDs.load(path / "sids.json")
-    net, tok = backbones.load_model(path / "model", cfg, device)
-    return net.eval(), tok, sids, cfg
+    net, tok = backbones.load_model(path / "model", rc, device)
+    return net.eval(), tok, sids, rc
 
 

@@ -80,11 +80,11 @@ def model_hash(path: str | os.PathLike) -> str:
     return h.hexdigest()[:16]
 
 
-def prepare_sids(cfg, catalog: data.Catalog, progress: bool = False) -> SemanticIDs:
+def prepare_sids(rc: config.RunConfig, catalog: data.Catalog, progress: bool = False
+                 ) -> SemanticIDs:
     """The SIDs the config asks for: the committed map of its dataset and spec when there is
     one (:func:`crslib.ids.semantic_ids.committed_map`), else reused from ``cache/sids/``, else
     built (and cached)."""
-    rc = config.resolve(cfg)
     s = rc.sids
     spec = asdict(s)
     committed = semantic_ids.committed_map(rc.dataset, spec, catalog)
@@ -103,11 +103,10 @@ def prepare_sids(cfg, catalog: data.Catalog, progress: bool = False) -> Semantic
     return sids
 
 
-def build_model(cfg, sids: SemanticIDs, catalog: data.Catalog, device=None):
+def build_model(rc: config.RunConfig, sids: SemanticIDs, catalog: data.Catalog, device=None):
     """``(model, tokenizer, new_ids)`` with the GCRS tokens added and initialised, on
     ``device`` (default: this process's, :func:`crslib.pretrained.default_device`)."""
     device = device or backbones.default_device()
-    rc = config.resolve(cfg)
     m, seed = rc.model, rc.train.seed
     if m.kind == "compact":
         tok = backbones.load_tokenizer(m.source)
@@ -129,18 +128,15 @@ def build_model(cfg, sids: SemanticIDs, catalog: data.Catalog, device=None):
     return net, tok, sorted(new.values())
 
 
-def saved_config(path: str | os.PathLike) -> dict:
-    """The config a run folder was trained from (``config.json``), checked and resolved, with
-    its stored ``config_hash``."""
+def saved_config(path: str | os.PathLike) -> config.RunConfig:
+    """The config a run folder was trained from (``config.json``), checked and typed."""
     file = Path(path) / "config.json"
     if not file.is_file():
         raise FileNotFoundError(f"{path}: not a finished run (no config.json)")
-    stored = json.loads(file.read_text())
-    return {**config.RunConfig.from_dict(stored, str(file)).to_dict(),
-            "config_hash": stored.get("config_hash")}
+    return config.RunConfig.from_dict(json.loads(file.read_text()), str(file))
 
 
-def is_finished(cfg: dict, out: str | os.PathLike) -> bool:
+def is_finished(cfg: config.RunConfig, out: str | os.PathLike) -> bool:
     """Does ``out`` hold a finished run of ``cfg`` (same config hash, training summary written)?"""
     out = Path(out)
     return (out / "train_summary.json").is_file() and (out / "config.json").is_file() and \
@@ -168,12 +164,11 @@ def finish_run(out: Path, summary: dict) -> dict:
     return summary
 
 
-def training_dialogs(cfg, ds: data.Dataset) -> list[data.Dialog]:
+def training_dialogs(rc: config.RunConfig, ds: data.Dataset) -> list[data.Dialog]:
     """The dialogs a run trains on: its splits (:attr:`crslib.config.RunConfig.splits`), minus
     every dialog that mentions an item held out by the config's ``holdout`` (``{"fraction",
     "seed"}``: :func:`crslib.data.holdout_items`, studied by :mod:`crslib.studies.coldstart`), then
     the first ``max_dialogs``."""
-    rc = config.resolve(cfg)
     dialogs = [d for s in rc.splits for d in ds[s]]
     if rc.holdout:
         dialogs = data.remove_items(dialogs, data.holdout_items(ds, rc.holdout.fraction,
@@ -184,12 +179,10 @@ def training_dialogs(cfg, ds: data.Dataset) -> list[data.Dialog]:
 @dataclass
 class Trainee:
     """What the one run driver (:func:`crslib.training.run.train_run`) hands a kind of run's
-    trainer: the resolved config (``rc``; ``cfg``: it as saved, with its ``config_hash``), the
-    backbone with the new tokens, the SIDs, the training dialogs, the catalog, the work folder
-    (checkpoints, per config) and the run folder. A trainer returns ``(summary, save)``:
-    the loop's summary and what writes the finished run into ``out``."""
+    trainer: the config, the backbone with the new tokens, the SIDs, the training dialogs, the
+    catalog, the work folder (checkpoints, per config) and the run folder. A trainer returns
+    ``(summary, save)``: the loop's summary and what writes the finished run into ``out``."""
     rc: config.RunConfig
-    cfg: dict
     net: object
     tokenizer: object
     sids: SemanticIDs
@@ -244,7 +237,7 @@ def is_locked(out: Path) -> bool:
     return False
 
 
-def save_run(out: Path, net, tok, sids: SemanticIDs, cfg: dict) -> None:
+def save_run(out: Path, net, tok, sids: SemanticIDs, rc: config.RunConfig) -> None:
     """Write model + tokenizer + SIDs + config; the model folder is replaced atomically. The
     run is unfinished (no ``train_summary.json``) until :func:`finish_run`."""
     out.mkdir(parents=True, exist_ok=True)
@@ -258,7 +251,7 @@ def save_run(out: Path, net, tok, sids: SemanticIDs, cfg: dict) -> None:
         shutil.rmtree(out / "model")
     os.replace(tmp, out / "model")
     sids.save(out / "sids.json")
-    (out / "config.json").write_text(json.dumps(cfg, indent=1))
+    (out / "config.json").write_text(json.dumps(rc.saved_form(), indent=1))
 
 
 def peak_rss_mb() -> float:

@@ -43,7 +43,7 @@ rows = [{"dataset": ds, **{k: s.get(k) for k in ("epochs", "steps", "tokens", "s
                                                   "peak_rss_mb", "model_hash")}}
         for ds, s in summaries.items()]
 report.save_table(rows, "train_summary", profile,
-                  meta={"configs": {ds: experiments.config(profile, ds) for ds in datasets}})
+                  meta={"configs": {ds: experiments.config(profile, ds).to_dict() for ds in datasets}})
 pd.DataFrame(rows).set_index("dataset").round(3)
 
 # %% [markdown]

