@@ -26,6 +26,7 @@ from crslib import data, paths, report
 from crslib.config import EvalConfig
 from crslib.evaluation import dialog_eval, evaluate as ev_mod, recommenders, result_files
 from crslib.evaluation.result_files import identity
+from crslib.ids.semantic_ids import SemanticIDs
 from crslib.training import run
 
 BASELINES = recommenders.BASELINES
@@ -159,15 +160,13 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
         raise ValueError("the decoupled baseline only ranks (its responses come from a "
                          "separate generator); use paper, community or dedup")
 
-    def recommender():
-        return recommenders.load_recommender(run_path or ranker, dataset, profile,
-                                             data_root=data_root)
-
     def dedup() -> dict:  # the community ranks without the repeated items: no new scoring
         full = evaluate(profile, dataset, ranker, "community", data_root, limit, split, save,
                         reuse, run_path)
         ds = data.load(dataset, data_root)
-        cases = ev_mod.rec_cases(ds, recommender().sids, split, fmt, limit=limit)
+        sids = (SemanticIDs.load(run_path / "sids.json") if run_path  # no weights loaded
+                else run.prepare_sids(cfg, ds.catalog))
+        cases = ev_mod.rec_cases(ds, sids, split, fmt, limit=limit)
         if len(cases) != len(full["case_ranks"]):
             raise ValueError(f"{variant}: the community result does not match the cases; "
                              "re-run it")
@@ -185,7 +184,8 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
 
     def score() -> dict:
         ds = data.load(dataset, data_root)
-        rec = recommender()
+        rec = recommenders.load_recommender(run_path or ranker, dataset, profile,
+                                            data_root=data_root)
         sids = rec.sids
         if protocol == "dialog":
             head = run_path / "output_vocab.json"
