@@ -21,6 +21,20 @@ def test_baseline_result_is_saved_and_reused(shared_data, tmp_path, monkeypatch)
         experiments.evaluate("smoke", "inspired", "repeat", "dialog", shared_data)
 
 
+def test_a_validation_score_never_takes_the_place_of_the_test_one(shared_data, tmp_path,
+                                                                   monkeypatch):
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    test = experiments.evaluate("smoke", "inspired", "repeat", "new_items", shared_data, limit=30)
+    dev = experiments.evaluate("smoke", "inspired", "repeat", "new_items", shared_data, limit=30,
+                               split="dev")
+    folder = tmp_path / "smoke" / "inspired"
+    for protocol in ("paper", "new_items"):  # new_items writes its paper lists first
+        assert json.loads((folder / f"repeat.{protocol}.json").read_text())["split"] == "test"
+        assert json.loads((folder / "dev" / f"repeat.{protocol}.json").read_text())[
+            "split"] == "dev"
+    assert test["case_ids"] != dev["case_ids"]
+
+
 def test_a_full_result_cut_to_a_sample_equals_scoring_the_sample(shared_data, tmp_path,
                                                                    monkeypatch):
     monkeypatch.setattr(report, "RESULTS", tmp_path)

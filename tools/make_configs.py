@@ -97,6 +97,9 @@ SMOLLM2_SEEDS = {"inspired": {"gcrs": (1, 2), "tiger": (1, 2)}, "redial": {}}
 # candidate; the ratio is to be chosen on validation dialogs against others.
 SMOLLM2_ALIGN = {"tasks": ["text_to_sid", "sid_to_text", "genre_to_sid"], "ratio": 1.0,
                  "plot_chars": 160, "seed": 0}
+# The other ratios tried on INSPIRED validation (crslib.studies.align_choice picks one by dev
+# new-item Recall@10): a log grid around 1, by a factor of 4 each way. ReDial trains the chosen one.
+SMOLLM2_ALIGN_RATIOS = {"inspired": {"gcrs_align_r025": 0.25, "gcrs_align_r4": 4.0}, "redial": {}}
 
 
 def smollm2_base(cpu_base: dict) -> dict:
@@ -128,6 +131,11 @@ def smollm2_configs(cpu_base: dict) -> dict[str, dict]:
     cfg["train"] = {**cfg["train"], "align": dict(SMOLLM2_ALIGN)}
     cfg["train"].pop("snapshot_every", None)
     out["gcrs_align"] = cfg
+    for v, ratio in SMOLLM2_ALIGN_RATIOS[ds].items():
+        other = copy.deepcopy(cfg)
+        other["variant"] = v
+        other["train"]["align"]["ratio"] = ratio
+        out[v] = other
     return out
 
 

@@ -11,11 +11,15 @@ from crslib import config, metrics, report
 from crslib.training import run
 
 
-def result_path(profile: str, dataset: str, variant: str, protocol: str) -> Path:
+def result_path(profile: str, dataset: str, variant: str, protocol: str,
+                split: str = "test") -> Path:
     """Where every result lives: ``results/<profile>/<dataset>/<variant>.<protocol>.json``
     (``protocol``: a ranking protocol, ``dialog``, or a study's name — ``coldstart``,
-    ``freemode``, ``decoding``, ``request``)."""
-    return report.RESULTS / profile / dataset / f"{variant}.{protocol}.json"
+    ``freemode``, ``decoding``, ``request``). A ranking protocol scored on another split than
+    the test split lives in that split's folder (``results/<profile>/<dataset>/dev/...``), so a
+    validation score never takes the place of a test one; a study's file names its split inside."""
+    folder = report.RESULTS / profile / dataset
+    return (folder if split == "test" else folder / split) / f"{variant}.{protocol}.json"
 
 
 def identity(cfg: config.RunConfig, run_path=None) -> dict:

@@ -132,7 +132,8 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
              out=None) -> dict:
     """Score a ranker under ``protocol`` (``paper | community | dedup | new_items | dialog``);
     the result dict, saved as ``results/<profile>/<dataset>/<ranker>.<protocol>.json`` (or
-    ``out``).
+    ``out``; on a ``split`` other than ``test``, in that split's folder:
+    :func:`crslib.evaluation.result_files.result_path`).
 
     The ranker is a baseline name (needs ``profile`` and ``dataset``: its config gives SIDs and
     training splits), a variant trained under ``runs/<profile>/<dataset>/``, or ``run_path``
@@ -198,7 +199,9 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
             out["ranker"] = rec.ranker.describe()
         return out
     compute = {"dedup": dedup, "new_items": new_items}.get(protocol, score)
-    return result_files.scored(meta, limit, compute, Path(out) if out else None, reuse, save)
+    path = Path(out) if out else result_files.result_path(profile, dataset, variant, protocol,
+                                                          split)
+    return result_files.scored(meta, limit, compute, path, reuse, save)
 
 
 def _dialog_result(model, tok, sids, ds, ev: EvalConfig, split: str, limit, head_ids,

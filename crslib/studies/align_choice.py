@@ -1,0 +1,77 @@
+"""The alignment ratio (beyond the paper), chosen once on validation data.
+
+A profile's alignment candidates are its configs of one dataset with a ``train.align`` block
+(:mod:`crslib.format.align`), which differ only in ``train.align.ratio`` (and their names). Each
+trained candidate is scored under the paper protocol on the validation split (INSPIRED ``dev``,
+which the pretrained runs never train on), with its new-item recall from the same lists;
+:func:`choose` picks the ratio with the best validation new-item ``metric`` (what alignment is
+for), ties to the smaller ratio, and saves the table as
+``results/<profile>/<dataset>/align_choice.json``. GCRS without alignment and popularity are
+scored beside them as references, not as candidates. The other dataset then trains the chosen
+ratio, like the step budget (:mod:`crslib.studies.curve`). Never a test split.
+"""
+from __future__ import annotations
+
+import json
+
+from crslib import config, data, report
+from crslib.studies import experiments
+from crslib.training import run
+
+METRIC = "recall@10"
+REFERENCES = ("gcrs", "popularity")
+
+
+def candidates(profile: str, dataset: str) -> dict[str, float]:
+    """``{variant: ratio}`` of the profile's configs of ``dataset`` that train with alignment,
+    by ratio."""
+    out = {}
+    for path in sorted(run.CONFIGS.glob(f"{run.base_profile(profile)}-{dataset}-*.json")):
+        rc = config.load(path)
+        if rc.train.align is not None:
+            out[rc.variant] = rc.train.align.ratio
+    return dict(sorted(out.items(), key=lambda kv: (kv[1], kv[0])))
+
+
+def pick(rows: list[dict], metric: str = METRIC) -> dict:
+    """The candidate row with the best validation new-item ``metric``; among equals, the
+    smallest ratio (the least change to the paper's recipe)."""
+    cands = [r for r in rows if r["ratio"] is not None]
+    if not cands:
+        raise ValueError("no alignment candidate to choose from")
+    return min(cands, key=lambda r: (-r[f"new_items {metric}"], r["ratio"]))
+
+
+def choose(profile: str, dataset: str = "inspired", metric: str = METRIC, data_root=None,
+           ratios: dict[str, float] | None = None, references=REFERENCES, say=print) -> dict:
+    """Score every alignment candidate of ``dataset`` (``ratios``, default :func:`candidates`)
+    and the ``references`` on the validation split, pick the ratio (:func:`pick`) and save the
+    table."""
+    split = data.VALIDATION[dataset]
+    ratios = candidates(profile, dataset) if ratios is None else ratios
+    if not ratios:
+        raise FileNotFoundError(f"{profile}/{dataset}: no config with a train.align block")
+    rows = []
+    for variant in (*ratios, *references):
+        paper = experiments.evaluate(profile, dataset, variant, "paper", data_root, split=split)
+        new = experiments.evaluate(profile, dataset, variant, "new_items", data_root,
+                                   split=split)
+        rows.append({"variant": variant, "ratio": ratios.get(variant),
+                     "model_hash": paper["model_hash"], "cases": paper["n_cases"],
+                     "new_item_cases": new["n_cases"],
+                     **{k: paper["metrics"][k] for k in ("recall@1", "recall@10", "ndcg@10")},
+                     f"new_items {metric}": new["metrics"][metric],
+                     f"new_items {metric} 95% CI": new["ci95"][metric]})
+        say(f"{variant}: {split} R@10 {100 * paper['metrics']['recall@10']:.2f}, new-item "
+            f"{metric} {100 * new['metrics'][metric]:.2f} on {new['n_cases']} cases")
+    best = pick(rows, metric)
+    out = {"profile": profile, "dataset": dataset, "split": split, "metric": f"new_items {metric}",
+           "rule": f"the ratio with the best {split} new-item {metric}; ties to the smaller ratio",
+           "rows": rows, "chosen_variant": best["variant"], "chosen_ratio": best["ratio"]}
+    report.write_json(out, report.RESULTS / profile / dataset / "align_choice.json")
+    return out
+
+
+def load(profile: str, dataset: str = "inspired") -> dict | None:
+    path = report.RESULTS / profile / dataset / "align_choice.json"
+    return json.loads(path.read_text()) if path.is_file() else None

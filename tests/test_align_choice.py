@@ -1,0 +1,42 @@
+"""The alignment ratio is chosen on validation data by a written rule, never on the test split."""
+import json
+
+import pytest
+
+from crslib import report
+from crslib.studies import align_choice
+
+
+def _row(variant, ratio, new):
+    return {"variant": variant, "ratio": ratio, "new_items recall@10": new}
+
+
+def test_pick_takes_the_best_new_item_recall_and_ties_to_the_smaller_ratio():
+    rows = [_row("a4", 4.0, 0.20), _row("a1", 1.0, 0.20), _row("a025", 0.25, 0.10),
+            _row("gcrs", None, 0.50)]  # a reference is never chosen
+    assert align_choice.pick(rows)["variant"] == "a1"
+    assert align_choice.pick(rows[2:])["variant"] == "a025"
+    with pytest.raises(ValueError, match="no alignment candidate"):
+        align_choice.pick([_row("gcrs", None, 0.5)])
+
+
+def test_the_pretrained_profile_tries_three_ratios_on_inspired():
+    assert align_choice.candidates("smollm2", "inspired") == {
+        "gcrs_align_r025": 0.25, "gcrs_align": 1.0, "gcrs_align_r4": 4.0}
+
+
+def test_choose_scores_on_validation_and_saves_the_table(shared_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    out = align_choice.choose("smoke", "inspired", data_root=shared_data,
+                              ratios={"repeat": 2.0, "popularity": 0.5}, references=(),
+                              say=lambda *_: None)
+    rows = {r["variant"]: r for r in out["rows"]}
+    assert out["split"] == "dev" and set(rows) == {"repeat", "popularity"}
+    best = max(rows.values(), key=lambda r: (r["new_items recall@10"], -r["ratio"]))
+    assert (out["chosen_variant"], out["chosen_ratio"]) == (best["variant"], best["ratio"])
+    assert align_choice.load("smoke", "inspired") == json.loads(json.dumps(out))
+    folder = tmp_path / "smoke" / "inspired"
+    assert not list(folder.glob("*.paper.json"))  # no test-split file was written
+    for v in rows:
+        saved = json.loads((folder / "dev" / f"{v}.paper.json").read_text())
+        assert saved["split"] == "dev" and saved["n_cases"] == rows[v]["cases"]
