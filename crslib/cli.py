@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def _print(obj) -> None:
@@ -94,14 +95,12 @@ def cmd_evaluate(args) -> int:
     """Score a run (or a baseline) under one protocol; print and save the result JSON."""
     from crslib.studies import experiments
     try:
-        if args.run in experiments.BASELINES:
-            result = experiments.evaluate(args.profile, args.dataset, args.run, args.protocol,
-                                          args.data_root, args.limit, args.split, out=args.out,
-                                          reuse=False)
-        else:
-            result = experiments.evaluate(protocol=args.protocol, data_root=args.data_root,
-                                          limit=args.limit, split=args.split, out=args.out,
-                                          reuse=False, run_path=args.run)
+        where = Path(args.run)  # a run folder, else a baseline's name
+        who = (dict(run_path=where) if where.exists()
+               else dict(profile=args.profile, dataset=args.dataset, ranker=args.run))
+        result = experiments.evaluate(protocol=args.protocol, data_root=args.data_root,
+                                      limit=args.limit, split=args.split, out=args.out,
+                                      reuse=False, **who)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -103,16 +103,22 @@ def test_dedup_is_community_without_repeats(shared_data, tmp_path, monkeypatch):
 def test_headline_table_is_generated_between_markers(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     report.write_json({"n_cases": 304, "metrics": {"recall@1": 0.05, "recall@10": 0.2, "ndcg@10": 0.1},
-                       "ci95": {"recall@10": [0.15, 0.25]}}, tmp_path / "cpu" / "inspired" / "gcrs.paper.json")
+                       "ci95": {"recall@10": [0.15, 0.25]}, "model_hash": "0123456789abcdef"},
+                      tmp_path / "cpu" / "inspired" / "gcrs.paper.json")
+    report.write_json({"n_cases": 304, "metrics": {"recall@1": 0.03, "recall@10": 0.1, "ndcg@10": 0.05},
+                       "ci95": {"recall@10": [0.05, 0.15]}, "model_hash": None},
+                      tmp_path / "cpu" / "inspired" / "popularity.paper.json")
     md = result_tables.headline_markdown("cpu", ["inspired"])
     lines = md.splitlines()
+    assert ("| inspired | popularity | ours (cpu) | - | 304 | 3.00 | 10.00 [5.00, 15.00] | 5.00 |"
+            in lines)  # a baseline (no weights) has no backbone
     assert lines[2] == ("| inspired | gcrs | ours (cpu) | compact 2x256, from scratch | 304 | "
                         "5.00 | 20.00 [15.00, 25.00] | 10.00 |")
-    assert lines[3] == ("| inspired | TIGER | reported in the paper | Qwen2.5-7B | - | 11.28 | "
+    assert lines[4] == ("| inspired | TIGER | reported in the paper | Qwen2.5-7B | - | 11.28 | "
                         "22.93 | 16.15 |")
-    assert lines[4].startswith("| inspired | GCRS | reported in the paper | Qwen2.5-7B | - | 14.56 |")
+    assert lines[5].startswith("| inspired | GCRS | reported in the paper | Qwen2.5-7B | - | 14.56 |")
     report.write_json({"n_cases": 304, "metrics": {"recall@1": 0.1, "recall@10": 0.3, "ndcg@10": 0.2},
-                       "ci95": {"recall@10": [0.25, 0.35]}},
+                       "ci95": {"recall@10": [0.25, 0.35]}, "model_hash": "fedcba9876543210"},
                       tmp_path / "smollm2" / "inspired" / "gcrs.paper.json")
     both = result_tables.headline_markdown(["smollm2", "cpu"], ["inspired"]).splitlines()
     assert both[2].startswith("| inspired | gcrs | ours (smollm2) | SmolLM2-135M + LoRA | 304 | 10.00")
@@ -251,3 +257,19 @@ def test_chat_decoding_is_chosen_on_dev_and_reused(shared_data, tmp_path, monkey
     assert cut["f1"] >= cut["f1_at_zero"] and 0 <= cut["rec_share"] <= 1
     monkeypatch.setattr(freemode, "rec_margin", lambda *a, **k: pytest.fail("recomputed"))
     assert freemode.intent_cut("smoke", "inspired", "gcrs", shared_data, limit=20) == cut
+
+
+def test_the_cli_scores_a_baseline_by_name_and_a_run_by_its_folder(shared_data, tmp_path,
+                                                                   monkeypatch, capsys):
+    from crslib.cli import main
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    out = tmp_path / "pop.json"
+    assert main(["evaluate", "--run", "popularity", "--protocol", "paper", "--profile", "smoke",
+                 "--dataset", "inspired", "--limit", "12", "--data-root", str(shared_data),
+                 "--out", str(out)]) == 0
+    saved = json.loads(out.read_text())
+    assert (saved["variant"], saved["n_cases"], saved["model_hash"]) == ("popularity", 12, None)
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(tmp_path / "no-run"), "--protocol", "paper",
+                 "--profile", "smoke", "--dataset", "inspired"]) == 2
+    assert "no-run" in capsys.readouterr().err

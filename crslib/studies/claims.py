@@ -32,7 +32,6 @@ import numpy as np
 
 from crslib import config, data, metrics, report
 from crslib.evaluation import evaluate as ev_mod
-from crslib.ids.semantic_ids import SemanticIDs
 from crslib.studies import experiments, result_tables
 from crslib.training import run
 
@@ -116,8 +115,9 @@ def profile_claims(profile: str) -> tuple[Claim, ...]:
 # ----------------------------------------------------------------------------- per-case values
 def replicates(profile: str, dataset: str, variant: str) -> list[tuple[int | None, str]]:
     """``(seed, variant)`` of ``variant`` and every config of the profile that differs from it
-    only in ``train.seed`` (its seed replicates), by seed; a baseline: ``[(None, name)]``."""
-    if variant in experiments.BASELINES:
+    only in ``train.seed`` (its seed replicates), by seed; a ranker without a config of its own
+    (a baseline): ``[(None, name)]``."""
+    if not run.config_path(profile, dataset, variant).is_file():
         return [(None, variant)]
     def key(rc: config.RunConfig) -> str:
         ident = rc.identity()
@@ -136,13 +136,7 @@ def replicates(profile: str, dataset: str, variant: str) -> list[tuple[int | Non
 def _rebuilt_ids(profile: str, dataset: str, variant: str, result: dict, data_root) -> list[str]:
     """``case_ids`` of a result saved before they were kept: its cases rebuilt from the data."""
     ds = data.load(dataset, data_root)
-    folder = experiments.run_dir(profile, dataset, variant)
-    if variant in experiments.BASELINES:
-        cfg = experiments.config(profile, dataset)
-    else:
-        cfg = experiments.config(profile, dataset, variant)
-    sids = (SemanticIDs.load(folder / "sids.json") if (folder / "sids.json").is_file()
-            else run.prepare_sids(cfg, ds.catalog))
+    cfg, sids = experiments.result_sids(profile, dataset, result, catalog=ds.catalog)
     cases = ev_mod.rec_cases(ds, sids, result["split"], cfg.format,
                              limit=result.get("limit"))
     if result["protocol"] in ("dedup", "new_items"):

@@ -50,15 +50,15 @@ def _point(folder: Path, record: dict, split: str, limit, ds, out: Path) -> dict
 
 def learning_curve(profile: str, dataset: str, variant: str = "gcrs", split: str = "dev",
                    limit: int | None = None, metric: str = METRIC, data_root=None,
-                   say=print) -> dict:
-    """Score every snapshot of the run (and the finished run) on ``split`` (a seeded sample
-    of ``limit`` cases; None: all); save each point under
-    ``results/<profile>/<dataset>/<variant>.curve/`` and the curve, with the chosen budget,
-    as ``results/<profile>/<dataset>/<variant>.curve.json``. Points already scored by the same
-    weights are reused."""
+                   say=print, run_path=None) -> dict:
+    """Score every snapshot of the run (``runs/<profile>/<dataset>/<variant>``, or
+    ``run_path``) and the finished run on ``split`` (a seeded sample of ``limit`` cases; None:
+    all); save each point under ``results/<profile>/<dataset>/<variant>.curve/`` and the curve,
+    with the chosen budget, as ``results/<profile>/<dataset>/<variant>.curve.json``. Points
+    already scored by the same weights are reused."""
     if split == "test":
         raise ValueError("a budget is chosen on validation data, never on the test split")
-    folder = experiments.run_dir(profile, dataset, variant)
+    folder = Path(run_path) if run_path else experiments.run_dir(profile, dataset, variant)
     cache = {}
 
     def ds():
@@ -95,7 +95,8 @@ def learning_curve(profile: str, dataset: str, variant: str = "gcrs", split: str
     out = {"profile": profile, "dataset": dataset, "variant": variant, "split": split,
            "limit": limit, "metric": metric, "rows": rows, "chosen_steps": best["step"],
            "rule": f"the step with the best {split} {metric}; ties to fewer steps",
-           "config_hash": run.saved_config(points[0][0]).config_hash, "finished": finished}
+           "config_hash": run.saved_config(points[0][0]).config_hash, "finished": finished,
+           "run": report.shown(folder)}
     report.write_json(out, report.RESULTS / profile / dataset / f"{variant}.curve.json")
     return out
 

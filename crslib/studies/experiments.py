@@ -29,7 +29,6 @@ from crslib.evaluation.result_files import identity
 from crslib.ids.semantic_ids import SemanticIDs
 from crslib.training import run
 
-BASELINES = recommenders.BASELINES
 RUNS = paths.RUNS
 
 
@@ -112,10 +111,10 @@ def training_log(profile: str, dataset: str, variant: str = "gcrs") -> list[dict
 def scored_config(profile: str | None, dataset: str | None, ranker: str,
                   run_path=None) -> tuple[dict, Path | None]:
     """What ranker ``ranker`` is scored under: ``(config, run folder)``. A baseline
-    (:data:`BASELINES`) has no folder and the profile's ``gcrs`` config of ``dataset`` (its
+    (:data:`crslib.evaluation.recommenders.BASELINES`) has no folder and the profile's ``gcrs`` config of ``dataset`` (its
     SIDs, its training splits); a trained variant, its folder ``runs/<profile>/<dataset>/<ranker>``
     (or ``run_path``) and the config saved there."""
-    if run_path is None and ranker in BASELINES:
+    if run_path is None and ranker in recommenders.BASELINES:
         if not (profile and dataset):
             raise ValueError(f"baseline {ranker!r} needs a profile and a dataset")
         return config(profile, dataset), None
@@ -124,6 +123,25 @@ def scored_config(profile: str | None, dataset: str | None, ranker: str,
         raise FileNotFoundError(f"{run_path}: not a finished run (no config.json); train it "
                                 "first")
     return run.saved_config(run_path), run_path
+
+
+def scored_sids(cfg, run_path, catalog) -> SemanticIDs:
+    """The SIDs a ranker's cases are written with (its :func:`scored_config`): its run's
+    ``sids.json`` (no weights loaded), or, without a run folder (a baseline), those its config
+    builds."""
+    return (SemanticIDs.load(Path(run_path) / "sids.json") if run_path is not None
+            else run.prepare_sids(cfg, catalog))
+
+
+def result_sids(profile: str, dataset: str, result: dict, data_root=None, catalog=None):
+    """``(config, SIDs)`` of the ranker that saved ``result``: a result without weights
+    (``model_hash`` None: a baseline) was scored under the profile's ``gcrs`` config, any other
+    under its run's."""
+    baseline = result.get("model_hash") is None
+    cfg, where = (config(profile, dataset), None) if baseline else scored_config(
+        profile, dataset, result["variant"])
+    catalog = catalog if catalog is not None else data.load(dataset, data_root).catalog
+    return cfg, scored_sids(cfg, where, catalog)
 
 
 def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str = "gcrs",
@@ -165,9 +183,8 @@ def evaluate(profile: str | None = None, dataset: str | None = None, ranker: str
         full = evaluate(profile, dataset, ranker, "community", data_root, limit, split, save,
                         reuse, run_path)
         ds = data.load(dataset, data_root)
-        sids = (SemanticIDs.load(run_path / "sids.json") if run_path  # no weights loaded
-                else run.prepare_sids(cfg, ds.catalog))
-        cases = ev_mod.rec_cases(ds, sids, split, fmt, limit=limit)
+        cases = ev_mod.rec_cases(ds, scored_sids(cfg, run_path, ds.catalog), split, fmt,
+                                 limit=limit)
         if len(cases) != len(full["case_ranks"]):
             raise ValueError(f"{variant}: the community result does not match the cases; "
                              "re-run it")

@@ -7,8 +7,7 @@ from typing import Sequence
 
 from crslib import data, report
 from crslib.evaluation import evaluate as ev_mod, result_files
-from crslib.ids.semantic_ids import SemanticIDs
-from crslib.studies.experiments import BASELINES, config, run_dir
+from crslib.studies.experiments import config, result_sids
 from crslib.training import run
 
 
@@ -71,10 +70,8 @@ def on_same_cases(profile: str, dataset: str, ranker: str, reference: str,
         raise ValueError(f"{ranker!r} was scored on {full['split']}, {reference!r} on "
                          f"{ref['split']}: not the same cases")
     ds = data.load(dataset, data_root)
-    sids = (run.prepare_sids(config(profile, dataset), ds.catalog) if reference in BASELINES
-            else SemanticIDs.load(run_dir(profile, dataset, reference) / "sids.json"))
-    fmt = "gcrs" if reference in BASELINES else config(profile, dataset, reference).format
-    cases = ev_mod.rec_cases(ds, sids, ref["split"], fmt)
+    cfg, sids = result_sids(profile, dataset, ref, catalog=ds.catalog)
+    cases = ev_mod.rec_cases(ds, sids, ref["split"], cfg.format)
     have = ev_mod.sample_indices(cases, full.get("limit"))
     if len(have) != len(full["case_ranks"]):
         raise ValueError(f"{ranker!r}'s {source} result holds {len(full['case_ranks'])} ranks; "
@@ -115,9 +112,10 @@ def backbone_table(profile: str, datasets: Sequence[str], pretrained: Sequence[s
                     raise FileNotFoundError(f"no paper result of {ref!r} for {profile}/{ds}")
                 dd = (load_result(profile, ds, ref, "dedup") if name == ref
                       else on_same_cases(profile, ds, name, ref, "dedup", data_root))
-                dial = load_result(profile, ds, name, "dialog") if name not in BASELINES else None
+                trained = r.get("model_hash") is not None  # a baseline has no weights
+                dial = load_result(profile, ds, name, "dialog") if trained else None
                 d = dial["metrics"] if dial else {}
-                model = config(profile, ds, name).model if name not in BASELINES else None
+                model = config(profile, ds, name).model if trained else None
                 lo, hi = r["ci95"]["recall@10"]
                 rows.append({
                     "dataset": ds, "cases of": ref, "model": name,
@@ -168,7 +166,8 @@ def headline_markdown(profiles: str | Sequence[str], datasets: Sequence[str] = (
         for profile in profiles:
             names = (rankers or {}).get(profile, HEADLINE_RANKERS)
             for r in ours_rows(profile, ds, names, "paper", ("recall@10", "recall@1", "ndcg@10")):
-                backbone = ("-" if r["model"] in BASELINES else
+                weights = load_result(profile, ds, r["model"], "paper")["model_hash"]
+                backbone = ("-" if weights is None else  # a baseline has no weights
                             "SmolLM2-135M + LoRA" if r["model"].startswith("backbone_smollm2")
                             else BACKBONES.get(run.base_profile(profile), profile))
                 lines.append(f"| {ds} | {r['model']} | {r['source']} | {backbone} | "
