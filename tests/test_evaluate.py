@@ -118,7 +118,7 @@ def test_every_ranker_is_scored_through_one_interface(trained, tmp_path):
         assert rec.ranks(cases, protocol) == recommenders.model_ranks(
             model, tok, sids, cases, protocol, 256, 20, 4)
     pop = baselines.Popularity(ds.catalog.ids).fit(ds["train"])
-    base = recommenders.BaselineRecommender(pop)
+    base = recommenders.BaselineRecommender("popularity", pop)
     assert base.ranks(cases, "paper") == recommenders.baseline_ranks(pop, cases)
     # top lists agree with the ranks: the gold item sits at its rank, or beyond k
     for r in (rec, base):
@@ -200,13 +200,13 @@ def test_every_recommender_saves_and_loads_to_the_same_ranks(trained, tmp_path):
     assert back.top(cases, 3) == rec.top(cases, 3)
     with pytest.raises(ValueError, match="config"):
         recommenders.GenerativeRecommender(model, tok, sids).save(tmp_path / "nothing")
-    base = recommenders.BaselineRecommender.fit("repeat", config.resolve(cfg), ds, sids)
+    base = recommenders.BaselineRecommender("repeat").fit(config.resolve(cfg), ds, sids=sids)
     base.save(tmp_path / "base")
     again = recommenders.BaselineRecommender.load(tmp_path / "base", ds=ds, sids=sids)
     assert again.ranks(cases, "paper") == base.ranks(cases, "paper") == recommenders.baseline_ranks(
         baselines.Repeat(ds.catalog.ids).fit(ds["train"]), cases)
     with pytest.raises(ValueError, match="unknown baseline"):
-        recommenders.BaselineRecommender.fit("oracle", config.resolve(cfg), ds, sids)
+        recommenders.BaselineRecommender("oracle").fit(config.resolve(cfg), ds, sids=sids)
     with pytest.raises(FileNotFoundError, match="not a finished run"):
         recommenders.load_recommender(tmp_path / "nothing")
 
@@ -216,7 +216,7 @@ def test_evaluate_scores_any_recommender_and_dedup_drops_repeats(trained):
     import dataclasses
     cases = evaluate.rec_cases(ds, sids)
     cases[0] = dataclasses.replace(cases[0], context_items=(cases[0].item,))  # a repeat
-    rec = recommenders.BaselineRecommender(Repeat(ds.catalog.ids).fit(ds["train"]))
+    rec = recommenders.BaselineRecommender("repeat", Repeat(ds.catalog.ids).fit(ds["train"]))
     full = evaluate.evaluate(rec, cases, "community")
     assert full["case_ranks"] == rec.ranks(cases, "community") and full["n_cases"] == len(cases)
     dd = evaluate.evaluate(rec, cases, "dedup")

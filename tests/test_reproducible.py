@@ -126,3 +126,43 @@ def test_model_hash_ignores_what_only_records_the_machine(tmp_path):
     assert runbase.model_hash(tmp_path / "run") == before
     (m / "weights.safetensors").write_bytes(b"\x00\x01\x03")
     assert runbase.model_hash(tmp_path / "run") != before
+
+
+def test_every_kind_fits_by_its_config_to_the_weights_of_its_run(two_runs, shared_data):
+    """The lifecycle's fit: an unfitted recommender of the config's kind, fitted on the loaded
+    data into a temporary folder, holds the weights of the same config trained into a run
+    folder, and ranks after that folder is gone; a baseline fits to its saved ranking."""
+    from crslib import data
+    from crslib.evaluation import evaluate, recommenders
+    root, _ = two_runs
+    ds = data.load("inspired", shared_data)
+    torch.set_num_threads(1)
+    rec = recommenders.GenerativeRecommender()
+    assert rec.fit(_smoke_cfg(), ds) is rec
+    assert model.state_dict_hash(rec.model) == model.state_dict_hash(run.load_run(root / "a")[0])
+    cases = evaluate.rec_cases(ds, rec.sids, "test", "gcrs", limit=6)
+    assert rec.ranks(cases, "paper") == recommenders.load_recommender(root / "a").ranks(
+        cases, "paper")
+    pop = recommenders.BaselineRecommender("popularity")
+    assert pop.fit(_smoke_cfg(), ds) is pop and (pop.sids.codes == rec.sids.codes).all()
+    assert pop.ranks(cases, "paper") == recommenders.load_recommender(
+        "popularity", "inspired", "smoke", data_root=shared_data).ranks(cases, "paper")
+    with pytest.raises(ValueError, match="the data given is 'redial'"):
+        recommenders.GenerativeRecommender().fit(_smoke_cfg(),
+                                                 dataclasses.replace(ds, name="redial"))
+    with pytest.raises(ValueError, match="unknown baseline 'oracle'"):
+        recommenders.BaselineRecommender("oracle")
+
+
+def test_the_item_head_kind_fits_into_a_run_folder_and_loads_back(shared_data, tmp_path):
+    from crslib import data
+    from crslib.evaluation import evaluate, recommenders
+    ds = data.load("inspired", shared_data)
+    rc = run.load_config(run.config_path("smoke", "inspired", "decoupled"))
+    torch.set_num_threads(1)
+    fitted = recommenders.fit(rc, tmp_path / "head", ds=ds)
+    assert isinstance(fitted, recommenders.ItemHeadRecommender) and fitted.config == rc
+    back = recommenders.load_recommender(tmp_path / "head")
+    cases = evaluate.rec_cases(ds, back.sids, "test", rc.format, limit=6)
+    assert back.ranks(cases, "community") == fitted.ranks(cases, "community")
+    assert back.top(cases, 3) == fitted.top(cases, 3)

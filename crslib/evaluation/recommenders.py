@@ -59,21 +59,28 @@ def _baseline_rankings(ranker, cases: Sequence[serialize.Example]):
 class Recommender(Protocol):
     """The lifecycle every ranker shares, whatever its kind:
 
+    * ``fit(config, data, out=None)``: fit or train an unfitted instance (``Kind()``, a
+      baseline ``BaselineRecommender(name)``) by its resolved config on the loaded dataset;
+      returns the instance. A trained kind trains with the one run driver into the run folder
+      ``out`` (resumable, a finished run of the same config reused), or a temporary one;
     * ``ranks(cases, protocol)``: the 1-based rank of each case's gold item among all items
       (None: not ranked — under ``paper``, outside the top 50);
     * ``top(cases, k)``: each case's top ``k`` items, best first (what a person is shown);
     * ``save(out)`` and the class method ``load(path, device=None)``: a folder and back;
     * ``sids`` and ``config``: the SIDs its cases are written with, and its resolved config.
 
-    The kinds, registered in :data:`RANKERS` under the config's ``ranker`` (a baseline under its
-    name): GCRS, its ablations and TIGER (:class:`GenerativeRecommender`, trained by the one
+    The kinds, registered in :data:`RANKERS` under the config's ``ranker`` (a baseline by its
+    name, :data:`BASELINES`): GCRS, its ablations and TIGER (:class:`GenerativeRecommender`, trained by the one
     run driver :func:`crslib.training.run.train_run`), the decoupled item head
     (:class:`crslib.training.decoupled.DecoupledRecommender`, the same driver), and popularity,
     repeat and text retrieval (:class:`BaselineRecommender`, fitted from the training dialogs
-    its config names). :func:`load_recommender` opens any of them; :func:`fit` trains a run's
-    config and returns its recommender."""
+    its config names). :func:`load_recommender` opens any of them; :func:`fit` fits a config's
+    kind."""
     sids: SemanticIDs
-    config: dict | None
+    config: config.RunConfig | None
+
+    def fit(self, config: config.RunConfig, data: Dataset, out=None) -> "Recommender":
+        ...
 
     def ranks(self, cases: Sequence[serialize.Example], protocol: str) -> list[int | None]:
         ...
@@ -89,9 +96,9 @@ class Recommender(Protocol):
 class GenerativeRecommender:
     """A language model that decodes SIDs (:func:`model_ranks`: constrained beam search under
     ``paper``, exact scoring of every item under ``community`` and ``dedup``)."""
-    model: Any
-    tokenizer: Any
-    sids: SemanticIDs
+    model: Any = None
+    tokenizer: Any = None
+    sids: SemanticIDs | None = None
     max_context_tokens: int = 768
     num_beams: int = 50
     batch_size: int = 16
@@ -104,6 +111,11 @@ class GenerativeRecommender:
         model, tok, sids, rc = run.load_run(path, device)
         ev = rc.eval
         return cls(model, tok, sids, ev.max_context_tokens, ev.num_beams, ev.batch_size, rc)
+
+    def fit(self, rc: config.RunConfig, data: Dataset, out=None) -> "GenerativeRecommender":
+        """Train ``rc`` on ``data`` (:func:`crslib.training.run.fitted`) and take the weights."""
+        vars(self).update(vars(run.fitted(type(self).load, rc, data, out)))
+        return self
 
     def save(self, out) -> None:
         """A run folder :meth:`load` reads (:func:`crslib.training.runbase.save_run`)."""
@@ -138,26 +150,32 @@ class BaselineRecommender:
     """A fitted baseline of :mod:`crslib.evaluation.baselines`: a full ranking per case, whatever the
     protocol (:func:`baseline_ranks`). Its state is its config and the training dialogs that
     config names, so :meth:`save` writes the config and :meth:`load` fits again (the same
-    ranking: fitting is deterministic)."""
-    ranker: Any
-    name: str | None = None
+    ranking: fitting is deterministic). ``BaselineRecommender("popularity").fit(rc, ds)``."""
+    name: str
+    ranker: Any = None
     config: config.RunConfig | None = None
     sids: SemanticIDs | None = None
 
-    @classmethod
-    def fit(cls, name: str, rc: config.RunConfig, ds: Dataset,
-            sids: SemanticIDs) -> "BaselineRecommender":
-        """Baseline ``name`` (``popularity``, ``repeat``, ``text-retrieval``: :data:`BASELINES`)
-        fitted on the training splits of ``cfg``; text retrieval embeds with the encoder the
-        SIDs were built with."""
-        if name == "text-retrieval":
-            obj = baselines.TextRetrieval(ds.catalog, sids, rc.sids.encoder)
-        elif name in ("popularity", "repeat"):
-            obj = {"popularity": baselines.Popularity, "repeat": baselines.Repeat}[name](
-                ds.catalog.ids)
+    def __post_init__(self):
+        if self.name not in BASELINES:
+            raise ValueError(f"unknown baseline {self.name!r}; choose from {BASELINES}")
+
+    def fit(self, rc: config.RunConfig, data: Dataset, out=None,
+            sids: SemanticIDs | None = None) -> "BaselineRecommender":
+        """Fit the baseline on the training splits of ``rc`` (``out``: also :meth:`save` it
+        there); its cases use ``sids`` (default: those ``rc`` builds), and text retrieval
+        embeds with the encoder the SIDs were built with."""
+        sids = sids if sids is not None else run.prepare_sids(rc, data.catalog)
+        if self.name == "text-retrieval":
+            obj = baselines.TextRetrieval(data.catalog, sids, rc.sids.encoder)
         else:
-            raise ValueError(f"unknown baseline {name!r}; choose from {BASELINES}")
-        return cls(obj.fit(d for split in rc.splits for d in ds[split]), name, rc, sids)
+            obj = {"popularity": baselines.Popularity, "repeat": baselines.Repeat}[self.name](
+                data.catalog.ids)
+        self.ranker = obj.fit(d for split in rc.splits for d in data[split])
+        self.config, self.sids = rc, sids
+        if out is not None:
+            self.save(out)
+        return self
 
     @classmethod
     def of_profile(cls, name: str, profile: str, dataset: str,
@@ -165,8 +183,7 @@ class BaselineRecommender:
         """Baseline ``name`` as the profile scores it: fitted by the profile's ``gcrs`` config
         of ``dataset`` (its training splits, its SIDs)."""
         rc = run.load_config(run.config_path(profile, dataset), profile=profile)
-        ds = data.load(dataset, data_root)
-        return cls.fit(name, rc, ds, run.prepare_sids(rc, ds.catalog))
+        return cls(name).fit(rc, data.load(dataset, data_root))
 
     @classmethod
     def load(cls, path, device=None, data_root=None, ds: Dataset | None = None,
@@ -183,14 +200,12 @@ class BaselineRecommender:
                 raise ValueError(f"{file}: missing key {key!r}")
         rc = config.RunConfig.from_dict(saved["config"], f"{file}: config")
         ds = ds if ds is not None else data.load(rc.dataset, data_root)
-        sids = sids if sids is not None else run.prepare_sids(rc, ds.catalog)
-        return cls.fit(saved["baseline"], rc, ds, sids)
+        return cls(saved["baseline"]).fit(rc, ds, sids=sids)
 
     def save(self, out) -> None:
         """``out/baseline.json``: the baseline's name and config."""
-        if self.name is None or self.config is None:
-            raise ValueError("save needs the baseline's name and config: fit it with "
-                             "BaselineRecommender.fit")
+        if self.config is None:
+            raise ValueError("save needs a fitted baseline: BaselineRecommender(name).fit(...)")
         report.write_json({"baseline": self.name, "config": self.config.to_dict()},
                           Path(out) / "baseline.json")
 
@@ -203,9 +218,42 @@ class BaselineRecommender:
         return [list(r[:k]) for r in _baseline_rankings(self.ranker, cases)]
 
 
-BASELINES = ("popularity", "repeat", "text-retrieval")
-RANKERS = {"generative": GenerativeRecommender, "item_head": decoupled.DecoupledRecommender,
-           **{name: BaselineRecommender for name in BASELINES}}
+@dataclass
+class ItemHeadRecommender:
+    """The decoupled baseline in the lifecycle: its network
+    (:class:`crslib.training.decoupled.DecoupledRecommender`, a backbone's last hidden state
+    scored by an item head over all items) does the ranking; this adds :meth:`fit`."""
+    net: decoupled.DecoupledRecommender | None = None
+
+    @property
+    def sids(self) -> SemanticIDs:
+        return self.net.sids
+
+    @property
+    def config(self) -> config.RunConfig:
+        return self.net.config
+
+    @classmethod
+    def load(cls, path, device=None) -> "ItemHeadRecommender":
+        return cls(decoupled.DecoupledRecommender.load(path, device))
+
+    def fit(self, rc: config.RunConfig, data: Dataset, out=None) -> "ItemHeadRecommender":
+        """Train ``rc`` on ``data`` (:func:`crslib.training.run.fitted`) and take the network."""
+        self.net = run.fitted(decoupled.DecoupledRecommender.load, rc, data, out)
+        return self
+
+    def save(self, out) -> None:
+        self.net.save(out)
+
+    def ranks(self, cases: Sequence[serialize.Example], protocol: str) -> list[int | None]:
+        return self.net.ranks(cases, protocol)
+
+    def top(self, cases: Sequence[serialize.Example], k: int = 10) -> list[list[str]]:
+        return self.net.top(cases, k)
+
+
+BASELINES = ("popularity", "repeat", "text-retrieval")  # BaselineRecommender(name)
+RANKERS = {"generative": GenerativeRecommender, "item_head": ItemHeadRecommender}  # by ranker
 
 
 def load_recommender(source, dataset: str | None = None, profile: str | None = None,
@@ -228,9 +276,10 @@ def load_recommender(source, dataset: str | None = None, profile: str | None = N
     return RANKERS[run.saved_config(path).ranker].load(path, device)
 
 
-def fit(rc: config.RunConfig, out, data_root=None, progress: bool = False) -> Recommender:
-    """Train the run ``cfg`` describes into the folder ``out``
-    (:func:`crslib.training.run.train_run`: resumable, a finished run of the same config reused) and
-    return its recommender."""
-    run.train_run(rc, out, data_root, progress)
-    return load_recommender(out)
+def fit(rc: config.RunConfig, out=None, data_root=None, ds: Dataset | None = None
+        ) -> Recommender:
+    """An unfitted recommender of ``rc``'s kind (:data:`RANKERS`) fitted on its dataset (``ds``,
+    else loaded from ``data_root``), trained into the run folder ``out`` (None: a temporary
+    one)."""
+    ds = ds if ds is not None else data.load(rc.dataset, data_root)
+    return RANKERS[rc.ranker]().fit(rc, ds, out)

@@ -113,7 +113,7 @@ def baseline_ranks(name: str, cfg: dict, ds: Dataset, cases: Sequence[serialize.
     """Gold ranks of a baseline (``popularity``, ``repeat``; ``text-retrieval`` needs
     ``sids``) fitted exactly as ``experiments.evaluate`` fits it (the config's training
     splits), on ``cases``."""
-    return recommenders.BaselineRecommender.fit(name, cfg, ds, sids).ranks(cases, "paper")
+    return recommenders.BaselineRecommender(name).fit(cfg, ds, sids=sids).ranks(cases, "paper")
 
 
 @dataclass(eq=False, repr=False)

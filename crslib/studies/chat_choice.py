@@ -156,9 +156,8 @@ def request_following(profile: str, dataset: str, variant: str, data_root=None,
                  if ex.context and genres.asked_genres(ex.context[-1][1], vocab)]
         cases = [cases[j] for j in ev_mod.sample_indices(cases, limit)]
         asked = [genres.asked_genres(ex.context[-1][1], vocab) for ex in cases]
-        tops = {"run": rec.top(cases, k),
-                "popularity": recommenders.BaselineRecommender.fit("popularity", cfg, ds,
-                                                             sids).top(cases, k)}
+        pop = recommenders.BaselineRecommender("popularity").fit(cfg, ds, sids=sids)
+        tops = {"run": rec.top(cases, k), "popularity": pop.top(cases, k)}
         follows = {name: genres.following(t, asked, ds.catalog, k) for name, t in tops.items()}
         share = {name: f["share"] for name, f in follows.items()}
         share["gold"] = genres.following([[ex.item] for ex in cases], asked, ds.catalog, 1)["share"]

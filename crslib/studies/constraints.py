@@ -59,7 +59,8 @@ def measure(profile: str, dataset: str, variant: str, data_root=None, limit: int
         keep = ev_mod.sample_indices(cases, limit)
         cases, asks = [cases[j] for j in keep], [asks[j] for j in keep]
         free = rec.top(cases, 10)
-        pop = recommenders.BaselineRecommender.fit("popularity", cfg, ds, sids).top(cases, len(cat))
+        pop = recommenders.BaselineRecommender("popularity").fit(cfg, ds, sids=sids)
+        pop = pop.top(cases, len(cat))
         vocab = trie.SIDVocab.build(sids, rec.tokenizer)
         rows = []
         for ex, r, top, pop_all in zip(cases, asks, free, pop):

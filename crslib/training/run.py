@@ -28,6 +28,7 @@ import copy
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,8 +160,9 @@ def load_config(path: str | os.PathLike, profile: str | None = None, **overrides
 
 
 def train_run(rc: config.RunConfig, out: str | os.PathLike, data_root=None,
-              progress: bool = True) -> dict:
+              progress: bool = True, ds: data.Dataset | None = None) -> dict:
     """Train the run ``cfg`` into ``out``; reuse it when ``out`` holds the same config, done.
+    ``ds``: the loaded dataset of the config (default: loaded from ``data_root``).
 
     The one driver of every trained kind: it takes the run folder's lock, loads the data,
     builds the SIDs, the backbone and the training dialogs, and hands them to the trainer of
@@ -171,14 +173,28 @@ def train_run(rc: config.RunConfig, out: str | os.PathLike, data_root=None,
     out = Path(out)
     if is_finished(rc, out):
         return json.loads((out / "train_summary.json").read_text())
+    if ds is not None and ds.name != rc.dataset:
+        raise ValueError(f"the config trains on {rc.dataset!r}, the data given is {ds.name!r}")
     with run_lock(out):
-        ds = data.load(rc.dataset, data_root)
+        ds = ds if ds is not None else data.load(rc.dataset, data_root)
         sids = prepare_sids(rc, ds.catalog, progress)
         net, tok, new_ids = build_model(rc, sids, ds.catalog)
         trainee = Trainee(rc, net, tok, sids, new_ids, training_dialogs(rc, ds), ds.catalog,
                           out / f"work-{rc.config_hash}", out, progress)
         summary, save = TRAINERS[rc.ranker](trainee)
         return save_and_finish(out, summary, save)
+
+
+def fitted(load, rc: config.RunConfig, ds: data.Dataset, out=None):
+    """A trained recommender's ``fit``: train ``rc`` on ``ds`` with :func:`train_run` into the
+    run folder ``out`` (resumable; a finished run of the same config is reused), or into a
+    temporary folder when ``out`` is None, and return ``load(folder)``."""
+    if out is not None:
+        train_run(rc, out, progress=False, ds=ds)
+        return load(out)
+    with tempfile.TemporaryDirectory(prefix="crslib-fit-") as tmp:
+        train_run(rc, tmp, progress=False, ds=ds)
+        return load(tmp)
 
 
 def train_generative(t: Trainee):
