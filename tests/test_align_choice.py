@@ -40,3 +40,16 @@ def test_choose_scores_on_validation_and_saves_the_table(shared_data, tmp_path, 
     for v in rows:
         saved = json.loads((folder / "dev" / f"{v}.paper.json").read_text())
         assert saved["split"] == "dev" and saved["n_cases"] == rows[v]["cases"]
+
+
+def test_the_alignment_claims_are_about_the_variant_chosen_on_validation(tmp_path, monkeypatch):
+    from crslib.studies import claims
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    before = claims.profile_claims("smollm2")
+    assert {c.a for c in before if c.claim.startswith("beyond")} == {"gcrs_align"}
+    report.write_json({"chosen_variant": "gcrs_align_r4", "chosen_ratio": 4.0},
+                      tmp_path / "smollm2" / "inspired" / "align_choice.json")
+    after = claims.profile_claims("smollm2")
+    assert {c.a for c in after if c.claim.startswith("beyond")} == {"gcrs_align_r4"}
+    assert [c for c in after if not c.claim.startswith("beyond")] == [
+        c for c in before if not c.claim.startswith("beyond")]

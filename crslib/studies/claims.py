@@ -24,7 +24,7 @@ them); the README and the notebooks render it with :func:`markdown`.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -32,7 +32,7 @@ import numpy as np
 
 from crslib import config, data, metrics, report
 from crslib.evaluation import evaluate as ev_mod
-from crslib.studies import experiments, result_tables
+from crslib.studies import align_choice, experiments, result_tables
 from crslib.training import run
 
 N_BOOT = 10_000
@@ -71,17 +71,20 @@ _PAPER_SCALE = _claims([
       for metric, m in (("recall@1", "Recall@1"), ("ndcg@10", "NDCG@10"))],
     *_VS_BASELINES,
 ])
-# beyond the paper (issue 24): teaching the model what each SID means (crslib.format.align)
+# beyond the paper (issue 24): teaching the model what each SID means (crslib.format.align).
+# ALIGNED stands for the alignment variant whose ratio was chosen on validation
+# (crslib.studies.align_choice; gcrs_align, ratio 1, until a choice is saved)
+ALIGNED = "gcrs_align"
 _ALIGNMENT = _claims(
     [(f"beyond the paper: alignment beats {b} on {NAMES[ds]} new-item Recall@10",
-      ds, "gcrs_align", b, "recall@10", "new_items")
+      ds, ALIGNED, b, "recall@10", "new_items")
      for ds in ("inspired", "redial") for b in ("gcrs", "popularity")]
     + [(f"beyond the paper: alignment beats GCRS on {NAMES[ds]} {m}",
-        ds, "gcrs_align", "gcrs", metric, "paper")
+        ds, ALIGNED, "gcrs", metric, "paper")
        for ds in ("inspired", "redial") for metric, m in (("recall@1", "Recall@1"),
                                                           ("recall@10", "Recall@10"))]
     + [(f"beyond the paper: alignment follows asked genres more often than GCRS ({NAMES[ds]} "
-        "validation requests, top 10)", ds, "gcrs_align", "gcrs", "share@10", "request")
+        "validation requests, top 10)", ds, ALIGNED, "gcrs", "share@10", "request")
        for ds in ("inspired", "redial")])
 CLAIMS: dict[str, tuple[Claim, ...]] = {
     "smollm2": _PAPER_SCALE + _ALIGNMENT,
@@ -108,8 +111,12 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
 
 
 def profile_claims(profile: str) -> tuple[Claim, ...]:
-    """The claims of ``profile`` (a derived profile, e.g. ``paper-dry``, has its base's)."""
-    return CLAIMS[run.base_profile(profile)]
+    """The claims of ``profile`` (a derived profile, e.g. ``paper-dry``, has its base's), the
+    alignment claims about the variant chosen on validation (:data:`ALIGNED`)."""
+    chosen = align_choice.load(profile)
+    aligned = chosen["chosen_variant"] if chosen else ALIGNED
+    return tuple(replace(c, a=aligned) if c.a == ALIGNED else c
+                 for c in CLAIMS[run.base_profile(profile)])
 
 
 # ----------------------------------------------------------------------------- per-case values
