@@ -6,6 +6,7 @@ variants = ["sid3x64", "sid5x64", "sid4x32", "sid4x128", "resp", "mode_resp", "s
             "all_embeddings", "gcrs"]  # Table 4 rows (those the profile has a config for); tools/make_configs.py
 dialog = True  # also the dialog protocol (PPL, BLEU, Distinct-2) of every variant
 compact = "cpu"  # for smollm2: the compact profile whose rows are shown beside (None: none)
+aligned = True  # also GCRS + item-ID alignment at the ratio chosen on validation (beyond the paper; profiles that define it)
 
 # %% [markdown]
 # # 05 — Ablations: Table 4
@@ -36,6 +37,14 @@ if datasets is None:
     datasets = (["redial", "inspired"] if run.base_profile(profile) in ("paper", "smollm2")
                 else ["inspired"])
 defined = {ds: [v for v in variants if v in run.variants(profile, ds)] for ds in datasets}
+# beyond the paper (issue 24): the alignment variant whose ratio was chosen on INSPIRED dev
+from crslib.studies import align_choice
+
+choice = align_choice.load(profile) if aligned else None
+if choice:
+    for ds in datasets:
+        if choice["chosen_variant"] in run.variants(profile, ds):
+            defined[ds].append(choice["chosen_variant"])
 
 experiments.train_many(profile, [(ds, v) for ds in datasets for v in defined[ds]], data_root)
 for ds in datasets:
@@ -48,6 +57,9 @@ for ds in datasets:
 LABELS = {"sid3x64": "SID 3x64", "sid5x64": "SID 5x64", "sid4x32": "SID 4x32",
           "sid4x128": "SID 4x128", "resp": "RESP only", "mode_resp": "MODE+RESP", "sid": "SID only",
           "all_embeddings": "all embeddings trained", "gcrs": "GCRS 4x64"}
+if choice:
+    LABELS[choice["chosen_variant"]] = (f"GCRS + item-ID alignment, ratio {choice['chosen_ratio']:g} "
+                                        "(beyond the paper)")
 paper = report.paper_results()["table4_ablations"]
 rows = []
 sources = [profile] + ([compact] if compact and compact != profile and profile == "smollm2" else [])
@@ -65,8 +77,8 @@ for ds in datasets:
         if dial is not None:
             row.update({k: round(dial["metrics"][k], 4) for k in ("ppl", "bleu", "distinct@2")})
         rows.append(row)
-    for v in defined[ds]:
-        reported = paper[ds].get(LABELS[v], {})
+    for v in [v for v in defined[ds] if not (choice and v == choice["chosen_variant"])]:
+        reported = paper[ds].get(LABELS[v], {})  # the paper has no alignment row
         rows.append({"dataset": ds, "variant": LABELS[v], "source": "reported in the paper", **reported})
 report.save_table(rows, "table4_ablations", profile,
                   meta={"datasets": datasets, "units": "recall/ndcg in percent"})
