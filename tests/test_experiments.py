@@ -273,3 +273,25 @@ def test_the_cli_scores_a_baseline_by_name_and_a_run_by_its_folder(shared_data, 
     assert main(["evaluate", "--run", str(tmp_path / "no-run"), "--protocol", "paper",
                  "--profile", "smoke", "--dataset", "inspired"]) == 2
     assert "no-run" in capsys.readouterr().err
+
+
+def test_every_pretrained_result_comes_from_committed_weights():
+    """Issue 21: each result of the ``smollm2`` profile names (``model_hash``) the weights of a
+    run folder or snapshot this repository commits, hashed from the files themselves."""
+    import subprocess
+    from pathlib import Path
+    from crslib.training import run
+    tracked = subprocess.run(["git", "ls-files", "runs/smollm2", "results/smollm2"],
+                             cwd=report.REPO, capture_output=True, text=True).stdout.split()
+    if not tracked:
+        pytest.skip("not a git checkout")
+    weights = {run.model_hash(report.REPO / Path(f).parent) for f in tracked
+               if Path(f).name in ("train_summary.json", "snapshot.json")}
+    named = {}
+    for f in tracked:
+        if f.startswith("results/") and f.endswith(".json"):
+            r = json.loads((report.REPO / f).read_text())
+            if isinstance(r, dict) and r.get("model_hash"):
+                named[f] = r["model_hash"]
+    assert len(named) > 30 and len(weights) > 10
+    assert {f: h for f, h in named.items() if h not in weights} == {}
