@@ -17,6 +17,7 @@ import math
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
+from sklearn.metrics import f1_score, precision_recall_fscore_support
 
 RANK_KS = (1, 5, 10, 20)
 CUT_KS = (5, 10, 20)
@@ -157,16 +158,23 @@ def repeats_ngram(text: str, n: int = 3) -> bool:
     return len(grams) != len(set(grams))
 
 
+def f1(gold: Sequence[bool], pred: Sequence[bool]) -> float:
+    """F1 of the positive class (scikit-learn's ``f1_score``: ``2tp / (2tp + fp + fn)``, one
+    division, so equal ratios give equal floats; 0 without a true positive)."""
+    return float(f1_score(np.asarray(gold, bool), np.asarray(pred, bool), zero_division=0.0))
+
+
 def intent_metrics(gold: Sequence[str], pred: Sequence[str], positive: str = "rec") -> dict:
-    """Accuracy and F1 (``positive`` = recommend) of the model's own mode choice."""
-    g = np.array([x == positive for x in gold])
-    p = np.array([x == positive for x in pred])
-    tp, fp, fn = int((g & p).sum()), int((~g & p).sum()), int((g & ~p).sum())
-    prec = tp / (tp + fp) if tp + fp else 0.0
-    rec = tp / (tp + fn) if tp + fn else 0.0
-    return {"intent_accuracy": float((g == p).mean()) if len(g) else float("nan"),
-            "intent_precision": prec, "intent_recall": rec,
-            "intent_f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0}
+    """Accuracy, precision, recall and F1 (``positive`` = recommend) of the model's own mode
+    choice (scikit-learn; precision or recall 0 when undefined)."""
+    g = np.array([x == positive for x in gold], bool)
+    p = np.array([x == positive for x in pred], bool)
+    if not len(g):
+        return {"intent_accuracy": float("nan"), "intent_precision": 0.0, "intent_recall": 0.0,
+                "intent_f1": 0.0}
+    prec, rec, f, _ = precision_recall_fscore_support(g, p, average="binary", zero_division=0.0)
+    return {"intent_accuracy": float((g == p).mean()), "intent_precision": float(prec),
+            "intent_recall": float(rec), "intent_f1": float(f)}
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:

@@ -71,3 +71,39 @@ def test_repeats_ngram_finds_loops():
     assert not repeats_ngram("I am glad you enjoyed the movie. I have a few more.")
     assert not repeats_ngram("a b")
     assert dialog_metrics(["a b c a b c", "x y z"], ["r", "s"])["looping_share"] == 0.5
+
+
+def _old_intent(gold, pred):
+    """The hand-written intent metrics the scikit-learn ones replaced (issue 23), kept as the
+    parity reference."""
+    import numpy as np
+    g, p = np.array([x == "rec" for x in gold]), np.array([x == "rec" for x in pred])
+    tp, fp, fn = int((g & p).sum()), int((~g & p).sum()), int((g & ~p).sum())
+    prec = tp / (tp + fp) if tp + fp else 0.0
+    rec = tp / (tp + fn) if tp + fn else 0.0
+    return {"intent_accuracy": float((g == p).mean()), "intent_precision": prec,
+            "intent_recall": rec, "intent_f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0,
+            "f1_counts": 2 * tp / (2 * tp + fp + fn) if tp else 0.0}
+
+
+def test_one_f1_from_scikit_learn_matches_both_hand_written_ones():
+    """Parity of the swap: ``metrics.f1`` equals the free-mode cut's ``2tp / (2tp + fp + fn)``
+    exactly (so every chosen cut is unchanged), and ``intent_metrics`` gives the old accuracy,
+    precision and recall exactly and F1 within 4 ulp of the old ``2pr / (p + r)``."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    cases = [(["chat"] * 3, ["chat"] * 3), (["rec"] * 3, ["rec"] * 3), (["rec"], ["chat"]),
+             (["chat"], ["rec"])]
+    for _ in range(500):
+        n = int(rng.integers(1, 200))
+        gold = np.where(rng.random(n) < rng.random(), "rec", "chat").tolist()
+        pred = np.where(rng.random(n) < rng.random(), "rec", "chat").tolist()
+        cases.append((gold, pred))
+    for gold, pred in cases:
+        old, new = _old_intent(gold, pred), metrics.intent_metrics(gold, pred)
+        assert metrics.f1([g == "rec" for g in gold], [p == "rec" for p in pred]) == \
+            old["f1_counts"] == new["intent_f1"]
+        for k in ("intent_accuracy", "intent_precision", "intent_recall"):
+            assert new[k] == old[k], k
+        assert abs(new["intent_f1"] - old["intent_f1"]) <= 4 * math.ulp(max(old["intent_f1"], 1e-300))
+    assert math.isnan(metrics.intent_metrics([], [])["intent_accuracy"])

@@ -333,3 +333,28 @@ def test_restricted_vocab_decodes_only_the_subset_in_exact_order():
         vocab.restricted([])
     with pytest.raises(ValueError, match="unknown"):
         vocab.restricted(["nope"])
+
+
+def test_padding_by_pad_sequence_equals_the_hand_written_padding():
+    """Parity of the swap (issue 23): ``batching.pad_batch`` (torch's ``pad_sequence``) gives
+    the tensors the two hand-written paddings gave, left (generation) and right (the decoupled
+    head's prompts)."""
+    import torch
+    from crslib.decoding import batching
+    batch = [[5, 6, 7], [1], [2, 3], [9, 8, 7, 6]]
+    T = 4
+    left_ids = torch.full((4, T), 0, dtype=torch.long)
+    left_mask = torch.zeros((4, T), dtype=torch.long)
+    for r, ids in enumerate(batch):
+        left_ids[r, T - len(ids):] = torch.tensor(ids)
+        left_mask[r, T - len(ids):] = 1
+    ids, mask = batching.left_pad(batch, 0)
+    assert torch.equal(ids, left_ids) and torch.equal(mask, left_mask)
+    lens = torch.tensor([len(p) for p in batch])
+    right_ids = torch.full((4, T), 3)
+    for r, p in enumerate(batch):
+        right_ids[r, :len(p)] = torch.tensor(p)
+    right_mask = (torch.arange(T)[None] < lens[:, None]).long()
+    ids, mask = batching.pad_batch(batch, 3, side="right")
+    assert torch.equal(ids, right_ids) and torch.equal(mask, right_mask)
+    assert ids.dtype == mask.dtype == torch.long

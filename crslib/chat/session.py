@@ -305,6 +305,7 @@ class ChatSession:
         """The state after ``ids``, from the conversation's cache (:class:`ConversationCache`)."""
         return self._conversation.encode(ids, reuse=self.reuse_cache)
 
+    @torch.no_grad()
     def _margin(self, h: torch.Tensor) -> float:
         """``logit(<MODE=REC>) - logit(<MODE=CHAT>)`` from the state after the prompt (the
         output head's bias counted, as :func:`crslib.studies.freemode.rec_margin` does)."""

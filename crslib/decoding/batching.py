@@ -4,8 +4,10 @@ change a ranking."""
 from __future__ import annotations
 
 import contextlib
+from typing import Sequence
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 from transformers import GenerationConfig
 
 from crslib.decoding.trie import SIDVocab
@@ -88,14 +90,19 @@ def prompt_batches(ids_list: list[list[int]], batch_size: int, row_bytes: int, b
         s = e
 
 
-def left_pad(batch: list[list[int]], pad: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(input_ids, attention_mask)`` of the prompts, left-padded, on ``device``."""
-    if device is not None and torch.device(device).type != "cpu":
-        return tuple(t.to(device) for t in left_pad(batch, pad))
-    T = max(len(ids) for ids in batch)
-    input_ids = torch.full((len(batch), T), pad, dtype=torch.long)
-    mask = torch.zeros((len(batch), T), dtype=torch.long)
-    for r, ids in enumerate(batch):
-        input_ids[r, T - len(ids):] = torch.tensor(ids)
-        mask[r, T - len(ids):] = 1
-    return input_ids, mask
+def pad_batch(batch: Sequence[Sequence[int]], pad: int, device=None, side: str = "left"
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)`` of the token lists padded with ``pad`` on ``side``
+    (``left``: every prompt ends at the last column, as generation needs; ``right``: positions
+    start at 0), by ``torch.nn.utils.rnn.pad_sequence``, on ``device``."""
+    seqs = [torch.tensor(ids, dtype=torch.long) for ids in batch]
+    input_ids = pad_sequence(seqs, batch_first=True, padding_value=pad, padding_side=side)
+    mask = pad_sequence([torch.ones(len(s), dtype=torch.long) for s in seqs], batch_first=True,
+                        padding_value=0, padding_side=side)
+    return (input_ids, mask) if device is None else (input_ids.to(device), mask.to(device))
+
+
+def left_pad(batch: Sequence[Sequence[int]], pad: int, device=None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`pad_batch` on the left: the prompts of a generation batch."""
+    return pad_batch(batch, pad, device, "left")

@@ -77,10 +77,7 @@ def choose_cut(margins: Sequence[float], gold_rec: Sequence[bool]) -> dict:
     gold = [bool(g) for g in gold_rec]
 
     def f1(cut: float) -> float:
-        tp = sum(m > cut and g for m, g in zip(margins, gold))
-        fp = sum(m > cut and not g for m, g in zip(margins, gold))
-        fn = sum(m <= cut and g for m, g in zip(margins, gold))
-        return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+        return metrics.f1(gold, [m > cut for m in margins])
     distinct = sorted(set(margins))
     cands = [0.0] + [(a + b) / 2 for a, b in zip(distinct, distinct[1:])] + [distinct[0] - 1.0]
     cut = max(cands, key=lambda c: (f1(c), -abs(c)))

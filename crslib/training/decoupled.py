@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from crslib import config, report
+from crslib.decoding import batching
 from crslib.format import packing, serialize
 from crslib.ids.semantic_ids import SemanticIDs
 from crslib.metrics import PROTOCOLS
@@ -72,11 +73,8 @@ class DecoupledRecommender(torch.nn.Module):
         start at 0 and real tokens never see the padding after them."""
         device = self.head.weight.device
         lens = torch.tensor([len(p) for p in prompts])
-        ids = torch.full((len(prompts), int(lens.max())), self.tokenizer.pad_token_id or 0)
-        for r, p in enumerate(prompts):
-            ids[r, :len(p)] = torch.tensor(p)
-        mask = (torch.arange(ids.shape[1])[None] < lens[:, None]).long()
-        h = self.hidden(input_ids=ids.to(device), attention_mask=mask.to(device))
+        ids, mask = batching.pad_batch(prompts, self.tokenizer.pad_token_id or 0, device, "right")
+        h = self.hidden(input_ids=ids, attention_mask=mask)
         return h[torch.arange(len(prompts)), (lens - 1).to(device)]
 
     @torch.no_grad()
