@@ -53,3 +53,17 @@ def test_the_alignment_claims_are_about_the_variant_chosen_on_validation(tmp_pat
     assert {c.a for c in after if c.claim.startswith("beyond")} == {"gcrs_align_r4"}
     assert [c for c in after if not c.claim.startswith("beyond")] == [
         c for c in before if not c.claim.startswith("beyond")]
+
+
+def test_redial_trains_the_ratio_chosen_on_inspired_validation():
+    """The other dataset takes the ratio chosen on INSPIRED dev, as it takes the step budget."""
+    from crslib import config
+    from crslib.training import run
+    choice = align_choice.load("smollm2", "inspired")
+    if choice is None:
+        pytest.skip("no alignment ratio chosen yet")
+    chosen = choice["chosen_variant"]
+    assert chosen == align_choice.pick(choice["rows"])["variant"]  # the saved table's own rule
+    redial = config.load(run.config_path("smollm2", "redial", chosen))
+    assert redial.train.align.ratio == choice["chosen_ratio"]
+    assert list(align_choice.candidates("smollm2", "redial")) == [chosen]
