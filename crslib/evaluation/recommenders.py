@@ -70,10 +70,10 @@ class Recommender(Protocol):
     * ``sids`` and ``config``: the SIDs its cases are written with, and its resolved config.
 
     The kinds, registered in :data:`RANKERS` under the config's ``ranker`` (a baseline by its
-    name, :data:`BASELINES`): GCRS, its ablations and TIGER (:class:`GenerativeRecommender`, trained by the one
-    run driver :func:`crslib.training.run.train_run`), the decoupled item head
-    (:class:`crslib.training.decoupled.DecoupledRecommender`, the same driver), and popularity,
-    repeat and text retrieval (:class:`BaselineRecommender`, fitted from the training dialogs
+    name, :data:`BASELINES`): GCRS, its ablations and TIGER (:class:`GenerativeRecommender`,
+    trained by the one run driver :func:`crslib.training.run.train_run`), the decoupled item
+    head (:class:`ItemHeadRecommender`, the same driver), and popularity, repeat and text
+    retrieval (:class:`BaselineRecommender`, fitted from the training dialogs
     its config names). :func:`load_recommender` opens any of them; :func:`fit` fits a config's
     kind."""
     sids: SemanticIDs
