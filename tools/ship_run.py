@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from crslib import report
 from crslib.training import model, run
 
 FILES = ("config.json", "log.jsonl", "output_vocab.json", "sids.json", "train_summary.json",
@@ -34,7 +35,7 @@ def _compact(folder: Path, record: str) -> tuple[str, bool, list[Path]]:
     new_hash = run.model_hash(folder)
     if summary.get("model_hash") != new_hash:
         summary["model_hash"] = new_hash
-        path.write_text(json.dumps(summary, indent=1))
+        report.write_json(summary, path)  # atomic, like every writer
     paths = [folder / f for f in FILES if (folder / f).is_file()]
     paths += sorted(p for p in (folder / "model").rglob("*") if p.is_file())
     return new_hash, bool(converted), paths
