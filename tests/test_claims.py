@@ -104,6 +104,23 @@ def test_a_request_claim_pairs_the_per_case_genre_shares(tmp_path, monkeypatch):
     assert claims.per_case("p", "toy", "old", "share@10", "request") is None  # no per-case shares
 
 
+def test_a_baseline_request_claim_reads_the_shares_the_run_scored_beside_it(tmp_path, monkeypatch):
+    # popularity has no request check of its own: the run's check scores it on the same cases
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    monkeypatch.setattr(claims, "replicates",
+                        lambda p, d, v: [(None, v)] if v == "popularity" else [(0, v)])
+    ids = [f"d{k}:1:i{k}" for k in range(30)]
+    report.write_json({"k": 10, "case_ids": ids,
+                       "case_shares": {"run": [0.2] * 30, "popularity": [0.2] * 20 + [0.8] * 10}},
+                      tmp_path / "p" / "toy" / "a.request.json")
+    c = claims.judge("p", claims.Claim("x", "toy", "a", "popularity", "share@10", "request"),
+                     n_boot=300)
+    assert c["cases"] == 30 and c["delta"] == pytest.approx(-10 * 0.6 / 30)
+    assert c["verdict"] == "reversed" and c["value_b"]["mean"] == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="no shares of 'repeat'"):
+        claims.per_case("p", "toy", "repeat", "share@10", "request", host="a")
+
+
 def test_one_seed_pair_that_does_not_hold_makes_it_not_shown(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     reps = {"a": [(0, "a"), (1, "a1")], "b": [(0, "b"), (1, "b1")]}

@@ -54,6 +54,7 @@ def _claims(rows) -> tuple[Claim, ...]:
 
 
 NAMES = {"inspired": "INSPIRED", "redial": "ReDial"}
+RANKER_NAMES = {"gcrs": "GCRS"}  # how a claim names a ranker (else by its name)
 _VS_BASELINES = [(f"GCRS beats {b} on {NAMES[ds]} {'new-item ' if p == 'new_items' else ''}"
                   "Recall@10",
                   ds, "gcrs", b, "recall@10", p)
@@ -76,16 +77,17 @@ _PAPER_SCALE = _claims([
 # (crslib.studies.align_choice; gcrs_align, ratio 1, until a choice is saved)
 ALIGNED = "gcrs_align"
 _ALIGNMENT = _claims(
-    [(f"beyond the paper: alignment beats {b} on {NAMES[ds]} new-item Recall@10",
-      ds, ALIGNED, b, "recall@10", "new_items")
-     for ds in ("inspired", "redial") for b in ("gcrs", "popularity")]
-    + [(f"beyond the paper: alignment beats GCRS on {NAMES[ds]} {m}",
-        ds, ALIGNED, "gcrs", metric, "paper")
-       for ds in ("inspired", "redial") for metric, m in (("recall@1", "Recall@1"),
-                                                          ("recall@10", "Recall@10"))]
-    + [(f"beyond the paper: alignment follows asked genres more often than GCRS ({NAMES[ds]} "
-        "validation requests, top 10)", ds, ALIGNED, "gcrs", "share@10", "request")
-       for ds in ("inspired", "redial")])
+    [(f"beyond the paper: alignment beats {RANKER_NAMES.get(b, b)} on {NAMES[ds]} {m}",
+      ds, ALIGNED, b, metric, protocol)
+     for ds in ("inspired", "redial")
+     for protocol, metric, m in (("new_items", "recall@10", "new-item Recall@10"),
+                                 ("paper", "recall@1", "Recall@1"),
+                                 ("paper", "recall@10", "Recall@10"))
+     for b in ("gcrs", "popularity")]
+    + [(f"beyond the paper: alignment follows asked genres more often than "
+        f"{RANKER_NAMES.get(b, b)} ({NAMES[ds]} validation requests, top 10)",
+        ds, ALIGNED, b, "share@10", "request")
+       for ds in ("inspired", "redial") for b in ("gcrs", "popularity")])
 CLAIMS: dict[str, tuple[Claim, ...]] = {
     "smollm2": _PAPER_SCALE + _ALIGNMENT,
     "paper": _PAPER_SCALE,  # the paper's scale: its claims (it defines no gcrs_align)
@@ -156,17 +158,23 @@ def _rebuilt_ids(profile: str, dataset: str, variant: str, result: dict, data_ro
 
 
 def per_case(profile: str, dataset: str, variant: str, metric: str, protocol: str,
-             data_root=None) -> dict[str, float] | None:
+             data_root=None, host: str | None = None) -> dict[str, float] | None:
     """``{case id: value of metric}`` from a saved result; None when it is missing. Protocol
     ``request`` (:func:`crslib.studies.chat_choice.request_following`, metric ``share@k``): each
-    validation case's share of the run's top ``k`` carrying an asked genre."""
+    validation case's share of the run's top ``k`` carrying an asked genre; a baseline's shares
+    (``variant`` a baseline name) are read from the check of the run ``host``, which scores it on
+    the same cases."""
     if protocol == "request":
-        r = result_tables.load_result(profile, dataset, variant, "request")
+        r = result_tables.load_result(profile, dataset, host or variant, "request")
         if r is None or "case_shares" not in r:
             return None
         if metric != f"share@{r['k']}":
-            raise ValueError(f"{variant}.request: saved for share@{r['k']}, not {metric}")
-        return dict(zip(r["case_ids"], r["case_shares"]["run"]))
+            raise ValueError(f"{host or variant}.request: saved for share@{r['k']}, not {metric}")
+        who = "run" if host is None else variant
+        if who not in r["case_shares"]:
+            raise ValueError(f"{host}.request: it holds no shares of {variant!r} "
+                             f"(only {sorted(r['case_shares'])})")
+        return dict(zip(r["case_ids"], r["case_shares"][who]))
     r = result_tables.load_result(profile, dataset, variant, protocol)
     if r is None and protocol == "new_items":
         paper = result_tables.load_result(profile, dataset, variant, "paper")
@@ -189,8 +197,11 @@ def judge(profile: str, c: Claim, data_root=None, n_boot: int = N_BOOT, seed: in
            "a": c.a, "b": c.b}
     sides = {}
     for name in (c.a, c.b):
-        reps = [(s, v, per_case(profile, c.dataset, v, c.metric, c.protocol, data_root))
-                for s, v in replicates(profile, c.dataset, name)]
+        reps = replicates(profile, c.dataset, name)
+        # a baseline's request shares live in the check of the run it is compared with
+        host = c.a if c.protocol == "request" and reps[0][0] is None and name == c.b else None
+        reps = [(s, v, per_case(profile, c.dataset, v, c.metric, c.protocol, data_root, host))
+                for s, v in reps]
         sides[name] = [(s, v, vals) for s, v, vals in reps if vals is not None]
     if not sides[c.a] or not sides[c.b]:
         return {**out, "cases": 0, "delta": None, "delta_ci95": None, "p_value": None,
