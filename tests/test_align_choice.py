@@ -42,6 +42,22 @@ def test_choose_scores_on_validation_and_saves_the_table(shared_data, tmp_path, 
         assert saved["split"] == "dev" and saved["n_cases"] == rows[v]["cases"]
 
 
+def test_the_choice_table_shows_percent_the_interval_and_the_chosen_row(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    assert "not chosen yet" in align_choice.markdown("p")
+    row = {"cases": 10, "new_item_cases": 8, "recall@1": 0.1, "recall@10": 0.25,
+           "ndcg@10": 0.125, "new_items recall@10": 0.125, "new_items recall@10 95% CI": [0, 0.375]}
+    report.write_json({"split": "dev", "rule": "R", "metric": "new_items recall@10",
+                       "chosen_variant": "a1",
+                       "rows": [{"variant": "a1", "ratio": 1.0, **row},
+                                {"variant": "gcrs", "ratio": None, **row}]},
+                      tmp_path / "p" / "inspired" / "align_choice.json")
+    lines = align_choice.markdown("p").splitlines()
+    assert lines[2] == "| a1 | 1 | 10 | 10.00 | 25.00 | 12.50 | 12.50 [0.00, 37.50] (8) | yes |"
+    assert lines[3].startswith("| gcrs | - |") and lines[3].endswith("|  |")
+    assert lines[-1] == "dev split; rule: R."
+
+
 def test_the_alignment_claims_are_about_the_variant_chosen_on_validation(tmp_path, monkeypatch):
     from crslib.studies import claims
     monkeypatch.setattr(report, "RESULTS", tmp_path)

@@ -6,12 +6,13 @@ Replaces the blocks between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``:
 ``headline`` (the paper protocol: the pretrained ``smollm2`` profile first, then the compact
 ``cpu`` models, then the paper's rows), ``claims-smollm2`` and ``claims`` (the paired claims of
 ``results/<profile>/claims.json``), ``curve`` (the INSPIRED budget chosen on ``dev``),
-``table6`` (notebook 06's Table 6 in miniature) and ``runs`` (the ``cpu`` run inventory).
+``align`` (the alignment ratio chosen on ``dev``), ``table6`` (notebook 06's Table 6 in
+miniature) and ``runs`` (the ``cpu`` run inventory).
 """
 from pathlib import Path
 
 from crslib import report
-from crslib.studies import claims, curve, result_tables, run_inventory
+from crslib.studies import align_choice, claims, curve, result_tables, run_inventory
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 RANKERS = {"smollm2": ("gcrs", "tiger", "text-retrieval", "popularity", "repeat"),
@@ -37,6 +38,7 @@ if __name__ == "__main__":
     text = result_tables.replace_block(text, claims.markdown("smollm2"), "claims-smollm2")
     text = result_tables.replace_block(text, claims.markdown("cpu"), "claims")
     text = result_tables.replace_block(text, curve_markdown(), "curve")
+    text = result_tables.replace_block(text, align_choice.markdown("smollm2"), "align")
     text = result_tables.replace_block(text, result_tables.table6_markdown("cpu"), "table6")
     text = result_tables.replace_block(text, run_inventory.runs_markdown("cpu"), "runs")
     README.write_text(text)

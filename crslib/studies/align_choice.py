@@ -75,3 +75,22 @@ def choose(profile: str, dataset: str = "inspired", metric: str = METRIC, data_r
 def load(profile: str, dataset: str = "inspired") -> dict | None:
     path = report.RESULTS / profile / dataset / "align_choice.json"
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def markdown(profile: str, dataset: str = "inspired") -> str:
+    """The saved choice as a table: each row's validation scores in percent (new-item recall
+    with its 95% interval), the chosen ratio marked; the references (no ratio) last."""
+    c = load(profile, dataset)
+    if c is None:
+        return "(not chosen yet: `crslib.studies.align_choice.choose`)\n"
+    metric = c["metric"]
+    rows = [{"variant": r["variant"],
+             "ratio": "-" if r["ratio"] is None else f"{r['ratio']:g}",
+             "cases": r["cases"],
+             **{k: f"{100 * r[k]:.2f}" for k in ("recall@1", "recall@10", "ndcg@10")},
+             f"{metric} (cases)": "{:.2f} [{:.2f}, {:.2f}] ({})".format(
+                 100 * r[metric], *(100 * x for x in r[f"{metric} 95% CI"]),
+                 r["new_item_cases"]),
+             "chosen": "yes" if r["variant"] == c["chosen_variant"] else ""}
+            for r in c["rows"]]
+    return report.markdown_table(rows) + f"\n{c['split']} split; rule: {c['rule']}.\n"
