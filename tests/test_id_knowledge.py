@@ -54,3 +54,15 @@ def test_check_ranks_the_cases_by_the_paper_protocol_and_is_reused(shared_data, 
     assert sum(g["n_cases"] for g in out["by_training"].values() if g) == 5
     monkeypatch.setattr(ev_mod, "evaluate", lambda *a: pytest.fail("recomputed"))
     assert id_knowledge.check("smoke", "inspired", "gcrs", shared_data, limit=5) == out
+
+
+def test_the_table_shows_each_saved_check_in_percent(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    assert "not measured yet" in id_knowledge.markdown("p", "toy", ["a"])
+    group = ev_mod.ranking_result([1, None], "paper")
+    r = {**ev_mod.ranking_result([1, 12, None, 3], "paper"),
+         "by_training": {"mentioned in training dialogs": group, "not mentioned": None}}
+    report.write_json(r, tmp_path / "p" / "toy" / "a.id_knowledge.json")
+    lines = id_knowledge.markdown("p", "toy", ["a", "b"]).splitlines()
+    assert len(lines) == 3 and lines[2].startswith("| a | 4 | 25.00 | 50.00 [")
+    assert lines[2].endswith("| 50.00 (2) | - |")

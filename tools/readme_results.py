@@ -6,13 +6,15 @@ Replaces the blocks between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``:
 ``headline`` (the paper protocol: the pretrained ``smollm2`` profile first, then the compact
 ``cpu`` models, then the paper's rows), ``claims-smollm2`` and ``claims`` (the paired claims of
 ``results/<profile>/claims.json``), ``curve`` (the INSPIRED budget chosen on ``dev``),
-``align`` (the alignment ratio chosen on ``dev``), ``table6`` (notebook 06's Table 6 in
+``align`` (the alignment ratio chosen on ``dev``), ``id-knowledge`` (what each
+alignment run knows of its SIDs, beside ``gcrs``), ``table6`` (notebook 06's Table 6 in
 miniature) and ``runs`` (the ``cpu`` run inventory).
 """
 from pathlib import Path
 
 from crslib import report
-from crslib.studies import align_choice, claims, curve, result_tables, run_inventory
+from crslib.studies import (align_choice, claims, curve, id_knowledge, result_tables,
+                            run_inventory)
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 RANKERS = {"smollm2": ("gcrs", "tiger", "text-retrieval", "popularity", "repeat"),
@@ -31,6 +33,14 @@ def curve_markdown(profile: str = "smollm2", dataset: str = "inspired") -> str:
     return report.markdown_table(rows) + note
 
 
+def id_knowledge_markdown(profile: str = "smollm2") -> str:
+    parts = []
+    for ds in ("inspired", "redial"):
+        variants = ["gcrs", *align_choice.candidates(profile, ds)]
+        parts.append(f"{claims.NAMES[ds]}:\n\n" + id_knowledge.markdown(profile, ds, variants))
+    return "\n".join(parts)
+
+
 if __name__ == "__main__":
     text = README.read_text()
     text = result_tables.replace_block(
@@ -39,6 +49,7 @@ if __name__ == "__main__":
     text = result_tables.replace_block(text, claims.markdown("cpu"), "claims")
     text = result_tables.replace_block(text, curve_markdown(), "curve")
     text = result_tables.replace_block(text, align_choice.markdown("smollm2"), "align")
+    text = result_tables.replace_block(text, id_knowledge_markdown(), "id-knowledge")
     text = result_tables.replace_block(text, result_tables.table6_markdown("cpu"), "table6")
     text = result_tables.replace_block(text, run_inventory.runs_markdown("cpu"), "runs")
     README.write_text(text)

@@ -87,7 +87,11 @@ _ALIGNMENT = _claims(
     + [(f"beyond the paper: alignment follows asked genres more often than "
         f"{RANKER_NAMES.get(b, b)} ({NAMES[ds]} validation requests, top 10)",
         ds, ALIGNED, b, "share@10", "request")
-       for ds in ("inspired", "redial") for b in ("gcrs", "popularity")])
+       for ds in ("inspired", "redial") for b in ("gcrs", "popularity")]
+    + [(f"beyond the paper: alignment names an item's SID from its text more often than GCRS "
+        f"({NAMES[ds]} catalog sample, Recall@10)", ds, ALIGNED, "gcrs", "recall@10",
+        "id_knowledge")  # crslib.studies.id_knowledge: did the run learn what its IDs mean?
+       for ds in ("inspired", "redial")])
 CLAIMS: dict[str, tuple[Claim, ...]] = {
     "smollm2": _PAPER_SCALE + _ALIGNMENT,
     "paper": _PAPER_SCALE,  # the paper's scale: its claims (it defines no gcrs_align)

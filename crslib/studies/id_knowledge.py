@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from crslib import data
+from crslib import data, report
 from crslib.config import AlignConfig
 from crslib.evaluation import evaluate as ev_mod, recommenders, result_files
 from crslib.format import align, serialize
+from crslib.studies import result_tables
 from crslib.studies.experiments import run_dir
 from crslib.training import run
 
@@ -67,7 +68,8 @@ def check(profile: str, dataset: str, variant: str, data_root=None, limit: int |
         seen = trained_items(ds, cfg.splits)
         groups = {"mentioned in training dialogs": [], "not mentioned": []}
         for ex, r in zip(cs, out["case_ranks"]):
-            groups["mentioned in training dialogs" if ex.item in seen else "not mentioned"].append(r)
+            where = "mentioned in training dialogs" if ex.item in seen else "not mentioned"
+            groups[where].append(r)
         return {"n_cases": out["n_cases"], "metrics": out["metrics"], "ci95": out["ci95"],
                 "case_ranks": out["case_ranks"], "case_ids": out["case_ids"],
                 "by_training": {g: ev_mod.ranking_result(rs, "paper") if rs else None
@@ -77,3 +79,23 @@ def check(profile: str, dataset: str, variant: str, data_root=None, limit: int |
                          "(crslib.format.align text_to_sid), a seeded sample of catalog items")}
     meta = result_files.run_meta(profile, dataset, variant, SPLIT, PROTOCOL, cfg, folder)
     return result_files.scored(meta, limit, compute, reuse=reuse)
+
+
+def markdown(profile: str, dataset: str, variants) -> str:
+    """One row per variant with a saved check: Recall@1/@10 in percent (@10 with its 95%
+    interval), and Recall@10 on the items the training dialogs mention and on the others."""
+    rows = []
+    for v in variants:
+        r = result_tables.load_result(profile, dataset, v, PROTOCOL)
+        if r is None:
+            continue
+        by = {g: (f"{100 * x['metrics']['recall@10']:.2f} ({x['n_cases']})" if x else "-")
+              for g, x in r["by_training"].items()}
+        rows.append({"variant": v, "items": r["n_cases"],
+                     "recall@1": f"{100 * r['metrics']['recall@1']:.2f}",
+                     "recall@10 [95% CI]": "{:.2f} [{:.2f}, {:.2f}]".format(
+                         100 * r["metrics"]["recall@10"],
+                         *(100 * x for x in r["ci95"]["recall@10"])),
+                     **{f"recall@10, {g} (items)": t for g, t in by.items()}})
+    return (report.markdown_table(rows) if rows
+            else "(not measured yet: `crslib.studies.id_knowledge.check`)\n")
