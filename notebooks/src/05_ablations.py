@@ -117,7 +117,9 @@ pd.DataFrame(judged)
 import numpy as np
 
 ours = [r for r in rows if r["source"] == f"ours ({profile})"]
-fig, axes = plt.subplots(1, 2 * len(datasets), figsize=(6 * len(datasets), 3.6), squeeze=False)
+TICKS = ({LABELS[choice["chosen_variant"]]: f"GCRS + align {choice['chosen_ratio']:g}"}
+         if choice else {})  # a short tick for the long table label
+fig, axes = plt.subplots(1, 2 * len(datasets), figsize=(6 * len(datasets), 4), squeeze=False)
 for j, ds in enumerate(datasets):
     for i, metric in enumerate(("recall@1", "recall@10")):
         ax = axes[0, 2 * j + i]
@@ -131,7 +133,8 @@ for j, ds in enumerate(datasets):
             hi.append(b - vals[-1])
         ax.bar(range(len(rs)), vals, yerr=[lo, hi], capsize=3,
                color=["tab:red" if r["variant"] == LABELS["gcrs"] else "tab:blue" for r in rs])
-        ax.set_xticks(range(len(rs)), [r["variant"] for r in rs], rotation=40, ha="right")
+        ax.set_xticks(range(len(rs)), [TICKS.get(r["variant"], r["variant"]) for r in rs],
+                      rotation=40, ha="right")
         ax.set_title(f"{ds}: {metric} (%)")
 fig.suptitle(f"Table 4, {profile} profile: paper protocol, 95% intervals")
 fig.tight_layout()
