@@ -28,9 +28,6 @@ def test_variant_config_matches_its_generator(path, make_configs):
     if profile == "smollm2":  # the pretrained profile is generated from the cpu profile's gcrs
         cpu = json.loads((CONFIGS / f"cpu-{dataset}-gcrs.json").read_text())
         want = make_configs.smollm2_configs(cpu)[variant]
-    elif variant == "smollm2_align":  # the chat demo's twin of the pretrained alignment run
-        cpu = json.loads((CONFIGS / f"cpu-{dataset}-gcrs.json").read_text())
-        want = make_configs.cpu_smollm2_align(cpu)
     else:
         base = json.loads((CONFIGS / f"{profile}-{dataset}-gcrs.json").read_text())
         want = make_configs.variant_config(base, variant)
@@ -66,22 +63,3 @@ def test_variant_differs_from_gcrs_only_where_declared(make_configs):
     assert cfg["sids"]["levels"] == 3 and cfg["variant"] == "sid3x64"
     assert {k: v for k, v in cfg.items() if k not in ("sids", "variant")} == \
         {k: v for k, v in base.items() if k not in ("sids", "variant")}
-
-
-def test_the_chat_demos_alignment_twin_trains_the_pretrained_alignment_run(make_configs):
-    """cpu-<ds>-smollm2_align is the smollm2 alignment run under the cpu profile's name (the chat
-    demo chooses among cpu runs): identical in all that trains, and its shipped folder holds the
-    very weights of the smollm2 run (tools/adopt_run.py)."""
-    from crslib import config
-    from crslib.training import run
-    names = ("profile", "variant")
-    for ds, source in make_configs.CPU_SMOLLM2_ALIGN.items():
-        twin = config.load(CONFIGS / f"cpu-{ds}-smollm2_align.json").identity()
-        pre = config.load(CONFIGS / f"smollm2-{ds}-{source}.json").identity()
-        assert {k: v for k, v in twin.items() if k not in names} == {
-            k: v for k, v in pre.items() if k not in names}
-        a, b = ROOT / "runs" / "cpu" / ds / "smollm2_align", ROOT / "runs" / "smollm2" / ds / source
-        if (a / "train_summary.json").is_file() and (b / "train_summary.json").is_file():
-            assert run.model_hash(a) == run.model_hash(b)
-            assert json.loads((a / "train_summary.json").read_text())["model_hash"] == \
-                run.model_hash(a)

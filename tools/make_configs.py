@@ -104,21 +104,6 @@ SMOLLM2_ALIGN_RATIOS = {"inspired": {"gcrs_align_r025": 0.25, "gcrs_align": 1.0,
                                      "gcrs_align_r4": 4.0},
                         "redial": {"gcrs_align_r025": 0.25}}
 
-# The alignment run the cpu chat demo may open on, by dataset: the smollm2 variant it twins
-# (same weights, adopted), where the chat's validation rule ranks it above the plain run.
-CPU_SMOLLM2_ALIGN = {"redial": "gcrs_align_r025"}
-
-
-def cpu_smollm2_align(cpu_base: dict) -> dict:
-    """`cpu-<dataset>-smollm2_align`: the chat demo's candidate (issue 24), the cpu twin of the
-    pretrained alignment run (tools/adopt_run.py adopts its weights). Not named backbone_*: it
-    is no Table 5/6 row (notebook 06)."""
-    cfg = variant_config(cpu_base, "backbone_smollm2_135m")
-    cfg["variant"] = "smollm2_align"
-    ratio = SMOLLM2_ALIGN_RATIOS[cfg["dataset"]][CPU_SMOLLM2_ALIGN[cfg["dataset"]]]
-    cfg["train"] = {**cfg["train"], "align": {**SMOLLM2_ALIGN, "ratio": ratio}}
-    return cfg
-
 
 def smollm2_base(cpu_base: dict) -> dict:
     """`smollm2-<dataset>-gcrs`: the cpu profile's SmolLM2 run, as the profile's GCRS."""
@@ -187,11 +172,6 @@ if __name__ == "__main__":
                 continue  # the paper's default encoder for this dataset: that is `gcrs`
             path = CONFIGS / base_path.name.replace("-gcrs.json", f"-{variant}.json")
             path.write_text(json.dumps(variant_config(base, variant), indent=1) + "\n")
-            print(path.name)
-        if base["profile"] == "cpu" and base["dataset"] in CPU_SMOLLM2_ALIGN:
-            cfg = cpu_smollm2_align(base)
-            path = CONFIGS / f"cpu-{base['dataset']}-{cfg['variant']}.json"
-            path.write_text(json.dumps(cfg, indent=1) + "\n")
             print(path.name)
         if base["profile"] == "cpu":
             for variant, cfg in smollm2_configs(base).items():
