@@ -38,6 +38,11 @@ def write_json(obj, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def percent_ci(value: float, ci) -> str:
+    """``value`` and its interval ``ci`` (fractions) in percent: ``"12.34 [10.00, 15.00]"``."""
+    return "{:.2f} [{:.2f}, {:.2f}]".format(100 * value, *(100 * x for x in ci))
+
+
 def emit_json(obj, out: str | os.PathLike | None = None) -> None:
     """Print ``obj`` as JSON on standard output (a benchmark's one object) and, with ``out``,
     also write it there (:func:`write_json`)."""

@@ -88,9 +88,8 @@ def markdown(profile: str, dataset: str = "inspired") -> str:
              "ratio": "-" if r["ratio"] is None else f"{r['ratio']:g}",
              "cases": r["cases"],
              **{k: f"{100 * r[k]:.2f}" for k in ("recall@1", "recall@10", "ndcg@10")},
-             f"{metric} (cases)": "{:.2f} [{:.2f}, {:.2f}] ({})".format(
-                 100 * r[metric], *(100 * x for x in r[f"{metric} 95% CI"]),
-                 r["new_item_cases"]),
+             f"{metric} (cases)": (f"{report.percent_ci(r[metric], r[f'{metric} 95% CI'])} "
+                                   f"({r['new_item_cases']})"),
              "chosen": "yes" if r["variant"] == c["chosen_variant"] else ""}
             for r in c["rows"]]
     return report.markdown_table(rows) + f"\n{c['split']} split; rule: {c['rule']}.\n"

@@ -169,11 +169,12 @@ def per_case(profile: str, dataset: str, variant: str, metric: str, protocol: st
     (``variant`` a baseline name) are read from the check of the run ``host``, which scores it on
     the same cases."""
     if protocol == "request":
-        r = result_tables.load_result(profile, dataset, host or variant, "request")
+        source = host or variant
+        r = result_tables.load_result(profile, dataset, source, "request")
         if r is None or "case_shares" not in r:
             return None
         if metric != f"share@{r['k']}":
-            raise ValueError(f"{host or variant}.request: saved for share@{r['k']}, not {metric}")
+            raise ValueError(f"{source}.request: saved for share@{r['k']}, not {metric}")
         who = "run" if host is None else variant
         if who not in r["case_shares"]:
             raise ValueError(f"{host}.request: it holds no shares of {variant!r} "

@@ -112,8 +112,8 @@ def scored_config(profile: str | None, dataset: str | None, ranker: str,
                   run_path=None) -> tuple[dict, Path | None]:
     """What ranker ``ranker`` is scored under: ``(config, run folder)``. A baseline
     (:data:`crslib.evaluation.recommenders.BASELINES`) has no folder and the profile's ``gcrs``
-    config of ``dataset`` (its SIDs, its training splits); a trained variant, its folder ``runs/<profile>/<dataset>/<ranker>``
-    (or ``run_path``) and the config saved there."""
+    config of ``dataset`` (its SIDs, its training splits); a trained variant, its folder
+    ``runs/<profile>/<dataset>/<ranker>`` (or ``run_path``) and the config saved there."""
     if run_path is None and ranker in recommenders.BASELINES:
         if not (profile and dataset):
             raise ValueError(f"baseline {ranker!r} needs a profile and a dataset")

@@ -93,9 +93,8 @@ def markdown(profile: str, dataset: str, variants) -> str:
               for g, x in r["by_training"].items()}
         rows.append({"variant": v, "items": r["n_cases"],
                      "recall@1": f"{100 * r['metrics']['recall@1']:.2f}",
-                     "recall@10 [95% CI]": "{:.2f} [{:.2f}, {:.2f}]".format(
-                         100 * r["metrics"]["recall@10"],
-                         *(100 * x for x in r["ci95"]["recall@10"])),
+                     "recall@10 [95% CI]": report.percent_ci(r["metrics"]["recall@10"],
+                                                             r["ci95"]["recall@10"]),
                      **{f"recall@10, {g} (items)": t for g, t in by.items()}})
     return (report.markdown_table(rows) if rows
             else "(not measured yet: `crslib.studies.id_knowledge.check`)\n")
