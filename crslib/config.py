@@ -99,14 +99,16 @@ ALIGN_TASKS = ("text_to_sid", "sid_to_text", "genre_to_sid")
 
 @dataclass(frozen=True)
 class AlignConfig:
-    """Item–ID alignment instances mixed with the dialog instances (:mod:`crslib.format.align`,
-    beyond the paper): which ``tasks``, how many per dialog instance (``ratio``), how much of each
-    plot the item text keeps (``plot_chars``), the ``seed`` of the draw."""
+    """Item–ID alignment instances mixed with the dialogs' (:mod:`crslib.format.align`, beyond
+    the paper): which ``tasks``, how many per dialog instance (``ratio``), how much plot the item
+    text keeps, the draw's ``seed``, which ``items`` give them (``catalog`` or ``dialogs``)."""
     BLOCK: ClassVar[str] = "train.align"
     tasks: tuple = ("text_to_sid", "sid_to_text")
     ratio: float = 0.5                # alignment instances per dialog instance, each epoch
     plot_chars: int = 160
     seed: int = 0
+    items: str = "catalog"
+    ADDED: ClassVar[tuple] = ("items",)  # added after runs were shipped (see TrainConfig.ADDED)
 
     def __post_init__(self):
         object.__setattr__(self, "tasks", tuple(self.tasks))
@@ -121,6 +123,7 @@ class AlignConfig:
             raise ConfigError(f"train.align.ratio must be above 0, not {self.ratio!r}")
         if self.plot_chars < 0:
             raise ConfigError(f"train.align.plot_chars must be 0 or more, not {self.plot_chars!r}")
+        _check_choice(self, "items", ("catalog", "dialogs"))
 
 
 @dataclass
@@ -131,40 +134,31 @@ class TrainConfig:
     fmt: str = "gcrs"
     max_context_tokens: int = 768
     batch_tokens: int = 4096          # padded tokens per optimizer step
-    micro_batch_tokens: int | None = None  # padded tokens per forward/backward (None: the
-                                      # whole step at once); the step's gradient is the same
+    micro_batch_tokens: int | None = None  # per forward/backward (None: the step); same gradient
     lr: float = 2e-4
     new_rows_lr: float | None = None  # learning rate of the new embedding rows (default: lr)
     weight_decay: float = 0.0
     warmup_steps: int = 150
     epochs: float = 1.0
     max_steps: int | None = None      # the budget, in optimizer steps (default: ``epochs``)
-    time_limit_minutes: float | None = None  # safety stop only: past it the run saves its
-                                      # checkpoint and raises TrainingTimeLimit (never "done")
+    time_limit_minutes: float | None = None  # safety stop: checkpoint, raise TrainingTimeLimit
     new_token_loss_weight: float = 1.0  # weight of targets that are added tokens (mode, SID…)
-    aux_formats: tuple = ()           # extra training windows of these formats from the same
-                                      # dialogs (multi-task)
+    aux_formats: tuple = ()           # multi-task: more windows of these formats, same dialogs
     copy_warmup_steps: int = 0        # steps of the synthetic copying task first (copy_warmup)
     embeddings: str = "new"           # "new": only new tokens' rows train; "all": every row
-    output_vocab: str = "full"        # "full" | "targets" (restricted softmax,
-                                      # crslib.training.train)
+    output_vocab: str = "full"        # "full" | "targets" (restricted softmax, training.train)
     grad_clip: float = 1.0
-    mixed_precision: str = "no"       # "no" | "bf16": bfloat16 autocast of the forward pass
-                                      # (GPU runs; the CPU fast path is float32)
+    mixed_precision: str = "no"       # "no" | "bf16" autocast of the forward (GPU; CPU: fp32)
     activation_checkpointing: bool = False  # recompute activations in the backward pass
     seed: int = 0
     log_every: int = 20
     checkpoint_every: int = 200
-    snapshot_every: int | None = None  # also save the model every N steps (a learning curve:
-                                      # runs/.../snapshots/step-NNNN, loadable as a run)
+    snapshot_every: int | None = None  # also save the model every N steps (snapshots/step-NNNN)
     threads: int | None = None
-    align: AlignConfig | None = None  # item–ID alignment instances (crslib.format.align; beyond
-                                      # the paper)
+    align: AlignConfig | None = None  # item–ID alignment (crslib.format.align; beyond the paper)
 
-    RUNTIME: ClassVar[tuple] = ("threads", "time_limit_minutes", "snapshot_every")  # how, not
-                                      # what, it trains: not part of the config hash
-    # fields added after runs were shipped: left out of the identity while at their default,
-    # so every earlier run keeps its config hash
+    RUNTIME: ClassVar[tuple] = ("threads", "time_limit_minutes", "snapshot_every")  # not hashed
+    # fields added after runs were shipped: not hashed at their default (earlier hashes stay)
     ADDED: ClassVar[tuple] = ("align",)
 
     def __post_init__(self):
@@ -290,10 +284,17 @@ class RunConfig:
         record, no runtime keys."""
         out = {k: v for k, v in self.to_dict().items()
                if not k.startswith("_") and k != "dry_run"}
-        defaults = _plain(asdict(TrainConfig()))
-        out["train"] = {k: v for k, v in out["train"].items() if k not in TrainConfig.RUNTIME
-                        and not (k in TrainConfig.ADDED and v == defaults[k])}
+        out["train"] = {k: v for k, v in _without_added(out["train"], TrainConfig).items()
+                        if k not in TrainConfig.RUNTIME}
+        if out["train"].get("align") is not None:
+            out["train"]["align"] = _without_added(out["train"]["align"], AlignConfig)
         return out
+
+
+def _without_added(block: dict, cls) -> dict:
+    """``block`` without the fields ``cls.ADDED`` while at their default (earlier hashes stay)."""
+    defaults = _plain(asdict(cls()))
+    return {k: v for k, v in block.items() if not (k in cls.ADDED and v == defaults[k])}
 
 
 def config_hash(cfg) -> str:

@@ -81,9 +81,24 @@ def test_pool_and_mix():
         align.mix([], 10, cfg)
 
 
+def test_the_pool_can_keep_only_the_items_the_training_dialogs_mention():
+    dialogs = [Dialog("d1", [Turn("user", "I liked @103", ()), Turn("assistant", "Try it", ("107",))]),
+               Dialog("d2", [Turn("user", "and @999?", ())])]  # 999: not in the catalog
+    cfg = AlignConfig(tasks=("text_to_sid", "genre_to_sid"), items="dialogs")
+    assert align.item_ids(CATALOG, dialogs, cfg) == ["103", "107"]  # catalog order
+    assert align.item_ids(CATALOG, dialogs, AlignConfig()) == ITEMS
+    assert align.item_ids(CATALOG, [], cfg) == []
+    pool = align.pool(CATALOG, SIDS, cfg, ids=align.item_ids(CATALOG, dialogs, cfg))
+    assert [(e.item, "Item: " in e.prompt) for e in pool] == [
+        ("103", True), ("103", False), ("107", True), ("107", False)]
+    with pytest.raises(ValueError, match="no alignment instance"):
+        align.mix(align.pool(CATALOG, SIDS, cfg, ids=[]), 10, cfg)
+
+
 def test_align_config_is_checked_and_leaves_earlier_hashes_alone():
     for bad, msg in [({"tasks": []}, "distinct"), ({"tasks": ["x"]}, "unknown task"),
-                     ({"ratio": 0}, "above 0"), ({"plot_chars": -1}, "0 or more")]:
+                     ({"ratio": 0}, "above 0"), ({"plot_chars": -1}, "0 or more"),
+                     ({"items": "all"}, r"train.align.items must be one of \['catalog', 'dialogs'\]")]:
         with pytest.raises(ConfigError, match=msg):
             AlignConfig(**bad)
     path = REPO / "crslib" / "configs" / "cpu-inspired-gcrs.json"
@@ -95,6 +110,15 @@ def test_align_config_is_checked_and_leaves_earlier_hashes_alone():
     assert rc.train.align == AlignConfig(ratio=0.25)
     assert config.config_hash(rc) != shipped["config_hash"]
     assert config.resolve(rc.to_dict()) == rc
+    # items at its default is left out of the identity (shipped alignment runs keep their hash)
+    assert "items" not in rc.identity()["train"]["align"]
+    d["train"]["align"] = {"ratio": 0.25, "items": "catalog"}
+    assert config.config_hash(d) == config.config_hash(rc)
+    d["train"]["align"] = {"ratio": 0.25, "items": "dialogs"}
+    assert config.config_hash(d) != config.config_hash(rc)
+    for run_dir in sorted((REPO / "runs" / "smollm2").glob("*/gcrs_align*/config.json")):
+        saved = json.loads(run_dir.read_text())
+        assert config.config_hash(saved) == saved["config_hash"], run_dir
     d["train"]["align"] = {"ratio": "lots"}
     with pytest.raises(ConfigError, match="train.align.ratio must be a number"):
         config.resolve(d, "x.json")

@@ -7,33 +7,53 @@ from crslib import report
 from crslib.studies import align_choice
 
 
-def _row(variant, ratio, new):
-    return {"variant": variant, "ratio": ratio, "new_items recall@10": new}
+def _row(variant, ratio, new, items="catalog"):
+    return {"variant": variant, "ratio": ratio, "items": items, "new_items recall@10": new}
 
 
-def test_pick_takes_the_best_new_item_recall_and_ties_to_the_smaller_ratio():
+def test_pick_takes_the_best_new_item_recall_and_ties_to_the_smaller_ratio_then_the_catalog():
     rows = [_row("a4", 4.0, 0.20), _row("a1", 1.0, 0.20), _row("a025", 0.25, 0.10),
             _row("gcrs", None, 0.50)]  # a reference is never chosen
     assert align_choice.pick(rows)["variant"] == "a1"
     assert align_choice.pick(rows[2:])["variant"] == "a025"
+    named = [_row("n1", 1.0, 0.20, "dialogs"), *rows]
+    assert align_choice.pick(named)["variant"] == "a1"
+    assert align_choice.pick([_row("n1", 1.0, 0.21, "dialogs"), *rows])["variant"] == "n1"
+    old = [{k: v for k, v in r.items() if k != "items"} for r in rows]  # saved before pools
+    assert align_choice.pick(old)["variant"] == "a1"
     with pytest.raises(ValueError, match="no alignment candidate"):
         align_choice.pick([_row("gcrs", None, 0.5)])
 
 
-def test_the_pretrained_profile_tries_three_ratios_on_inspired():
+def test_the_pretrained_profile_tries_three_recipes_per_dataset():
     assert align_choice.candidates("smollm2", "inspired") == {
-        "gcrs_align_r025": 0.25, "gcrs_align": 1.0, "gcrs_align_r4": 4.0}
+        "gcrs_align_r025": {"ratio": 0.25, "items": "catalog"},
+        "gcrs_align": {"ratio": 1.0, "items": "catalog"},
+        "gcrs_align_r4": {"ratio": 4.0, "items": "catalog"}}
+    assert align_choice.candidates("smollm2", "redial") == {
+        "gcrs_align_r025": {"ratio": 0.25, "items": "catalog"},
+        "gcrs_align_named_r025": {"ratio": 0.25, "items": "dialogs"},
+        "gcrs_align": {"ratio": 1.0, "items": "catalog"}}
+
+
+def test_labels_name_the_ratio_and_a_pool_of_dialog_items():
+    assert align_choice.label({"ratio": 0.25, "items": "catalog"}) == (
+        "GCRS + item-ID alignment, ratio 0.25 (beyond the paper)")
+    assert align_choice.label({"ratio": 1.0, "items": "dialogs"}, short=True) == (
+        "GCRS + align 1, dialog items")
 
 
 def test_choose_scores_on_validation_and_saves_the_table(shared_data, tmp_path, monkeypatch):
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     out = align_choice.choose("smoke", "inspired", data_root=shared_data,
-                              ratios={"repeat": 2.0, "popularity": 0.5}, references=(),
-                              say=lambda *_: None)
+                              cands={"repeat": {"ratio": 2.0, "items": "catalog"},
+                                     "popularity": {"ratio": 0.5, "items": "dialogs"}},
+                              references=(), say=lambda *_: None)
     rows = {r["variant"]: r for r in out["rows"]}
     assert out["split"] == "dev" and set(rows) == {"repeat", "popularity"}
     best = max(rows.values(), key=lambda r: (r["new_items recall@10"], -r["ratio"]))
-    assert (out["chosen_variant"], out["chosen_ratio"]) == (best["variant"], best["ratio"])
+    assert (out["chosen_variant"], out["chosen_ratio"], out["chosen_items"]) == (
+        best["variant"], best["ratio"], best["items"])
     assert align_choice.load("smoke", "inspired") == json.loads(json.dumps(out))
     folder = tmp_path / "smoke" / "inspired"
     assert not list(folder.glob("*.paper.json"))  # no test-split file was written
@@ -53,33 +73,47 @@ def test_the_choice_table_shows_percent_the_interval_and_the_chosen_row(tmp_path
                                 {"variant": "gcrs", "ratio": None, **row}]},
                       tmp_path / "p" / "inspired" / "align_choice.json")
     lines = align_choice.markdown("p").splitlines()
-    assert lines[2] == "| a1 | 1 | 10 | 10.00 | 25.00 | 12.50 | 12.50 [0.00, 37.50] (8) | yes |"
-    assert lines[3].startswith("| gcrs | - |") and lines[3].endswith("|  |")
+    # a row saved before item pools was drawn from the whole catalog
+    assert lines[2] == ("| a1 | 1 | catalog | 10 | 10.00 | 25.00 | 12.50 | 12.50 [0.00, 37.50] (8) "
+                        "| yes |")
+    assert lines[3].startswith("| gcrs | - | - |") and lines[3].endswith("|  |")
     assert lines[-1] == "dev split; rule: R."
 
 
-def test_the_alignment_claims_are_about_the_variant_chosen_on_validation(tmp_path, monkeypatch):
+def test_the_alignment_claims_are_about_each_datasets_validation_choice(tmp_path, monkeypatch):
     from crslib.studies import claims
     monkeypatch.setattr(report, "RESULTS", tmp_path)
+
+    def aligned():
+        return {(c.dataset, c.a) for c in claims.profile_claims("smollm2")
+                if c.claim.startswith("beyond")}
     before = claims.profile_claims("smollm2")
-    assert {c.a for c in before if c.claim.startswith("beyond")} == {"gcrs_align"}
+    assert aligned() == {("inspired", "gcrs_align"), ("redial", "gcrs_align")}  # nothing chosen
     report.write_json({"chosen_variant": "gcrs_align_r4", "chosen_ratio": 4.0},
                       tmp_path / "smollm2" / "inspired" / "align_choice.json")
+    assert aligned() == {("inspired", "gcrs_align_r4"), ("redial", "gcrs_align_r4")}  # takes INSPIRED's
+    report.write_json({"chosen_variant": "gcrs_align_named_r025", "chosen_ratio": 0.25},
+                      tmp_path / "smollm2" / "redial" / "align_choice.json")
+    assert aligned() == {("inspired", "gcrs_align_r4"), ("redial", "gcrs_align_named_r025")}
     after = claims.profile_claims("smollm2")
-    assert {c.a for c in after if c.claim.startswith("beyond")} == {"gcrs_align_r4"}
     assert [c for c in after if not c.claim.startswith("beyond")] == [
         c for c in before if not c.claim.startswith("beyond")]
 
 
-def test_redial_trains_the_ratio_chosen_on_inspired_validation():
-    """The other dataset takes the ratio chosen on INSPIRED dev, as it takes the step budget."""
-    from crslib import config
+@pytest.mark.parametrize("dataset", ["inspired", "redial"])
+def test_a_saved_choice_follows_its_own_rule_on_validation(dataset):
+    """Each dataset's saved choice picked by the rule among its own configs, on its validation
+    split, with the recipe its config trains."""
+    from crslib import config, data
     from crslib.training import run
-    choice = align_choice.load("smollm2", "inspired")
+    choice = align_choice.load("smollm2", dataset)
     if choice is None:
-        pytest.skip("no alignment ratio chosen yet")
+        pytest.skip(f"no alignment recipe chosen on {dataset} yet")
+    assert choice["split"] == data.VALIDATION[dataset] != "test"
     chosen = choice["chosen_variant"]
     assert chosen == align_choice.pick(choice["rows"])["variant"]  # the saved table's own rule
-    redial = config.load(run.config_path("smollm2", "redial", chosen))
-    assert redial.train.align.ratio == choice["chosen_ratio"]
-    assert list(align_choice.candidates("smollm2", "redial")) == [chosen]
+    cands = align_choice.candidates("smollm2", dataset)
+    assert {r["variant"] for r in choice["rows"] if r["ratio"] is not None} == set(cands)
+    trained = config.load(run.config_path("smollm2", dataset, chosen)).train.align
+    assert trained.ratio == choice["chosen_ratio"]
+    assert trained.items == choice.get("chosen_items", "catalog")

@@ -99,10 +99,14 @@ SMOLLM2_ALIGN = {"tasks": ["text_to_sid", "sid_to_text", "genre_to_sid"], "ratio
                  "plot_chars": 160, "seed": 0}  # the ratio is set per variant below
 # The ratios tried on INSPIRED validation, a log grid around 1 by a factor of 4 each way;
 # crslib.studies.align_choice picked 0.25 by dev new-item Recall@10
-# (results/smollm2/inspired/align_choice.json), and ReDial trains that one (tested).
-SMOLLM2_ALIGN_RATIOS = {"inspired": {"gcrs_align_r025": 0.25, "gcrs_align": 1.0,
-                                     "gcrs_align_r4": 4.0},
-                        "redial": {"gcrs_align_r025": 0.25}}
+# (results/smollm2/inspired/align_choice.json). ReDial chooses on its own validation slice
+# (valid): the same 0.25, ratio 1, and 0.25 drawn only from the items its training dialogs name
+# (train.align.items = "dialogs": 2,944 of the 6,924 catalog items).
+SMOLLM2_ALIGN_VARIANTS = {
+    "inspired": {"gcrs_align_r025": {"ratio": 0.25}, "gcrs_align": {"ratio": 1.0},
+                 "gcrs_align_r4": {"ratio": 4.0}},
+    "redial": {"gcrs_align_r025": {"ratio": 0.25}, "gcrs_align": {"ratio": 1.0},
+               "gcrs_align_named_r025": {"ratio": 0.25, "items": "dialogs"}}}
 
 
 def smollm2_base(cpu_base: dict) -> dict:
@@ -129,10 +133,10 @@ def smollm2_configs(cpu_base: dict) -> dict[str, dict]:
             cfg["train"] = {**cfg["train"], "seed": k}
             cfg["train"].pop("snapshot_every", None)
             out[cfg["variant"]] = cfg
-    for v, ratio in SMOLLM2_ALIGN_RATIOS[ds].items():
+    for v, align in SMOLLM2_ALIGN_VARIANTS[ds].items():
         cfg = copy.deepcopy(base)
         cfg["variant"] = v
-        cfg["train"] = {**cfg["train"], "align": {**SMOLLM2_ALIGN, "ratio": ratio}}
+        cfg["train"] = {**cfg["train"], "align": {**SMOLLM2_ALIGN, **align}}
         cfg["train"].pop("snapshot_every", None)
         out[v] = cfg
     return out

@@ -33,6 +33,11 @@ def curve_markdown(profile: str = "smollm2", dataset: str = "inspired") -> str:
     return report.markdown_table(rows) + note
 
 
+def align_markdown(profile: str = "smollm2") -> str:
+    return "\n".join(f"{claims.NAMES[ds]}:\n\n" + align_choice.markdown(profile, ds)
+                     for ds in ("inspired", "redial"))
+
+
 def id_knowledge_markdown(profile: str = "smollm2") -> str:
     parts = []
     for ds in ("inspired", "redial"):
@@ -48,7 +53,7 @@ if __name__ == "__main__":
     text = result_tables.replace_block(text, claims.markdown("smollm2"), "claims-smollm2")
     text = result_tables.replace_block(text, claims.markdown("cpu"), "claims")
     text = result_tables.replace_block(text, curve_markdown(), "curve")
-    text = result_tables.replace_block(text, align_choice.markdown("smollm2"), "align")
+    text = result_tables.replace_block(text, align_markdown(), "align")
     text = result_tables.replace_block(text, id_knowledge_markdown(), "id-knowledge")
     text = result_tables.replace_block(text, result_tables.table6_markdown("cpu"), "table6")
     text = result_tables.replace_block(text, run_inventory.runs_markdown("cpu"), "runs")

@@ -18,6 +18,10 @@ Prompts use the run's template, like the dialogs' (``User: …\\nAssistant:``); 
 escaped (:func:`crslib.format.serialize.escape`), so a title can never inject a token. Every dialog
 instance keeps the paper's format unchanged.
 
+Items: every catalog item with a SID gives instances (``items="catalog"``), or only the items the
+run's training dialogs mention (``items="dialogs"``: the items a recommendation is likely to be,
+so a small budget is not spread over titles no dialog names).
+
 Mixing: each epoch holds ``round(ratio × n)`` alignment instances for ``n`` dialog instances
 (one per assistant-turn target), drawn without replacement from every (item, task) pair in a
 seeded order (and again in a new order when more are asked than exist). Each is one window of
@@ -28,10 +32,10 @@ takes the place of some dialog tokens.
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from crslib.config import AlignConfig
-from crslib.data import Catalog, Item
+from crslib.data import Catalog, Dialog, Item, mentioned_items
 from crslib.format.serialize import Example, escape, mention, render_prompt
 from crslib.ids.semantic_ids import SemanticIDs
 
@@ -75,12 +79,22 @@ def instance(task: str, item: Item, sids: SemanticIDs, cfg: AlignConfig, fmt: st
                    mode, item.id, (), "", (item.id,), context, template)
 
 
+def item_ids(catalog: Catalog, dialogs: Iterable[Dialog], cfg: AlignConfig) -> list[str]:
+    """The items that give alignment instances, in catalog order: every catalog item, or (with
+    ``cfg.items == "dialogs"``) those that ``dialogs`` mention in any turn."""
+    if cfg.items == "catalog":
+        return list(catalog.ids)
+    named = set().union(*(mentioned_items(d) for d in dialogs))
+    return [iid for iid in catalog.ids if iid in named]
+
+
 def pool(catalog: Catalog, sids: SemanticIDs, cfg: AlignConfig, fmt: str = "gcrs",
-         template: str = "plain", tokenizer=None) -> list[Example]:
-    """Every alignment instance of the catalog's items that have a SID, in catalog order and
-    task order."""
+         template: str = "plain", tokenizer=None, ids: Sequence[str] | None = None
+         ) -> list[Example]:
+    """Every alignment instance of the catalog's items that have a SID (of ``ids`` only, when
+    given), in catalog order and task order."""
     out = []
-    for iid in catalog.ids:
+    for iid in catalog.ids if ids is None else ids:
         if iid not in sids:
             continue
         for task in cfg.tasks:

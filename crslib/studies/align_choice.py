@@ -1,14 +1,16 @@
-"""The alignment ratio (beyond the paper), chosen once on validation data.
+"""The alignment recipe (beyond the paper), chosen once per dataset on its validation data.
 
 A profile's alignment candidates are its configs of one dataset with a ``train.align`` block
-(:mod:`crslib.format.align`), which differ only in ``train.align.ratio`` (and their names). Each
-trained candidate is scored under the paper protocol on the validation split (INSPIRED ``dev``,
-which the pretrained runs never train on), with its new-item recall from the same lists;
-:func:`choose` picks the ratio with the best validation new-item ``metric`` (what alignment is
-for), ties to the smaller ratio, and saves the table as
+(:mod:`crslib.format.align`), which differ only in ``train.align.ratio`` and ``items`` (and their
+names). Each trained candidate is scored under the paper protocol on the dataset's validation
+split (:data:`crslib.data.VALIDATION`: INSPIRED ``dev``, ReDial's held-out ``valid`` slice of its
+train dialogs; no run trains on either), with its new-item recall from the same lists;
+:func:`choose` picks the candidate with the best validation new-item ``metric`` (what alignment
+is for), ties to the smaller ratio, then to every catalog item, and saves the table as
 ``results/<profile>/<dataset>/align_choice.json``. GCRS without alignment and popularity are
-scored beside them as references, not as candidates. The other dataset then trains the chosen
-ratio, like the step budget (:mod:`crslib.studies.curve`). Never a test split.
+scored beside them as references, not as candidates. A dataset with no choice of its own takes
+INSPIRED's (:func:`chosen_variant`), as it takes the step budget (:mod:`crslib.studies.curve`).
+Never a test split.
 """
 from __future__ import annotations
 
@@ -22,41 +24,46 @@ METRIC = "recall@10"
 REFERENCES = ("gcrs", "popularity")
 
 
-def candidates(profile: str, dataset: str) -> dict[str, float]:
-    """``{variant: ratio}`` of the profile's configs of ``dataset`` that train with alignment,
-    by ratio."""
+def candidates(profile: str, dataset: str) -> dict[str, dict]:
+    """``{variant: {"ratio": r, "items": pool}}`` of the profile's configs of ``dataset`` that
+    train with alignment, by ratio, then pool, then name."""
     out = {}
     for path in sorted(run.CONFIGS.glob(f"{run.base_profile(profile)}-{dataset}-*.json")):
         rc = config.load(path)
         if rc.train.align is not None:
-            out[rc.variant] = rc.train.align.ratio
-    return dict(sorted(out.items(), key=lambda kv: (kv[1], kv[0])))
+            out[rc.variant] = {"ratio": rc.train.align.ratio, "items": rc.train.align.items}
+    return dict(sorted(out.items(), key=lambda kv: (kv[1]["ratio"], _pool_order(kv[1]), kv[0])))
+
+
+def _pool_order(row: dict) -> int:
+    return 0 if row.get("items", "catalog") == "catalog" else 1  # rows saved before pools: catalog
 
 
 def pick(rows: list[dict], metric: str = METRIC) -> dict:
     """The candidate row with the best validation new-item ``metric``; among equals, the
-    smallest ratio (the least change to the paper's recipe)."""
+    smallest ratio, then every catalog item (the least change to the paper's recipe)."""
     cands = [r for r in rows if r["ratio"] is not None]
     if not cands:
         raise ValueError("no alignment candidate to choose from")
-    return min(cands, key=lambda r: (-r[f"new_items {metric}"], r["ratio"]))
+    return min(cands, key=lambda r: (-r[f"new_items {metric}"], r["ratio"], _pool_order(r)))
 
 
 def choose(profile: str, dataset: str = "inspired", metric: str = METRIC, data_root=None,
-           ratios: dict[str, float] | None = None, references=REFERENCES, say=print) -> dict:
-    """Score every alignment candidate of ``dataset`` (``ratios``, default :func:`candidates`)
-    and the ``references`` on the validation split, pick the ratio (:func:`pick`) and save the
+           cands: dict[str, dict] | None = None, references=REFERENCES, say=print) -> dict:
+    """Score every alignment candidate of ``dataset`` (``cands``, default :func:`candidates`)
+    and the ``references`` on its validation split, pick one (:func:`pick`) and save the
     table."""
     split = data.VALIDATION[dataset]
-    ratios = candidates(profile, dataset) if ratios is None else ratios
-    if not ratios:
+    cands = candidates(profile, dataset) if cands is None else cands
+    if not cands:
         raise FileNotFoundError(f"{profile}/{dataset}: no config with a train.align block")
     rows = []
-    for variant in (*ratios, *references):
+    for variant in (*cands, *references):
         paper = experiments.evaluate(profile, dataset, variant, "paper", data_root, split=split)
         new = experiments.evaluate(profile, dataset, variant, "new_items", data_root,
                                    split=split)
-        rows.append({"variant": variant, "ratio": ratios.get(variant),
+        recipe = cands.get(variant, {"ratio": None, "items": None})
+        rows.append({"variant": variant, "ratio": recipe["ratio"], "items": recipe["items"],
                      "model_hash": paper["model_hash"], "cases": paper["n_cases"],
                      "new_item_cases": new["n_cases"],
                      **{k: paper["metrics"][k] for k in ("recall@1", "recall@10", "ndcg@10")},
@@ -66,8 +73,10 @@ def choose(profile: str, dataset: str = "inspired", metric: str = METRIC, data_r
             f"{metric} {100 * new['metrics'][metric]:.2f} on {new['n_cases']} cases")
     best = pick(rows, metric)
     out = {"profile": profile, "dataset": dataset, "split": split, "metric": f"new_items {metric}",
-           "rule": f"the ratio with the best {split} new-item {metric}; ties to the smaller ratio",
-           "rows": rows, "chosen_variant": best["variant"], "chosen_ratio": best["ratio"]}
+           "rule": f"the candidate with the best {split} new-item {metric}; ties to the smaller "
+                   "ratio, then to every catalog item",
+           "rows": rows, "chosen_variant": best["variant"], "chosen_ratio": best["ratio"],
+           "chosen_items": best["items"]}
     report.write_json(out, report.RESULTS / profile / dataset / "align_choice.json")
     return out
 
@@ -75,6 +84,26 @@ def choose(profile: str, dataset: str = "inspired", metric: str = METRIC, data_r
 def load(profile: str, dataset: str = "inspired") -> dict | None:
     path = report.RESULTS / profile / dataset / "align_choice.json"
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def chosen_variant(profile: str, dataset: str, default: str | None = None) -> str | None:
+    """The alignment variant that stands for ``dataset``: its own validation choice, else
+    INSPIRED's, else ``default``."""
+    for ds in dict.fromkeys((dataset, "inspired")):
+        choice = load(profile, ds)
+        if choice is not None:
+            return choice["chosen_variant"]
+    return default
+
+
+def label(recipe: dict, short: bool = False) -> str:
+    """A table label for a candidate's ``{"ratio", "items"}``: ``GCRS + item-ID alignment,
+    ratio 0.25 (beyond the paper)``, or the short tick ``GCRS + align 0.25``; a pool of the
+    dialogs' items is named."""
+    pool = ", dialog items" if recipe.get("items", "catalog") == "dialogs" else ""
+    if short:
+        return f"GCRS + align {recipe['ratio']:g}{pool}"
+    return f"GCRS + item-ID alignment, ratio {recipe['ratio']:g}{pool} (beyond the paper)"
 
 
 def markdown(profile: str, dataset: str = "inspired") -> str:
@@ -86,6 +115,7 @@ def markdown(profile: str, dataset: str = "inspired") -> str:
     metric = c["metric"]
     rows = [{"variant": r["variant"],
              "ratio": "-" if r["ratio"] is None else f"{r['ratio']:g}",
+             "items": "-" if r["ratio"] is None else r.get("items", "catalog"),
              "cases": r["cases"],
              **{k: f"{100 * r[k]:.2f}" for k in ("recall@1", "recall@10", "ndcg@10")},
              f"{metric} (cases)": (f"{report.percent_ci(r[metric], r[f'{metric} 95% CI'])} "

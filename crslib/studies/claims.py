@@ -73,8 +73,8 @@ _PAPER_SCALE = _claims([
     *_VS_BASELINES,
 ])
 # beyond the paper (issue 24): teaching the model what each SID means (crslib.format.align).
-# ALIGNED stands for the alignment variant whose ratio was chosen on validation
-# (crslib.studies.align_choice; gcrs_align, ratio 1, until a choice is saved)
+# ALIGNED stands for each dataset's alignment variant chosen on validation
+# (crslib.studies.align_choice.chosen_variant; gcrs_align, ratio 1, until a choice is saved)
 ALIGNED = "gcrs_align"
 _ALIGNMENT = _claims(
     [(f"beyond the paper: alignment beats {RANKER_NAMES.get(b, b)} on {NAMES[ds]} {m}",
@@ -118,11 +118,9 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
 
 def profile_claims(profile: str) -> tuple[Claim, ...]:
     """The claims of ``profile`` (a derived profile, e.g. ``paper-dry``, has its base's), the
-    alignment claims about the variant chosen on validation (:data:`ALIGNED`)."""
-    chosen = align_choice.load(profile)
-    aligned = chosen["chosen_variant"] if chosen else ALIGNED
-    return tuple(replace(c, a=aligned) if c.a == ALIGNED else c
-                 for c in CLAIMS[run.base_profile(profile)])
+    alignment claims about each dataset's variant chosen on validation (:data:`ALIGNED`)."""
+    return tuple(replace(c, a=align_choice.chosen_variant(profile, c.dataset, ALIGNED))
+                 if c.a == ALIGNED else c for c in CLAIMS[run.base_profile(profile)])
 
 
 # ----------------------------------------------------------------------------- per-case values

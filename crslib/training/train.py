@@ -102,7 +102,8 @@ def train(model, tokenizer, sids: SemanticIDs, dialogs: Sequence[Dialog], cfg: T
         if cfg.align is not None:
             if catalog is None:
                 raise ValueError("train.align needs the catalog: train(..., catalog=...)")
-            extra = align.mix(align.pool(catalog, sids, cfg.align, cfg.fmt),
+            ids = align.item_ids(catalog, dialogs, cfg.align)
+            extra = align.mix(align.pool(catalog, sids, cfg.align, cfg.fmt, ids=ids),
                               sum(w.n_branches for w in windows), cfg.align)
             windows += packing.pack_examples(extra, tokenizer, cfg.max_context_tokens)
             n_align = len(extra)

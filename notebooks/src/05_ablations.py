@@ -37,14 +37,15 @@ if datasets is None:
     datasets = (["redial", "inspired"] if run.base_profile(profile) in ("paper", "smollm2")
                 else ["inspired"])
 defined = {ds: [v for v in variants if v in run.variants(profile, ds)] for ds in datasets}
-# beyond the paper (issue 24): the alignment variant whose ratio was chosen on INSPIRED dev
+# beyond the paper (issue 24): each dataset's alignment variant chosen on its validation split
 from crslib.studies import align_choice
 
-choice = align_choice.load(profile) if aligned else None
-if choice:
-    for ds in datasets:
-        if choice["chosen_variant"] in run.variants(profile, ds):
-            defined[ds].append(choice["chosen_variant"])
+recipes = {}  # {variant: {"ratio", "items"}} of the chosen alignment variants
+for ds in datasets if aligned else ():
+    v = align_choice.chosen_variant(profile, ds)
+    if v is not None and v in run.variants(profile, ds):
+        defined[ds].append(v)
+        recipes[v] = align_choice.candidates(profile, ds)[v]
 
 experiments.train_many(profile, [(ds, v) for ds in datasets for v in defined[ds]], data_root)
 for ds in datasets:
@@ -57,9 +58,7 @@ for ds in datasets:
 LABELS = {"sid3x64": "SID 3x64", "sid5x64": "SID 5x64", "sid4x32": "SID 4x32",
           "sid4x128": "SID 4x128", "resp": "RESP only", "mode_resp": "MODE+RESP", "sid": "SID only",
           "all_embeddings": "all embeddings trained", "gcrs": "GCRS 4x64"}
-if choice:
-    LABELS[choice["chosen_variant"]] = (f"GCRS + item-ID alignment, ratio {choice['chosen_ratio']:g} "
-                                        "(beyond the paper)")
+LABELS.update({v: align_choice.label(r) for v, r in recipes.items()})
 paper = report.paper_results()["table4_ablations"]
 rows = []
 sources = [profile] + ([compact] if compact and compact != profile and profile == "smollm2" else [])
@@ -77,7 +76,7 @@ for ds in datasets:
         if dial is not None:
             row.update({k: round(dial["metrics"][k], 4) for k in ("ppl", "bleu", "distinct@2")})
         rows.append(row)
-    for v in [v for v in defined[ds] if not (choice and v == choice["chosen_variant"])]:
+    for v in [v for v in defined[ds] if v not in recipes]:
         reported = paper[ds].get(LABELS[v], {})  # the paper has no alignment row
         rows.append({"dataset": ds, "variant": LABELS[v], "source": "reported in the paper", **reported})
 report.save_table(rows, "table4_ablations", profile,
@@ -117,8 +116,7 @@ pd.DataFrame(judged)
 import numpy as np
 
 ours = [r for r in rows if r["source"] == f"ours ({profile})"]
-TICKS = ({LABELS[choice["chosen_variant"]]: f"GCRS + align {choice['chosen_ratio']:g}"}
-         if choice else {})  # a short tick for the long table label
+TICKS = {LABELS[v]: align_choice.label(r, short=True) for v, r in recipes.items()}  # short ticks
 fig, axes = plt.subplots(1, 2 * len(datasets), figsize=(6 * len(datasets), 4), squeeze=False)
 for j, ds in enumerate(datasets):
     for i, metric in enumerate(("recall@1", "recall@10")):
