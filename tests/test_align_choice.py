@@ -117,3 +117,36 @@ def test_a_saved_choice_follows_its_own_rule_on_validation(dataset):
     trained = config.load(run.config_path("smollm2", dataset, chosen)).train.align
     assert trained.ratio == choice["chosen_ratio"]
     assert trained.items == choice.get("chosen_items", "catalog")
+
+
+def test_held_out_reads_only_saved_test_results_of_the_same_model(tmp_path, monkeypatch):
+    from crslib.evaluation import result_files
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    assert align_choice.held_out("p", "redial") == []
+    metric = "new_items recall@10"
+    rows = [{"variant": v, "ratio": r, "model_hash": h, metric: x, f"{metric} 95% CI": [0, 1],
+             "cases": 5, "new_item_cases": 4, "recall@1": 0, "recall@10": 0, "ndcg@10": 0}
+            for v, r, h, x in [("a1", 1.0, "h1", 0.30), ("a2", 2.0, "h2", 0.20),
+                               ("old", 4.0, "h3", 0.10), ("few", 8.0, "h4", 0.05),
+                               ("popularity", None, None, 0.25)]]
+    report.write_json({"split": "valid", "rule": "R", "metric": metric, "chosen_variant": "a1",
+                       "rows": rows}, tmp_path / "p" / "redial" / "align_choice.json")
+
+    def saved(variant, h, x, limit=None):
+        report.write_json({"model_hash": h, "limit": limit, "n_cases": 40,
+                           "metrics": {"recall@10": x}, "ci95": {"recall@10": [0.0, 0.5]}},
+                          result_files.result_path("p", "redial", variant, "new_items"))
+    saved("a1", "h1", 0.10)
+    saved("a2", "h2", 0.20)
+    saved("old", "another model", 0.9)  # a result is reused only by the model that produced it
+    saved("few", "h4", 0.9, limit=10)  # a sample says nothing about the full split
+    saved("popularity", None, 0.20)
+    got = align_choice.held_out("p", "redial")
+    assert [(r["variant"], r["chosen"], r["valid"], r["test"], r["test cases"]) for r in got] == [
+        ("a1", True, 0.30, 0.10, 40), ("a2", False, 0.20, 0.20, 40),
+        ("popularity", False, 0.25, 0.20, 40)]
+    assert not list((tmp_path / "p" / "redial").glob("valid"))  # nothing scored
+    text = align_choice.markdown("p", "redial")
+    assert "| a1 (chosen) | 30.00 [0.00, 100.00] | 10.00 [0.00, 50.00] (40) |" in text
+    assert text.rstrip().endswith("valid order: a1 > popularity > a2; "
+                                  "test order: a2 = popularity > a1.")

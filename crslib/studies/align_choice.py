@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 
 from crslib import config, data, report
+from crslib.evaluation import result_files
 from crslib.studies import experiments
 from crslib.training import run
 
@@ -106,6 +107,54 @@ def label(recipe: dict, short: bool = False) -> str:
     return f"GCRS + item-ID alignment, ratio {recipe['ratio']:g}{pool} (beyond the paper)"
 
 
+def held_out(profile: str, dataset: str = "inspired") -> list[dict]:
+    """Each row of the saved choice whose test-split new-item result is already on disk, from
+    the same model (same model hash), beside its validation figure: did the validation order
+    hold on test? Reads saved files only and never scores the test split."""
+    c = load(profile, dataset)
+    if c is None:
+        return []
+    metric, out = c["metric"], []
+    for r in c["rows"]:
+        path = result_files.result_path(profile, dataset, r["variant"], "new_items")
+        if not path.is_file():
+            continue
+        test = json.loads(path.read_text())
+        if test.get("model_hash") != r["model_hash"] or test.get("limit") is not None:
+            continue  # another model's (or a sample's) result says nothing about this row
+        name = metric.removeprefix("new_items ")
+        out.append({"variant": r["variant"], "chosen": r["variant"] == c["chosen_variant"],
+                    c["split"]: r[metric], f"{c['split']} 95% CI": r[f"{metric} 95% CI"],
+                    "test": test["metrics"][name], "test 95% CI": test["ci95"][name],
+                    "test cases": test["n_cases"]})
+    return out
+
+
+def _held_out_markdown(profile: str, dataset: str, split: str) -> str:
+    rows = held_out(profile, dataset)
+    if not rows:
+        return ""
+    table = [{"variant": r["variant"] + (" (chosen)" if r["chosen"] else ""),
+              f"{split} new-item recall@10": report.percent_ci(r[split], r[f"{split} 95% CI"]),
+              "test new-item recall@10 (cases)": (
+                  f"{report.percent_ci(r['test'], r['test 95% CI'])} ({r['test cases']})")}
+             for r in rows]
+    return (f"\nThe rows already scored on test (read from their saved results, same model):\n\n"
+            + report.markdown_table(table)
+            + f"\n{split} order: {_order(rows, split)}; test order: {_order(rows, 'test')}.\n")
+
+
+def _order(rows: list[dict], key: str) -> str:
+    """``a > b = c``: the variants from the best ``key`` down, equal values (as printed, in
+    percent to two decimals) joined by ``=``."""
+    ranked = sorted(rows, key=lambda r: -r[key])
+    out = ranked[0]["variant"]
+    for prev, r in zip(ranked, ranked[1:]):
+        same = f"{100 * prev[key]:.2f}" == f"{100 * r[key]:.2f}"
+        out += (" = " if same else " > ") + r["variant"]
+    return out
+
+
 def markdown(profile: str, dataset: str = "inspired") -> str:
     """The saved choice as a table: each row's validation scores in percent (new-item recall
     with its 95% interval), the chosen ratio marked; the references (no ratio) last."""
@@ -122,4 +171,5 @@ def markdown(profile: str, dataset: str = "inspired") -> str:
                                    f"({r['new_item_cases']})"),
              "chosen": "yes" if r["variant"] == c["chosen_variant"] else ""}
             for r in c["rows"]]
-    return report.markdown_table(rows) + f"\n{c['split']} split; rule: {c['rule']}.\n"
+    return (report.markdown_table(rows) + f"\n{c['split']} split; rule: {c['rule']}.\n"
+            + _held_out_markdown(profile, dataset, c["split"]))
