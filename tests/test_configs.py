@@ -2,6 +2,7 @@
 a ``gcrs`` config edited without re-running the generator would leave the variants stale."""
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,16 @@ def test_smollm2_variants_differ_from_gcrs_only_in_format_sids_embeddings_or_see
     mine = config.load(path).identity()
     assert mine["model"] == base["model"] and mine["profile"] == "smollm2"
     assert mine["train_splits"] == base["train_splits"] and mine["eval"] == base["eval"]
+    variant = path.stem.split("-", 2)[2]
+    curve = re.fullmatch(r"(.+)_curve(\d+)", variant)
+    if curve:  # a learning-curve run: its variant's config with another budget, nothing else
+        base = config.load(CONFIGS / f"smollm2-{dataset}-{curve[1]}.json").identity()
+        assert mine["train"]["max_steps"] == int(curve[2])
+        assert config.load(path).train.snapshot_every
+        mine["train"]["max_steps"] = base["train"]["max_steps"]
+        assert {k: v for k, v in mine.items() if k != "variant"} == {
+            k: v for k, v in base.items() if k != "variant"}
+        return
     differ = {k for k in base if k not in ("variant", "train") and base[k] != mine[k]}
     differ |= {f"train.{k}" for k in base["train"].keys() | mine["train"].keys()
                if base["train"].get(k) != mine["train"].get(k)}

@@ -108,6 +108,16 @@ SMOLLM2_ALIGN_VARIANTS = {
     "redial": {"gcrs_align_r025": {"ratio": 0.25}, "gcrs_align": {"ratio": 1.0},
                "gcrs_align_named_r025": {"ratio": 0.25, "items": "dialogs"}}}
 
+# ReDial's learning curves (issue 24): its 220-step budget (0.83 epoch of its dialogs) was never
+# chosen on validation, and at that budget the ratio-1 run names an item's SID from its own text
+# for few catalog items (results/smollm2/redial/gcrs_align.id_knowledge.json). Does new-item
+# recall, and alignment's effect on it, grow with the budget? GCRS and the alignment recipe
+# chosen on ReDial `valid` (gcrs_align), each trained for two epochs of GCRS's dialogs (530
+# steps; the same tokens for both) with a snapshot every 110 steps (one at the shipped 220),
+# every point scored on `valid` only (crslib.studies.curve). `<variant>_curve<steps>`: the
+# variant's config with that budget, nothing else changed.
+SMOLLM2_CURVES = {"inspired": {}, "redial": {"gcrs": (530, 110), "gcrs_align": (530, 110)}}
+
 
 def smollm2_base(cpu_base: dict) -> dict:
     """`smollm2-<dataset>-gcrs`: the cpu profile's SmolLM2 run, as the profile's GCRS."""
@@ -139,6 +149,11 @@ def smollm2_configs(cpu_base: dict) -> dict[str, dict]:
         cfg["train"] = {**cfg["train"], "align": {**SMOLLM2_ALIGN, **align}}
         cfg["train"].pop("snapshot_every", None)
         out[v] = cfg
+    for v, (steps, every) in SMOLLM2_CURVES[ds].items():
+        cfg = copy.deepcopy(out[v])
+        cfg["variant"] = f"{v}_curve{steps}"
+        cfg["train"] = {**cfg["train"], "max_steps": steps, "snapshot_every": every}
+        out[cfg["variant"]] = cfg
     return out
 
 

@@ -16,7 +16,7 @@ def main(argv=None) -> int:
     p.add_argument("profile")
     p.add_argument("dataset")
     p.add_argument("variant")
-    p.add_argument("--split", default="dev")
+    p.add_argument("--split", default=None, help="default: the dataset's validation split")
     p.add_argument("--every", type=float, default=300)
     args = p.parse_args(argv)
     while True:

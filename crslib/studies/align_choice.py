@@ -27,11 +27,15 @@ REFERENCES = ("gcrs", "popularity")
 
 def candidates(profile: str, dataset: str) -> dict[str, dict]:
     """``{variant: {"ratio": r, "items": pool}}`` of the profile's configs of ``dataset`` that
-    train with alignment, by ratio, then pool, then name."""
+    train with alignment under GCRS's budget (its steps of its batch tokens: a learning-curve
+    run of another budget is no candidate), by ratio, then pool, then name."""
+    gcrs = config.load(run.config_path(profile, dataset, "gcrs")).train
     out = {}
     for path in sorted(run.CONFIGS.glob(f"{run.base_profile(profile)}-{dataset}-*.json")):
         rc = config.load(path)
-        if rc.train.align is not None:
+        same_budget = (rc.train.max_steps, rc.train.batch_tokens) == (gcrs.max_steps,
+                                                                      gcrs.batch_tokens)
+        if rc.train.align is not None and same_budget:
             out[rc.variant] = {"ratio": rc.train.align.ratio, "items": rc.train.align.items}
     return dict(sorted(out.items(), key=lambda kv: (kv[1]["ratio"], _pool_order(kv[1]), kv[0])))
 

@@ -147,6 +147,8 @@ fig.savefig(out, dpi=100)
 # the step with the best `dev` NDCG@10 (`crslib.studies.curve`; fewer steps on a tie).
 
 # %%
+from IPython.display import Markdown
+
 from crslib.studies import curve
 
 curves = {ds: curve.load(profile, ds) for ds in datasets}
@@ -156,13 +158,21 @@ for ds, c in curves.items():
     display(pd.DataFrame(c["rows"]).drop(columns=["model_hash"]))
 
 # %% [markdown]
+# Beyond the paper (issue 24): ReDial's GCRS and alignment runs of two epochs, their snapshots
+# scored on `valid` and paired step by step on the same cases, with popularity as the reference
+# (does new-item recall, and alignment's effect on it, grow with the budget?).
+
+# %%
+for (prof, ds), names in curve.COMPARED.items():
+    if prof == profile:
+        display(Markdown(curve.compare_markdown(prof, ds, *names)))
+
+# %% [markdown]
 # ## Every claim of the profile
 # The profile's claims (`crslib.studies.claims.CLAIMS`), judged from the saved per-case ranks and
 # written to `results/<profile>/claims.json`, which the README renders.
 
 # %%
-from IPython.display import Markdown
-
 if run.base_profile(profile) in claims.CLAIMS:  # smoke and cpu: the claims above only
     claims.write(profile, data_root)
     display(Markdown(claims.markdown(profile)))
