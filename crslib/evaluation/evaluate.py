@@ -74,6 +74,19 @@ def case_ids(cases: Sequence[serialize.Example]) -> list[str]:
     return [f"{ex.dialog_id}:{ex.turn_index}:{ex.item}" for ex in cases]
 
 
+def case_dialog(case_id: str) -> str:
+    """The dialog of a :func:`case_ids` id: the unit a paired bootstrap resamples."""
+    return case_id.rsplit(":", 2)[0]
+
+
+def case_values(ranks: Sequence[int | None], ids: Sequence[str], metric: str
+                ) -> dict[str, float]:
+    """``{case id: value of metric}`` (``recall@k`` or ``ndcg@k``) from per-case ranks."""
+    k = int(metric.split("@")[1])
+    values = metrics.ranking_per_case(ranks, recall_ks=(k,), cut_ks=(k,))[metric]
+    return dict(zip(ids, values.tolist()))
+
+
 def new_item_ranks(cases: Sequence[serialize.Example], lists: Sequence[Sequence[str]]
                    ) -> tuple[list[int], list[int | None]]:
     """New-item recommendation from the same lists: the positions of the cases whose gold item

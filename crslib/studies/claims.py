@@ -186,10 +186,7 @@ def per_case(profile: str, dataset: str, variant: str, metric: str, protocol: st
     if r is None:
         return None
     ids = r.get("case_ids") or _rebuilt_ids(profile, dataset, variant, r, data_root)
-    k = metric.split("@")[1]
-    values = metrics.ranking_per_case(r["case_ranks"], recall_ks=(int(k),),
-                                      cut_ks=(int(k),))[metric]
-    return dict(zip(ids, values.tolist()))
+    return ev_mod.case_values(r["case_ranks"], ids, metric)
 
 
 # ----------------------------------------------------------------------------- judging
@@ -221,7 +218,7 @@ def judge(profile: str, c: Claim, data_root=None, n_boot: int = N_BOOT, seed: in
     a_runs = [x for x in A if any(p[0][1] == x[1] for p in pairs)]
     b_runs = [x for x in B if any(p[1][1] == x[1] for p in pairs)]
     common = sorted(set.intersection(*(set(x[2]) for x in a_runs + b_runs)))
-    dialogs = [k.rsplit(":", 2)[0] for k in common]
+    dialogs = [ev_mod.case_dialog(k) for k in common]
     rows = []
     for (sa, va, xa), (sb, vb, xb) in pairs:
         t = metrics.paired_bootstrap([xa[k] for k in common], [xb[k] for k in common],

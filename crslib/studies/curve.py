@@ -92,14 +92,11 @@ def learning_curve(profile: str, dataset: str, variant: str = "gcrs", split: str
         r = _point(where, {**rec, "profile": profile, "dataset": dataset, "variant": variant},
                    split, limit, ds, base / f"step-{rec['step']:04d}.paper.json")
         lo, hi = r["ci95"][metric]
-        new = ev_mod.new_items_result(r)
         rows.append({"step": rec["step"], "tokens": rec["tokens"],
                      "epochs": round(rec["epochs"], 3), "model_hash": r["model_hash"],
                      "cases": r["n_cases"],
                      **{k: r["metrics"][k] for k in ("recall@1", "recall@10", "ndcg@10")},
-                     f"{metric} 95% CI": [lo, hi], "new_item_cases": new["n_cases"],
-                     NEW: new["metrics"]["recall@10"], f"{NEW} 95% CI": new["ci95"]["recall@10"],
-                     "final": where == folder})
+                     f"{metric} 95% CI": [lo, hi], **_new_fields(r), "final": where == folder})
         say(f"step {rec['step']}: {metric} {100 * r['metrics'][metric]:.2f} on {r['n_cases']} "
             f"{split} cases")
     rows.sort(key=lambda x: x["step"])
@@ -120,14 +117,19 @@ def choose_budget(rows: list[dict], metric: str = METRIC) -> dict:
     return min(rows, key=lambda r: (-r[metric], r["step"]))
 
 
+def _new_fields(paper: dict) -> dict:
+    """A curve row's new-item fields, from a point's saved paper-protocol result."""
+    new = ev_mod.new_items_result(paper)
+    return {"new_item_cases": new["n_cases"], NEW: new["metrics"]["recall@10"],
+            f"{NEW} 95% CI": new["ci95"]["recall@10"]}
+
+
 def _hits(result: dict, metric: str) -> dict[str, float]:
     """``{case id: value}`` of ``metric`` (``recall@k`` or ``new_items recall@k``) in a saved
     paper-protocol result."""
     if metric.startswith("new_items "):
         result, metric = ev_mod.new_items_result(result), metric.removeprefix("new_items ")
-    k = int(metric.split("@")[1])
-    values = metrics.ranking_per_case(result["case_ranks"], recall_ks=(k,), cut_ks=(k,))[metric]
-    return dict(zip(result["case_ids"], values.tolist()))
+    return ev_mod.case_values(result["case_ranks"], result["case_ids"], metric)
 
 
 def _points(profile: str, dataset: str, name: str, split: str) -> dict[int | None, dict]:
@@ -166,7 +168,7 @@ def paired(profile: str, dataset: str, a: str, b: str, metric: str = NEW,
         xa, xb = _hits(ra, metric), _hits(rb, metric)
         common = sorted(set(xa) & set(xb))
         t = metrics.paired_bootstrap([xa[k] for k in common], [xb[k] for k in common],
-                                     [k.rsplit(":", 2)[0] for k in common], n_boot, seed)
+                                     [ev_mod.case_dialog(k) for k in common], n_boot, seed)
         rows.append({"step": step, "cases": len(common),
                      "value_a": sum(xa[k] for k in common) / len(common),
                      "value_b": sum(xb[k] for k in common) / len(common),
@@ -185,9 +187,7 @@ def load(profile: str, dataset: str, variant: str = "gcrs") -> dict | None:
     for r in c["rows"]:
         if NEW not in r:
             point = json.loads((folder / f"step-{r['step']:04d}.paper.json").read_text())
-            new = ev_mod.new_items_result(point)
-            r.update({"new_item_cases": new["n_cases"], NEW: new["metrics"]["recall@10"],
-                      f"{NEW} 95% CI": new["ci95"]["recall@10"]})
+            r.update(_new_fields(point))
     return c
 
 
