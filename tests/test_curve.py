@@ -29,12 +29,12 @@ def scored(shared_data, tmp_path_factory):
     mp.setattr(report, "RESULTS", results)
     c = curve.learning_curve("smoke", "inspired", "c", limit=40, data_root=shared_data,
                              say=lambda *_: None, run_path=root / "runs" / "c")
-    yield c, results, shared_data
+    yield c, results, shared_data, root / "runs" / "c"
     mp.undo()
 
 
 def test_each_point_is_scored_on_validation_with_its_new_item_recall(scored):
-    c, results, _ = scored
+    c, results, *_ = scored
     assert c["split"] == "dev" and c["finished"]
     assert [r["step"] for r in c["rows"]] == [2, 4] and [r["final"] for r in c["rows"]] == [
         False, True]
@@ -48,8 +48,19 @@ def test_each_point_is_scored_on_validation_with_its_new_item_recall(scored):
     assert not list((results / "smoke" / "inspired").glob("*.paper.json"))  # no test file
 
 
+def test_snapshots_and_the_run_record_the_environment_they_were_trained_in(scored):
+    *_, folder = scored
+    records = [json.loads((folder / "snapshots" / "step-0002" / "snapshot.json").read_text()),
+               json.loads((folder / "train_summary.json").read_text())]
+    for rec in records:
+        env = rec["environment"]
+        assert env["torch"] == torch.__version__ and env["threads"] == 1
+        assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+        assert env["transformers"] and env["peft"] and env["cpu"]
+
+
 def test_paired_compares_the_same_cases_from_saved_results(scored, monkeypatch):
-    c, results, shared_data = scored
+    c, results, shared_data, _ = scored
     monkeypatch.setattr(report, "RESULTS", results)
     same = curve.paired("smoke", "inspired", "c", "c", n_boot=200)
     assert [r["step"] for r in same] == [2, 4]
@@ -72,7 +83,7 @@ def test_paired_compares_the_same_cases_from_saved_results(scored, monkeypatch):
 
 def test_the_comparison_table_pairs_two_curves_and_a_reference(scored, monkeypatch):
     import shutil
-    c, results, _ = scored
+    c, results, *_ = scored
     monkeypatch.setattr(report, "RESULTS", results)
     folder = results / "smoke" / "inspired"
     assert "not scored yet: d;" in curve.compare_markdown("smoke", "inspired", "c", "d", "c")

@@ -35,7 +35,7 @@ from pathlib import Path
 from crslib import config, data, paths, report
 from crslib.ids import encode
 from crslib.ids.semantic_ids import SemanticIDs
-from crslib.training import decoupled, model as backbones, train
+from crslib.training import decoupled, model as backbones, runtime, train
 from crslib.training.runbase import (RunLocked, Trainee, build_model, config_hash,  # noqa: F401
                                      finish_run, is_finished, model_hash, peak_rss_mb, prepare_sids,
                                      run_lock, save_and_finish, save_run, saved_config,
@@ -205,7 +205,8 @@ def train_generative(t: Trainee):
         save_run(folder, t.net, t.tokenizer, t.sids, t.rc)
         if (t.work / "output_vocab.json").is_file():
             shutil.copyfile(t.work / "output_vocab.json", folder / "output_vocab.json")
-        report.write_json({**record, "model_hash": model_hash(folder)}, folder / "snapshot.json")
+        report.write_json({**record, "model_hash": model_hash(folder),
+                           "environment": runtime.environment()}, folder / "snapshot.json")
     summary = train.train(t.net, t.tokenizer, t.sids, t.dialogs, t.rc.train, t.work, t.new_ids,
                           extra_config=t.rc.saved_form(), progress=t.progress,
                           on_snapshot=snapshot,

@@ -24,6 +24,7 @@ from crslib.format import serialize
 from crslib.ids import semantic_ids
 from crslib.ids.semantic_ids import SemanticIDs
 from crslib.training import model as backbones
+from crslib.training import runtime
 
 
 def config_hash(cfg) -> str:
@@ -150,6 +151,7 @@ def save_and_finish(out: Path, summary: dict, save) -> dict:
     state = backbones.process_state()
     if state.is_main_process:
         summary["peak_rss_mb"] = peak_rss_mb()
+        summary["environment"] = runtime.environment()
         save()
         finish_run(out, summary)
     state.wait_for_everyone()

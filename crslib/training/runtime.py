@@ -3,12 +3,42 @@ process is the main one under ``accelerate launch``."""
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
+import platform
 import random
 
 import numpy as np
 import torch
 
 from crslib.pretrained import process_state
+
+
+LIBRARIES = ("torch", "transformers", "peft", "accelerate", "numpy", "safetensors", "tokenizers")
+
+
+def environment() -> dict:
+    """What a run was trained with, beside its weights (``train_summary.json``, each snapshot's
+    ``snapshot.json``): the library versions, the kernels torch dispatches to on this CPU
+    (``cpu_capability``: ``AVX2``, ``AVX512``...) and the CPU itself, and the torch threads.
+    Same seed and config give bitwise the same weights only under the same environment: the
+    ReDial curve runs retrained with unchanged code, torch and peft on an AVX-512 machine gave
+    other weights at step 110 than on the AVX2 machine that trained them first."""
+    def version(name: str) -> str | None:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh
+                        if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"python": platform.python_version(), **{n: version(n) for n in LIBRARIES},
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu": cpu,
+            "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def seed_everything(seed: int) -> None:
