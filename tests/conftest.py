@@ -1,3 +1,4 @@
+import importlib.util
 import os
 from pathlib import Path
 
@@ -18,3 +19,17 @@ def shared_data() -> Path:
     if root is None:
         pytest.skip("shared ReDial/INSPIRED data not found (set CRSLIB_TEST_DATA)")
     return root
+
+
+def _import_script(relative: str):
+    path = REPO / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """Import one of the repository's scripts as a module: ``load_script("tools/ship_run.py")``."""
+    return _import_script

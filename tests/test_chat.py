@@ -1,8 +1,6 @@
 """ChatSession on a tiny random backbone and a toy catalog: the three inference modes, parity of
 the shown scores with exact scoring, well-formed responses, escaping of user text, input
 errors, reset and determinism; ChatWidget driven through its buttons."""
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
@@ -437,15 +435,7 @@ def test_no_mention_is_started_once_every_item_is_excluded_or_said(world):
     assert ends[0, one.boi] == float("-inf") and ends[0, tok.eos_token_id] == 3.0
 
 
-def _browser_check():
-    spec = importlib.util.spec_from_file_location(
-        "browser_check", Path(__file__).resolve().parents[1] / "tools" / "browser_check.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_transcript_has_the_hooks_the_browser_check_reads(world):
+def test_transcript_has_the_hooks_the_browser_check_reads(world, load_script):
     # tools/browser_check.py finds turns, responses, badges and list titles by these classes
     s = session(world)
     s.reply("I liked @103", mode="rec")
@@ -456,7 +446,7 @@ def test_transcript_has_the_hooks_the_browser_check_reads(world):
 
 
 def test_browser_check_judges_what_the_browser_showed():
-    bc = _browser_check()
+    bc = load_script("tools/browser_check.py")
     assert bc.names_an_item("How about Taken (2008)?", ["Taken", "John Wick"])
     assert bc.names_an_item("I like die hard", ["Die Hard (1988)"])
     assert not bc.names_an_item("How about Alien?", ["Taken", "John Wick"])

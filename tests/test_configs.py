@@ -1,6 +1,5 @@
 """The variant configs are generated from each profile's ``gcrs`` config (tools/make_configs.py);
 a ``gcrs`` config edited without re-running the generator would leave the variants stale."""
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -12,11 +11,8 @@ CONFIGS = ROOT / "crslib" / "configs"
 
 
 @pytest.fixture(scope="module")
-def make_configs():
-    spec = importlib.util.spec_from_file_location("make_configs", ROOT / "tools" / "make_configs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def make_configs(load_script):
+    return load_script("tools/make_configs.py")
 
 
 VARIANT_FILES = sorted(p for p in CONFIGS.glob("*.json") if not p.name.endswith("-gcrs.json")

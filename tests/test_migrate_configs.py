@@ -1,21 +1,11 @@
 """tools/migrate_configs.py: a run folder and a result written before typed configs get the new
 config hash (and format/ranker), an unfinished run's work folder follows, a live run is left
 alone, and a second pass changes nothing."""
-import importlib.util
 import json
-from pathlib import Path
 
 from crslib import config
 from crslib.training import run
 
-TOOL = Path(__file__).resolve().parent.parent / "tools" / "migrate_configs.py"
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("migrate_configs", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _legacy(variant: str) -> dict:
@@ -23,8 +13,8 @@ def _legacy(variant: str) -> dict:
     return {k: v for k, v in raw.items() if k not in ("format", "ranker")}
 
 
-def test_old_runs_and_results_get_the_new_hash(tmp_path, capsys):
-    tool = _tool()
+def test_old_runs_and_results_get_the_new_hash(tmp_path, capsys, load_script):
+    tool = load_script("tools/migrate_configs.py")
     runs, results = tmp_path / "runs", tmp_path / "results"
     for variant in ("sid", "decoupled"):
         old = _legacy(variant)

@@ -1,7 +1,6 @@
 """tools/ship_run.py --park: an unfinished run's checkpoint, config, log and snapshots are staged
 (never a save in progress), a run being trained is refused, and shipping the finished run
 unstages the parked work folder."""
-import importlib.util
 import json
 import subprocess
 from pathlib import Path
@@ -9,14 +8,10 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-TOOL = Path(__file__).resolve().parent.parent / "tools" / "ship_run.py"
 
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("ship_run", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+@pytest.fixture
+def tool(load_script):
+    return load_script("tools/ship_run.py")
 
 
 def _write(path: Path, text: str = "x") -> None:
@@ -52,9 +47,9 @@ def _unfinished(repo: Path) -> Path:
     return folder
 
 
-def test_park_stages_the_checkpoint_and_snapshots_not_a_save_in_progress(repo):
+def test_park_stages_the_checkpoint_and_snapshots_not_a_save_in_progress(repo, tool):
     folder = _unfinished(repo)
-    out = _tool().park(folder)
+    out = tool.park(folder)
     assert out["work"] == ["work-abc123"] and list(out["snapshots"]) == ["step-0010"]
     base = "runs/smollm2/redial/curve/"
     assert _staged(repo) == [base + p for p in (
@@ -65,21 +60,20 @@ def test_park_stages_the_checkpoint_and_snapshots_not_a_save_in_progress(repo):
     assert record["model_hash"] == out["snapshots"]["step-0010"] != "old"
 
 
-def test_park_refuses_a_run_in_training_and_a_run_without_checkpoint(repo):
+def test_park_refuses_a_run_in_training_and_a_run_without_checkpoint(repo, tool):
     folder = _unfinished(repo)
     with FileLock(repo / folder / ".lock", timeout=0):
         with pytest.raises(SystemExit, match="being trained right now"):
-            _tool().park(folder)
+            tool.park(folder)
     empty = Path("runs/smollm2/redial/empty")
     _write(repo / empty / "work-1" / "log.jsonl")
     with pytest.raises(SystemExit, match="no work folder with a checkpoint"):
-        _tool().park(empty)
+        tool.park(empty)
     assert _staged(repo) == []
 
 
-def test_shipping_the_finished_run_unstages_its_parked_work_folder(repo, monkeypatch):
+def test_shipping_the_finished_run_unstages_its_parked_work_folder(repo, tool, monkeypatch):
     folder = _unfinished(repo)
-    tool = _tool()
     tool.park(folder)
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "park"],
                    cwd=repo, check=True)
