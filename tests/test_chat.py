@@ -435,7 +435,7 @@ def test_no_mention_is_started_once_every_item_is_excluded_or_said(world):
     assert ends[0, one.boi] == float("-inf") and ends[0, tok.eos_token_id] == 3.0
 
 
-def test_transcript_has_the_hooks_the_browser_check_reads(world, load_script):
+def test_transcript_has_the_hooks_the_browser_check_reads(world):
     # tools/browser_check.py finds turns, responses, badges and list titles by these classes
     s = session(world)
     s.reply("I liked @103", mode="rec")
@@ -445,7 +445,7 @@ def test_transcript_has_the_hooks_the_browser_check_reads(world, load_script):
     assert "class='crslib-response'" in html or "(empty response)" in html
 
 
-def test_browser_check_judges_what_the_browser_showed():
+def test_browser_check_judges_what_the_browser_showed(load_script):
     bc = load_script("tools/browser_check.py")
     assert bc.names_an_item("How about Taken (2008)?", ["Taken", "John Wick"])
     assert bc.names_an_item("I like die hard", ["Die Hard (1988)"])
